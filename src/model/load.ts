@@ -1,0 +1,60 @@
+/**
+ * One entry point that opens any supported checkpoint: a llama2.c `.bin`, a Hugging Face
+ * directory, a GGUF file, or a quantized-model safetensors file written by this toolkit.
+ *
+ * @module
+ */
+import { FormatError } from "../errors.ts";
+import { loadLlama2c } from "../formats/llama2c.ts";
+import type { LoadedModel } from "./model.ts";
+
+/**
+ * Detects the format of `path` and loads it lazily (tensors are read on demand).
+ *
+ * @example
+ * ```ts ignore
+ * const model = await loadModel("../shared/models/stories260K.bin");
+ * console.log(model.format, model.config.nLayers);
+ * ```
+ * @param path A file or a Hugging Face model directory.
+ * @throws {FormatError} When the path is missing or its format is not recognised.
+ */
+export async function loadModel(path: string): Promise<LoadedModel> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    throw new FormatError(path, "", "Model path not found: pass --model with a llama2.c .bin, a GGUF file, a quantized .safetensors file or a Hugging Face directory");
+  }
+  if (info.isDirectory) return await loadHfDirectory(path);
+  const magic = await readMagic(path);
+  if (magic === "GGUF") return await loadGgufModel(path);
+  if (path.endsWith(".safetensors")) return await loadQuantizedModel(path);
+  return await loadLlama2c(path);
+}
+
+async function readMagic(path: string): Promise<string> {
+  const file = await Deno.open(path);
+  try {
+    const bytes = new Uint8Array(4);
+    const n = await file.read(bytes);
+    return n === 4 ? new TextDecoder().decode(bytes) : "";
+  } finally {
+    file.close();
+  }
+}
+
+// TODO: Hugging Face directories are not wired in yet.
+function loadHfDirectory(path: string): Promise<LoadedModel> {
+  return Promise.reject(new FormatError(path, "", "Hugging Face directories are not supported yet"));
+}
+
+// TODO: GGUF files are not wired in yet.
+function loadGgufModel(path: string): Promise<LoadedModel> {
+  return Promise.reject(new FormatError(path, "", "GGUF files are not supported yet"));
+}
+
+// TODO: quantized-model files are not wired in yet.
+function loadQuantizedModel(path: string): Promise<LoadedModel> {
+  return Promise.reject(new FormatError(path, "", "Quantized-model files are not supported yet"));
+}
