@@ -6,6 +6,9 @@
  */
 import { FormatError } from "../errors.ts";
 import { loadLlama2c } from "../formats/llama2c.ts";
+import { openQuantizedModel } from "../formats/quantized.ts";
+import { loadHf } from "../formats/hf.ts";
+import { loadGguf } from "../formats/gguf_model.ts";
 import type { LoadedModel } from "./model.ts";
 
 /**
@@ -44,17 +47,20 @@ async function readMagic(path: string): Promise<string> {
   }
 }
 
-// TODO: Hugging Face directories are not wired in yet.
 function loadHfDirectory(path: string): Promise<LoadedModel> {
-  return Promise.reject(new FormatError(path, "", "Hugging Face directories are not supported yet"));
+  return loadHf(path);
 }
 
-// TODO: GGUF files are not wired in yet.
 function loadGgufModel(path: string): Promise<LoadedModel> {
-  return Promise.reject(new FormatError(path, "", "GGUF files are not supported yet"));
+  return loadGguf(path);
 }
 
-// TODO: quantized-model files are not wired in yet.
-function loadQuantizedModel(path: string): Promise<LoadedModel> {
-  return Promise.reject(new FormatError(path, "", "Quantized-model files are not supported yet"));
+/**
+ * Opens a quantized model written by `deno task quantize`: the original config comes from
+ * its metadata and quantized layers are dequantized to dense f32 when read.
+ */
+async function loadQuantizedModel(path: string): Promise<LoadedModel> {
+  const q = await openQuantizedModel(path);
+  // NOTE: the quantized file stores no tokenizer, so token-id-only use works and text needs the original model's tokenizer.
+  return { path, format: "quantized", config: q.config, weights: q.weights, tokenizer: null, chatTemplate: null };
 }

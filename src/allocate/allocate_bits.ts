@@ -1,0 +1,329 @@
+/**
+ * Weight Channel Sensitivity Guidance: turns per-channel Fisher sensitivities into a plan
+ * of codebook sizes that meets a bits-per-weight budget with every stored byte counted.
+ *
+ * Rate-distortion model: a channel with sensitivity I_c coded at b bits per weight costs
+ * D_c(b) = I_c * 2^(-2b). With continuous rates and no overhead the optimum is reverse
+ * water-filling, b_c = b_mean + 1/2 log2(I_c / geomean(I)). Here rates are discrete
+ * (log2(K) / v for codebook sizes K = 2^k) and shared by a group, and every byte of
+ * indices, codebooks, scales and permutation counts, so the same objective is solved as
+ * a multiple-choice knapsack over the exact byte costs (see rate_distortion.ts).
+ *
+ * @module
+ */
+import { FormatError, ShapeError, UsageError } from "../errors.ts";
+import { BLOCK_LINEARS } from "../model/config.ts";
+import type { WeightStore } from "../model/model.ts";
+import { vqLayerBytes } from "../quantize/bpw.ts";
+import { Progress } from "../util/progress.ts";
+import type { FisherStatsSource } from "./fisher_source.ts";
+import { groupChannels } from "./grouping.ts";
+import {
+  MAX_CODEBOOK_SIZE,
+  type Plan,
+  PLAN_FORMAT,
+  PLAN_VERSION,
+  planBitsPerWeight,
+  planLayerBytes,
+  type PlanLayer,
+  type PlanScope,
+} from "./plan.ts";
+import { type RdItem, type RdSolverKind, solveRateDistortion } from "./rate_distortion.ts";
+import { channelSensitivity, type FisherKind, type SensitivityKind } from "./sensitivity.ts";
+
+/** Options of {@linkcode allocateBits}; every field but `bits` has a default. */
+export interface AllocateOptions {
+  /** Budget in bits per weight, overhead included. */
+  bits: number;
+  /** Channel groups (codebooks) per layer. Default 4. */
+  groups?: number;
+  /** Vector length v along the input dimension. Default 4. */
+  vectorLength?: number;
+  /** Budget over every layer separately or over the whole model. Default "layer". */
+  scope?: PlanScope;
+  /** Sensitivity formula. Default "trace". */
+  sensitivity?: SensitivityKind;
+  /** Fisher diagonal. Default "kfac". */
+  fisher?: FisherKind;
+  /** For the gradient sensitivity: least signal-to-noise ratio of the mean gradient (see sensitivity.ts). Default 4. */
+  minGradientSnr?: number;
+  /** Smallest codebook size (a power of two, at least 2). Default 2. */
+  minCodebookSize?: number;
+  /** Largest codebook size (a power of two, at most 65536). Default 65536. */
+  maxCodebookSize?: number;
+  /** Linear-layer prefixes to allocate. Default: every block linear layer of the model. */
+  layers?: string[];
+  /** Solver for the discrete problem. Default "auto" (exact whenever its table fits). */
+  solver?: "auto" | RdSolverKind;
+  /** Print no progress. Default false. */
+  quiet?: boolean;
+}
+
+/** One group of channels as the solver sees it. */
+interface GroupInfo {
+  layer: number;
+  start: number;
+  end: number;
+  /** Sum of I_c over the group's channels. */
+  sensitivity: number;
+  /** Option table: codebook exponent k and the group's exact bytes for each. */
+  options: { k: number; bytes: number }[];
+}
+
+/** A layer with its sensitivities and grouping, before codebook sizes are chosen. */
+interface LayerWork {
+  name: string;
+  rows: number;
+  cols: number;
+  sensitivity: Float64Array;
+  kind: SensitivityKind;
+  order: number[];
+  groups: GroupInfo[];
+  /** Bytes that do not depend on the codebook sizes: scales and permutation. */
+  fixedBytes: number;
+}
+
+/**
+ * Computes channel sensitivities from Fisher statistics and chooses every group's
+ * codebook size so that the stored bits per weight never exceed `options.bits`.
+ *
+ * @example
+ * ```ts ignore
+ * const model = await loadModel("stories260K.bin");
+ * const stats = await openFisherStats("fisher.safetensors");
+ * const plan = await allocateBits(stats, model.weights, { bits: 3, scope: "model" });
+ * ```
+ * @param stats Fisher statistics per linear layer.
+ * @param weights The model's weights (shapes and row variances).
+ * @param options Budget and allocation settings.
+ * @returns A validated plan.
+ * @throws {UsageError} When an option is invalid or the budget cannot be met even with
+ *   the smallest codebooks (the message gives the minimum achievable bits per weight).
+ * @throws {FormatError} When statistics are missing or disagree with the weights.
+ */
+export async function allocateBits(stats: FisherStatsSource, weights: WeightStore, options: AllocateOptions): Promise<Plan> {
+  const settings = resolveOptions(options);
+  const names = options.layers ?? blockLinearLayers(weights);
+  if (names.length === 0) throw new FormatError(weights.source, "", "No linear layers to allocate: expected model.layers.N.*_proj.weight tensors");
+  const available = new Set(stats.layers());
+  const progress = new Progress("allocate", names.length, { quiet: settings.quiet, unit: "layers" });
+
+  const work: LayerWork[] = [];
+  for (const name of names) {
+    if (!available.has(name)) throw new FormatError(stats.source, name, "No statistics for this layer: calibrate the same model with deno task calibrate");
+    work.push(await prepareLayer(stats, weights, name, work.length, settings));
+    progress.advance(1, name);
+  }
+  progress.finish();
+
+  const chosen = settings.scope === "model" ? solveModel(work, settings) : solveLayers(work, settings);
+  return buildPlan(work, chosen.k, chosen.solver, settings, stats.source, weights.source);
+}
+
+type Settings = Required<Omit<AllocateOptions, "layers">>;
+
+function resolveOptions(o: AllocateOptions): Settings {
+  const s: Settings = {
+    bits: o.bits,
+    groups: o.groups ?? 4,
+    vectorLength: o.vectorLength ?? 4,
+    scope: o.scope ?? "layer",
+    sensitivity: o.sensitivity ?? "trace",
+    fisher: o.fisher ?? "kfac",
+    minGradientSnr: o.minGradientSnr ?? 4,
+    minCodebookSize: o.minCodebookSize ?? 2,
+    maxCodebookSize: o.maxCodebookSize ?? MAX_CODEBOOK_SIZE,
+    solver: o.solver ?? "auto",
+    quiet: o.quiet ?? false,
+  };
+  if (!(s.bits > 0) || !Number.isFinite(s.bits)) throw new UsageError(`bits: expected a positive number, got ${s.bits}`);
+  if (!Number.isSafeInteger(s.groups) || s.groups < 1) throw new UsageError(`groups: expected a positive integer, got ${s.groups}`);
+  if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) throw new UsageError(`vectorLength: expected a positive integer, got ${s.vectorLength}`);
+  if (s.scope !== "layer" && s.scope !== "model") throw new UsageError(`scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`);
+  if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") throw new UsageError(`sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`);
+  if (s.fisher !== "kfac" && s.fisher !== "empirical") throw new UsageError(`fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`);
+  for (const key of ["minCodebookSize", "maxCodebookSize"] as const) {
+    const k = s[key];
+    if (!Number.isSafeInteger(k) || k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) {
+      throw new UsageError(`${key}: expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+    }
+  }
+  if (s.minCodebookSize > s.maxCodebookSize) throw new UsageError(`minCodebookSize ${s.minCodebookSize} exceeds maxCodebookSize ${s.maxCodebookSize}`);
+  return s;
+}
+
+/**
+ * Lists the block linear layers of a model by their prefixes, in block then forward order.
+ *
+ * @param weights The model's weights.
+ */
+export function blockLinearLayers(weights: WeightStore): string[] {
+  const pattern = /^model\.layers\.(\d+)\.([a-z_]+\.[a-z_]+)\.weight$/;
+  const found: { name: string; block: number; slot: number }[] = [];
+  for (const tensor of weights.names()) {
+    const match = pattern.exec(tensor);
+    const slot = match ? (BLOCK_LINEARS as readonly string[]).indexOf(match[2]) : -1;
+    if (match && slot >= 0) found.push({ name: tensor.slice(0, -".weight".length), block: Number(match[1]), slot });
+  }
+  found.sort((a, b) => a.block - b.block || a.slot - b.slot);
+  return found.map((f) => f.name);
+}
+
+async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name: string, index: number, s: Settings): Promise<LayerWork> {
+  const layerStats = await stats.read(name);
+  const shape = weights.shape(`${name}.weight`);
+  if (shape.length !== 2 || shape[0] !== layerStats.rows || shape[1] !== layerStats.cols) {
+    throw new ShapeError(`${name}: the weight in ${weights.source} is [${shape}] but the statistics in ${stats.source} describe [${layerStats.rows}, ${layerStats.cols}]: calibrate the same model`);
+  }
+  const [rows, cols] = shape;
+  const weight = await weights.read(`${name}.weight`);
+  const { values, kind } = channelSensitivity(layerStats, weight, { kind: s.sensitivity, fisher: s.fisher, minGradientSnr: s.minGradientSnr });
+  const { order, ends } = groupChannels(values, s.groups);
+
+  const groups: GroupInfo[] = [];
+  let start = 0;
+  for (const end of ends) {
+    let sum = 0;
+    for (let i = start; i < end; i++) sum += values[order[i]];
+    groups.push({ layer: index, start, end, sensitivity: sum, options: groupOptions(end - start, cols, s) });
+    start = end;
+  }
+  const fixed = vqLayerBytes({ rows, cols, vectorLength: s.vectorLength, groups: [], scales: true, permutation: true });
+  return { name, rows, cols, sensitivity: values, kind, order, groups, fixedBytes: fixed.total };
+}
+
+/**
+ * Codebook exponents a group may use and the exact bytes of each. Codebooks larger than
+ * the next power of two above the group's vector count cannot hold more distinct vectors,
+ * so they are left out.
+ */
+function groupOptions(rows: number, cols: number, s: Settings): { k: number; bytes: number }[] {
+  const v = s.vectorLength;
+  const vectors = rows * Math.ceil(cols / v);
+  const kMin = Math.log2(s.minCodebookSize);
+  const kMax = Math.max(kMin, Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))));
+  const options: { k: number; bytes: number }[] = [];
+  for (let k = kMin; k <= kMax; k++) {
+    const bytes = vqLayerBytes({ rows, cols, vectorLength: v, groups: [{ rows, codebookSize: 2 ** k }], scales: false, permutation: false }).total;
+    options.push({ k, bytes });
+  }
+  return options;
+}
+
+/** Largest whole number of bytes whose bits per weight stay within `bits` after rounding. */
+function budgetBytes(bits: number, weights: number): number {
+  let bytes = Math.floor((bits * weights) / 8);
+  while (bytes > 0 && (bytes * 8) / weights > bits) bytes--;
+  return bytes;
+}
+
+interface Chosen {
+  /** Codebook exponent per group, indexed like `work[layer].groups`. */
+  k: number[][];
+  solver: string;
+}
+
+/**
+ * Builds knapsack items from groups. Groups with identical option tables and sensitivity
+ * become one item, so interchangeable channels always receive the same rate.
+ */
+function buildItems(groups: GroupInfo[], v: number): { items: RdItem[]; members: GroupInfo[][] } {
+  const classes = new Map<string, GroupInfo[]>();
+  for (const g of groups) {
+    const key = `${g.options.map((o) => o.bytes).join(",")}|${g.options[0].k}|${g.sensitivity}`;
+    const list = classes.get(key);
+    if (list) list.push(g);
+    else classes.set(key, [g]);
+  }
+  const members = [...classes.values()];
+  const items = members.map((list) => ({
+    options: list[0].options.map((o) => ({
+      bytes: o.bytes * list.length,
+      distortion: list[0].sensitivity * list.length * 2 ** ((-2 * o.k) / v),
+    })),
+  }));
+  return { items, members };
+}
+
+function solveGroups(groups: GroupInfo[], budget: number, s: Settings): { k: Map<GroupInfo, number>; solver: RdSolverKind } {
+  const { items, members } = buildItems(groups, s.vectorLength);
+  const solution = solveRateDistortion(items, budget, { solver: s.solver });
+  const k = new Map<GroupInfo, number>();
+  members.forEach((list, i) => {
+    for (const g of list) k.set(g, g.options[solution.choice[i]].k);
+  });
+  return { k, solver: solution.solver };
+}
+
+function minimumBytes(layer: LayerWork): number {
+  return layer.fixedBytes + layer.groups.reduce((sum, g) => sum + g.options[0].bytes, 0);
+}
+
+function solveLayers(work: LayerWork[], s: Settings): Chosen {
+  const worst = work
+    .map((l) => ({ name: l.name, bpw: (minimumBytes(l) * 8) / (l.rows * l.cols) }))
+    .reduce((a, b) => (b.bpw > a.bpw ? b : a));
+  if (worst.bpw > s.bits) throw infeasible(s, `layer ${worst.name} needs at least ${worst.bpw.toFixed(4)}`, worst.bpw);
+  const solvers = new Set<string>();
+  const k = work.map((layer) => {
+    const budget = budgetBytes(s.bits, layer.rows * layer.cols) - layer.fixedBytes;
+    const result = solveGroups(layer.groups, budget, s);
+    solvers.add(result.solver);
+    return layer.groups.map((g) => result.k.get(g)!);
+  });
+  return { k, solver: solvers.size === 1 ? [...solvers][0] : "mixed" };
+}
+
+function solveModel(work: LayerWork[], s: Settings): Chosen {
+  const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
+  const fixed = work.reduce((sum, l) => sum + l.fixedBytes, 0);
+  const minimum = work.reduce((sum, l) => sum + minimumBytes(l), 0);
+  const minBpw = (minimum * 8) / weights;
+  if (minBpw > s.bits) throw infeasible(s, `the model needs at least ${minBpw.toFixed(4)}`, minBpw);
+  const result = solveGroups(work.flatMap((l) => l.groups), budgetBytes(s.bits, weights) - fixed, s);
+  return { k: work.map((l) => l.groups.map((g) => result.k.get(g)!)), solver: result.solver };
+}
+
+function infeasible(s: Settings, what: string, minBpw: number): UsageError {
+  return new UsageError(
+    `Budget of ${s.bits} bits per weight cannot be met: ${what} bits per weight with the smallest codebooks ` +
+      `(K = ${s.minCodebookSize}, ${s.groups} groups, vector length ${s.vectorLength}, scales and permutation included). ` +
+      `Raise --bits to at least ${Math.ceil(minBpw * 1e4) / 1e4}, or use fewer --groups or a longer --vector-length`,
+  );
+}
+
+function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings, statsSource: string, modelSource: string): Plan {
+  const layers: Record<string, PlanLayer> = {};
+  work.forEach((w, i) => {
+    const layout = {
+      rows: w.rows,
+      cols: w.cols,
+      vectorLength: s.vectorLength,
+      groups: w.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
+    };
+    layers[w.name] = {
+      ...layout,
+      channelOrder: w.order,
+      sensitivity: Array.from(w.sensitivity, (x) => Number(x.toPrecision(6))),
+      bpw: (planLayerBytes(layout).total * 8) / (w.rows * w.cols),
+      sensitivityKind: w.kind,
+    };
+  });
+  const bpw = planBitsPerWeight(Object.values(layers));
+  // The budgets above make this impossible; a failure here is a bug, not a user error.
+  if (bpw > s.bits) throw new Error(`Internal error: the plan spends ${bpw} bits per weight, over the budget of ${s.bits}`);
+  return {
+    format: PLAN_FORMAT,
+    version: PLAN_VERSION,
+    bits: s.bits,
+    scope: s.scope,
+    vectorLength: s.vectorLength,
+    bpw,
+    groups: s.groups,
+    sensitivity: s.sensitivity,
+    fisher: s.fisher,
+    solver,
+    sources: { model: modelSource, fisher: statsSource },
+    layers,
+  };
+}

@@ -1,0 +1,229 @@
+/**
+ * The allocation plan: per linear layer, the channel order, the channel groups and each
+ * group's codebook size, which the quantizer follows exactly. docs/plan.md describes the
+ * JSON format; this file holds its types, its byte accounting and its validation.
+ *
+ * Bits per weight are always recomputed from the layout with `vqLayerBytes` (per row an
+ * f16 scale and a u32 permutation entry, per group an f16 codebook [K, v] and packed
+ * indices), so a plan's bpw equals the quantized file's.
+ *
+ * @module
+ */
+import { FormatError } from "../errors.ts";
+import { bitsPerWeight, type StorageBytes, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
+import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
+
+/** Value of the plan's `format` field. */
+export const PLAN_FORMAT = "rsavq-plan";
+/** Plan format version this code reads and writes. */
+export const PLAN_VERSION = 1;
+/** Largest codebook a plan may ask for (16-bit indices). */
+export const MAX_CODEBOOK_SIZE = 65536;
+
+/** Budget scope: one budget for the whole model, or one per layer. */
+export type PlanScope = "layer" | "model";
+
+/** One group of channels sharing a codebook: channelOrder[start..end). */
+export interface PlanGroup {
+  /** First position in `channelOrder` (inclusive). */
+  start: number;
+  /** Last position in `channelOrder` (exclusive). */
+  end: number;
+  /** Codebook entries K, a power of two in [2, 65536]; the index rate is log2(K) / v bits per weight. */
+  codebookSize: number;
+}
+
+/** Allocation of one linear layer. */
+export interface PlanLayer {
+  /** Output channels m. */
+  rows: number;
+  /** Input columns n. */
+  cols: number;
+  /** Vector length v along the input dimension. */
+  vectorLength: number;
+  /** Channels by decreasing sensitivity: a permutation of 0..m-1. */
+  channelOrder: number[];
+  /** Sensitivity I_c per channel in original order, [m] (6 significant digits). */
+  sensitivity: number[];
+  /** Groups partitioning `channelOrder`, in order. */
+  groups: PlanGroup[];
+  /** Bits per weight of this layer as stored, overhead included. */
+  bpw: number;
+  /** Formula that produced `sensitivity` (a gradient request may have fallen back to trace). */
+  sensitivityKind?: SensitivityKind;
+}
+
+/** A complete allocation plan. */
+export interface Plan {
+  format: typeof PLAN_FORMAT;
+  version: typeof PLAN_VERSION;
+  /** Requested budget in bits per weight. */
+  bits: number;
+  /** Whether the budget holds per layer or over the whole model. */
+  scope: PlanScope;
+  /** Vector length every layer uses. */
+  vectorLength: number;
+  /** Achieved bits per weight over all layers, overhead included. */
+  bpw: number;
+  /** Allocation per linear-layer prefix (for example "model.layers.0.self_attn.q_proj"). */
+  layers: Record<string, PlanLayer>;
+  /** Requested number of groups per layer (a layer may use fewer when sensitivities tie). */
+  groups?: number;
+  /** Requested sensitivity formula. */
+  sensitivity?: SensitivityKind;
+  /** Fisher diagonal used. */
+  fisher?: FisherKind;
+  /** Solver that chose the codebook sizes ("exact", "greedy", or "mixed" across layers). */
+  solver?: string;
+  /** Model and statistics the plan was computed from. */
+  sources?: { model?: string; fisher?: string };
+}
+
+/**
+ * Describes a plan layer's storage for `vqLayerBytes`: a scale and a permutation entry per
+ * row, one codebook per group.
+ *
+ * @param layer Plan layer.
+ */
+export function planLayerStorage(layer: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">): VqLayerStorage {
+  return {
+    rows: layer.rows,
+    cols: layer.cols,
+    vectorLength: layer.vectorLength,
+    groups: layer.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize })),
+    scales: true,
+    permutation: true,
+  };
+}
+
+/**
+ * Stored bytes of a plan layer, by component.
+ *
+ * @param layer Plan layer.
+ */
+export function planLayerBytes(layer: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">): StorageBytes {
+  return vqLayerBytes(planLayerStorage(layer));
+}
+
+/**
+ * Bits per weight of the given plan layers together, recomputed from their layout.
+ *
+ * @example
+ * ```ts
+ * import { planBitsPerWeight } from "./plan.ts";
+ * // 64 rows x 64 cols, v = 4, K = 256: 2 bits of indices, 0.25 of scales, 0.5 of
+ * // permutation, 2 * 256 * 4 * 8 / 4096 = 2 of codebook.
+ * const layer = { rows: 64, cols: 64, vectorLength: 4, groups: [{ start: 0, end: 64, codebookSize: 256 }] };
+ * if (planBitsPerWeight([layer]) !== 6.75) throw new Error();
+ * ```
+ * @param layers Plan layers.
+ */
+export function planBitsPerWeight(layers: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">[]): number {
+  return bitsPerWeight(layers.map((l) => ({ bytes: planLayerBytes(l), weights: l.rows * l.cols })));
+}
+
+/** Relative tolerance when comparing a stored bpw with the recomputed one (JSON round trip). */
+const BPW_TOLERANCE = 1e-9;
+
+/**
+ * Checks that `value` is a well-formed plan and returns it typed. Bits per weight are
+ * recomputed from the layout and must match what the plan states and stay within `bits`.
+ *
+ * @param value Parsed JSON.
+ * @param file File the plan came from, for error messages.
+ * @throws {FormatError} Naming the file and the first bad field.
+ */
+export function validatePlan(value: unknown, file: string): Plan {
+  const fail = (field: string, detail: string): never => {
+    throw new FormatError(file, field, detail);
+  };
+  if (!isRecord(value)) return fail("", "Expected a JSON object");
+  if (value.format !== PLAN_FORMAT) fail("format", `Expected "${PLAN_FORMAT}", got ${JSON.stringify(value.format)}: pass a plan written by deno task allocate`);
+  if (value.version !== PLAN_VERSION) fail("version", `Expected ${PLAN_VERSION}, got ${JSON.stringify(value.version)}: rerun deno task allocate with this version of the toolkit`);
+  const bits = positiveNumber(value.bits, "bits", fail);
+  if (value.scope !== "layer" && value.scope !== "model") fail("scope", `Expected "layer" or "model", got ${JSON.stringify(value.scope)}`);
+  positiveInteger(value.vectorLength, "vectorLength", fail);
+  const bpw = positiveNumber(value.bpw, "bpw", fail);
+  if (!isRecord(value.layers)) return fail("layers", "Expected an object mapping layer names to allocations");
+  const names = Object.keys(value.layers);
+  if (names.length === 0) fail("layers", "Expected at least one layer");
+
+  const layers: PlanLayer[] = [];
+  for (const name of names) {
+    const layer = validateLayer(value.layers[name], `layers.${name}`, fail);
+    if (value.scope === "layer" && layer.bpw > bits * (1 + BPW_TOLERANCE)) {
+      fail(`layers.${name}.bpw`, `${layer.bpw} exceeds the budget of ${bits} bits per weight`);
+    }
+    layers.push(layer);
+  }
+  const actual = planBitsPerWeight(layers);
+  if (!near(actual, bpw)) fail("bpw", `States ${bpw} but the layers store ${actual} bits per weight: rerun deno task allocate instead of editing the plan`);
+  if (bpw > bits * (1 + BPW_TOLERANCE)) fail("bpw", `${bpw} exceeds the budget of ${bits} bits per weight`);
+  return value as unknown as Plan;
+}
+
+function validateLayer(value: unknown, at: string, fail: (field: string, detail: string) => never): PlanLayer {
+  if (!isRecord(value)) return fail(at, "Expected an object");
+  const rows = positiveInteger(value.rows, `${at}.rows`, fail);
+  const cols = positiveInteger(value.cols, `${at}.cols`, fail);
+  const vectorLength = positiveInteger(value.vectorLength, `${at}.vectorLength`, fail);
+
+  const order = value.channelOrder;
+  if (!Array.isArray(order) || order.length !== rows) fail(`${at}.channelOrder`, `Expected an array of ${rows} channel indices`);
+  const seen = new Uint8Array(rows);
+  (order as unknown[]).forEach((c, i) => {
+    if (!Number.isInteger(c) || (c as number) < 0 || (c as number) >= rows || seen[c as number]) {
+      fail(`${at}.channelOrder[${i}]`, `Expected a permutation of 0..${rows - 1}, got ${JSON.stringify(c)}`);
+    }
+    seen[c as number] = 1;
+  });
+
+  const sens = value.sensitivity;
+  if (!Array.isArray(sens) || sens.length !== rows) fail(`${at}.sensitivity`, `Expected an array of ${rows} numbers`);
+  (sens as unknown[]).forEach((s, i) => {
+    if (typeof s !== "number" || !Number.isFinite(s) || s < 0) fail(`${at}.sensitivity[${i}]`, `Expected a finite non-negative number, got ${JSON.stringify(s)}`);
+  });
+
+  const groups = value.groups;
+  if (!Array.isArray(groups) || groups.length === 0) return fail(`${at}.groups`, "Expected a non-empty array of groups");
+  let next = 0;
+  groups.forEach((g: unknown, i: number) => {
+    const gAt = `${at}.groups[${i}]`;
+    if (!isRecord(g)) fail(gAt, "Expected an object with start, end and codebookSize");
+    const group = g as Record<string, unknown>;
+    if (group.start !== next) fail(`${gAt}.start`, `Expected ${next} so the groups partition the channel order, got ${JSON.stringify(group.start)}`);
+    const end = positiveInteger(group.end, `${gAt}.end`, fail);
+    if (end <= next || end > rows) fail(`${gAt}.end`, `Expected a value in ${next + 1}..${rows}, got ${end}`);
+    const k = positiveInteger(group.codebookSize, `${gAt}.codebookSize`, fail);
+    if (k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) fail(`${gAt}.codebookSize`, `Expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+    next = end;
+  });
+  if (next !== rows) fail(`${at}.groups`, `Groups end at channel ${next} but the layer has ${rows}: the last group must end at ${rows}`);
+
+  const bpw = positiveNumber(value.bpw, `${at}.bpw`, fail);
+  const layer = value as unknown as PlanLayer;
+  const actual = planBitsPerWeight([layer]);
+  if (!near(actual, bpw)) fail(`${at}.bpw`, `States ${bpw} but the layout stores ${actual} bits per weight: rerun deno task allocate instead of editing the plan`);
+  if (value.sensitivityKind !== undefined && value.sensitivityKind !== "trace" && value.sensitivityKind !== "gradient") {
+    fail(`${at}.sensitivityKind`, `Expected "trace" or "gradient", got ${JSON.stringify(value.sensitivityKind)}`);
+  }
+  return layer;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function positiveNumber(value: unknown, field: string, fail: (field: string, detail: string) => never): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) fail(field, `Expected a positive number, got ${JSON.stringify(value)}`);
+  return value as number;
+}
+
+function positiveInteger(value: unknown, field: string, fail: (field: string, detail: string) => never): number {
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) fail(field, `Expected a positive integer, got ${JSON.stringify(value)}`);
+  return value as number;
+}
+
+function near(a: number, b: number): boolean {
+  return Math.abs(a - b) <= BPW_TOLERANCE * Math.max(1, Math.abs(b));
+}

@@ -1,0 +1,148 @@
+/**
+ * Checkpoint conversion between the formats this toolkit reads: any loaded model to a
+ * Hugging Face directory or a GGUF file, with the rotary permutation each writer needs,
+ * plus whatever tokenizer files and chat template can be carried to the target format.
+ *
+ * What travels: HF to HF copies tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json, generation_config.json and chat_template.jinja; GGUF to GGUF
+ * copies every `tokenizer.*` entry; GGUF "gpt2" vocabularies become a tokenizer.json in an
+ * HF directory; the chat template and BOS/EOS ids travel everywhere. llama2.c checkpoints
+ * have no tokenizer to carry.
+ *
+ * @module
+ */
+import { join, resolve } from "node:path";
+import { UsageError } from "../errors.ts";
+import type { LoadedModel } from "../model/model.ts";
+import { byteLevelTokenizerJson } from "../tokenizer/gguf_tokenizer.ts";
+import { GgufFile } from "./gguf.ts";
+import type { GgufEntry } from "./gguf_types.ts";
+import { type GgufDtype, writeGguf } from "./gguf_writer.ts";
+import { type HfDtype, writeHf } from "./hf_writer.ts";
+import { loadHf } from "./hf.ts";
+import { loadGguf } from "./gguf_model.ts";
+
+/** Target formats of {@linkcode convertModel}. */
+export type ConvertTarget = "hf" | "gguf";
+
+/** Dtypes each target accepts; the first is the default. */
+export const CONVERT_DTYPES: Readonly<Record<ConvertTarget, readonly string[]>> = {
+  hf: ["f32", "f16", "bf16"],
+  gguf: ["f32", "f16", "q8_0"],
+};
+
+/** Files of a Hugging Face directory copied when converting HF to HF. */
+const HF_SIDE_FILES = [
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "generation_config.json",
+  "chat_template.jinja",
+];
+
+/** Options of {@linkcode convertModel}. */
+export interface ConvertOptions {
+  /** Target format. */
+  to: ConvertTarget;
+  /** Output path (a directory for "hf", a file for "gguf"); must not exist. */
+  out: string;
+  /** Stored dtype; see {@linkcode CONVERT_DTYPES}. Default "f32". */
+  dtype?: string;
+  /** Print no progress. Default false. */
+  quiet?: boolean;
+}
+
+/**
+ * Writes a loaded model in another format, then reopens the output to validate it.
+ * Nothing is left at `out` when any step fails.
+ *
+ * @example
+ * ```ts ignore
+ * const model = await loadModel("stories260K.bin");
+ * await convertModel(model, { to: "gguf", dtype: "q8_0", out: "stories260K.gguf" });
+ * model.weights.close();
+ * ```
+ * @param model Loaded source model.
+ * @param options Target, output path, dtype and progress.
+ * @throws {UsageError} On an unknown target or dtype, or an output that exists or is the input.
+ */
+export async function convertModel(model: LoadedModel, options: ConvertOptions): Promise<void> {
+  const { to, out } = options;
+  if (!(to in CONVERT_DTYPES)) throw new UsageError(`Invalid --to ${JSON.stringify(to)}: expected hf or gguf`);
+  const dtype = options.dtype ?? CONVERT_DTYPES[to][0];
+  if (!CONVERT_DTYPES[to].includes(dtype)) {
+    throw new UsageError(`Invalid --dtype ${JSON.stringify(dtype)} for --to ${to}: expected one of ${CONVERT_DTYPES[to].join(", ")}`);
+  }
+  if (resolve(out) === resolve(model.path)) throw new UsageError(`Output ${out} is the input model: choose another --out`);
+  if (await exists(out)) throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
+
+  if (to === "hf") {
+    const files = await hfSideFiles(model);
+    // An HF source's template travels inside its copied files.
+    const chatTemplate = model.format === "hf" ? null : model.chatTemplate;
+    await writeHf(model, out, { dtype: dtype as HfDtype, files, chatTemplate, quiet: options.quiet });
+  } else {
+    const metadata = model.format === "gguf" ? await tokenizerEntries(model.path) : undefined;
+    await writeGguf(model, out, { dtype: dtype as GgufDtype, metadata, chatTemplate: model.chatTemplate, quiet: options.quiet });
+  }
+  try {
+    const written = to === "hf" ? await loadHf(out) : await loadGguf(out);
+    written.weights.close();
+  } catch (err) {
+    await Deno.remove(out, { recursive: true }).catch(() => {});
+    throw err;
+  }
+}
+
+/** Tokenizer files to place in an HF output, by name. */
+async function hfSideFiles(model: LoadedModel): Promise<Record<string, Uint8Array>> {
+  const files: Record<string, Uint8Array> = {};
+  if (model.format === "hf") {
+    for (const name of HF_SIDE_FILES) {
+      try {
+        files[name] = await Deno.readFile(join(model.path, name));
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+    }
+  } else if (model.format === "gguf") {
+    const gguf = await GgufFile.open(model.path);
+    try {
+      const tokens = gguf.get("tokenizer.ggml.tokens") as string[] | undefined;
+      // NOTE: SentencePiece ("llama") vocabularies are not converted to tokenizer.json yet.
+      if (gguf.get("tokenizer.ggml.model") === "gpt2" && tokens) {
+        const types = (gguf.get("tokenizer.ggml.token_type") as number[] | undefined) ?? tokens.map(() => 1);
+        const merges = (gguf.get("tokenizer.ggml.merges") as string[] | undefined) ?? [];
+        const pre = gguf.get("tokenizer.ggml.pre");
+        const json = byteLevelTokenizerJson(tokens, types, merges, typeof pre === "string" ? pre : "default");
+        files["tokenizer.json"] = new TextEncoder().encode(JSON.stringify(json));
+        const bos = model.config.bosId, eos = model.config.eosIds?.[0];
+        const config = { bos_token: bos !== undefined ? tokens[bos] : null, eos_token: eos !== undefined ? tokens[eos] : null };
+        files["tokenizer_config.json"] = new TextEncoder().encode(JSON.stringify(config, null, 2));
+      }
+    } finally {
+      gguf.close();
+    }
+  }
+  return files;
+}
+
+/** Every `tokenizer.*` metadata entry of a GGUF file. */
+async function tokenizerEntries(path: string): Promise<Map<string, GgufEntry>> {
+  const gguf = await GgufFile.open(path);
+  try {
+    return new Map([...gguf.metadata].filter(([key]) => key.startsWith("tokenizer.")));
+  } finally {
+    gguf.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}

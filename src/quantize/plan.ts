@@ -1,0 +1,97 @@
+/**
+ * WCSG plans (src/allocate writes them, `deno task quantize --plan` follows them): per
+ * linear layer a channel order and groups over it, each with its own codebook size.
+ *
+ * ```json
+ * {"format": "rsavq-plan", "version": 1, "layers": {"model.layers.0.self_attn.q_proj":
+ *   {"rows": 64, "cols": 64, "vectorLength": 4, "channelOrder": [5, 0, ...],
+ *    "groups": [{"start": 0, "end": 16, "codebookSize": 256}, ...]}}}
+ * ```
+ * Group g holds rows channelOrder[start..end); the groups partition the order.
+ *
+ * @module
+ */
+import { FormatError } from "../errors.ts";
+import type { VqGroupSpec } from "./types.ts";
+import { MAX_CODEBOOK_SIZE } from "./budget.ts";
+
+/** One layer of a plan. */
+export interface PlanLayer {
+  rows: number;
+  cols: number;
+  vectorLength: number;
+  /** Row indices in stored order (a permutation of 0..rows-1). */
+  channelOrder: number[];
+  /** Consecutive ranges of channelOrder with their codebook sizes. */
+  groups: { start: number; end: number; codebookSize: number }[];
+}
+
+/** A WCSG plan. */
+export interface WcsgPlan {
+  format: "rsavq-plan";
+  version: 1;
+  /** Layers by prefix ("model.layers.0.self_attn.q_proj"). */
+  layers: Record<string, PlanLayer>;
+}
+
+/**
+ * Reads and validates a plan file.
+ *
+ * @param path Plan JSON path.
+ * @throws {FormatError} Naming the layer and field that is wrong.
+ */
+export async function readPlan(path: string): Promise<WcsgPlan> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(path));
+  } catch (err) {
+    throw new FormatError(path, "", `Cannot read the plan: ${(err as Error).message}`);
+  }
+  return validatePlan(raw, path);
+}
+
+/**
+ * Checks a parsed plan: format and version, and per layer a permutation channel order and
+ * groups that partition it in order with codebook sizes in [1, 65536].
+ *
+ * @param raw Parsed JSON.
+ * @param path Source, for errors.
+ */
+export function validatePlan(raw: unknown, path: string): WcsgPlan {
+  const plan = raw as WcsgPlan;
+  if (plan?.format !== "rsavq-plan") throw new FormatError(path, "format", `Expected "rsavq-plan", got ${JSON.stringify(plan?.format)}: pass a plan written by deno task allocate`);
+  if (plan.version !== 1) throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 1`);
+  if (typeof plan.layers !== "object" || plan.layers === null) throw new FormatError(path, "layers", "Expected an object of layers");
+  for (const [prefix, layer] of Object.entries(plan.layers)) {
+    const field = (f: string) => `layers.${prefix}.${f}`;
+    for (const key of ["rows", "cols", "vectorLength"] as const) {
+      if (!Number.isSafeInteger(layer[key]) || layer[key] <= 0) throw new FormatError(path, field(key), `Expected a positive integer, got ${layer[key]}`);
+    }
+    const order = layer.channelOrder;
+    const seen = new Uint8Array(layer.rows);
+    if (!Array.isArray(order) || order.length !== layer.rows || !order.every((r) => Number.isInteger(r) && r >= 0 && r < layer.rows && !seen[r] && (seen[r] = 1))) {
+      throw new FormatError(path, field("channelOrder"), `Expected a permutation of 0..${layer.rows - 1}`);
+    }
+    let next = 0;
+    for (const [g, group] of (layer.groups ?? []).entries()) {
+      if (group.start !== next || !(group.end > group.start) || group.end > layer.rows) {
+        throw new FormatError(path, field(`groups[${g}]`), `Groups must partition 0..${layer.rows} in order; got start ${group.start}, end ${group.end} after ${next}`);
+      }
+      if (!Number.isInteger(group.codebookSize) || group.codebookSize < 1 || group.codebookSize > MAX_CODEBOOK_SIZE) {
+        throw new FormatError(path, field(`groups[${g}].codebookSize`), `Expected an integer in [1, ${MAX_CODEBOOK_SIZE}], got ${group.codebookSize}`);
+      }
+      next = group.end;
+    }
+    if (next !== layer.rows) throw new FormatError(path, field("groups"), `Groups cover 0..${next} of ${layer.rows} rows`);
+  }
+  return plan;
+}
+
+/**
+ * Channel groups of one plan layer, for the VQ quantizers.
+ *
+ * @param layer Validated plan layer.
+ */
+export function planGroups(layer: PlanLayer): VqGroupSpec[] {
+  return layer.groups.map((g) => ({ rows: Uint32Array.from(layer.channelOrder.slice(g.start, g.end)), codebookSize: g.codebookSize, residualSize: 0 }));
+}

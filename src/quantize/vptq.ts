@@ -1,0 +1,26 @@
+/**
+ * The `vptq` method, after VPTQ (Liu et al., 2024): codebooks from k-means weighted by the
+ * Hessian diagonal A_jj, codeword assignment under the same weights, and GPTQ-style error
+ * feedback over column blocks of the vector length through the Cholesky factor of the
+ * damped inverse of A.
+ *
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import { quantizeVqLayer } from "./vq_layer.ts";
+import type { QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
+
+/**
+ * Quantizes a layer VPTQ-style.
+ *
+ * @param job Weights, channel groups and statistics (A is required).
+ * @param settings VQ settings (lambda and the Fisher metric are ignored).
+ * @throws {UsageError} Without statistics.
+ */
+export function quantizeVptqLayer(job: VqLayerJob, settings: VqSettings): Promise<QuantizedLayer> {
+  if (!job.stats) throw new UsageError(`vptq needs calibration statistics for ${job.prefix}: run deno task calibrate and pass --fisher`);
+  const { rows, cols } = job, a = job.stats.A;
+  const metric = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) metric[r * cols + j] = a[j * cols + j];
+  return quantizeVqLayer({ ...job, metric, hessian: a, direction: null }, settings);
+}

@@ -1,0 +1,297 @@
+/**
+ * The vector-quantization core shared by kmeans, vptq and rsavq: per-output-channel scale
+ * normalization, codebook training per channel group (weighted k-means, optional residual
+ * stage), and codeword assignment column block by column block with GPTQ-style error
+ * feedback and RSAVQ's EDSG term.
+ *
+ * Units: each row r is divided by a power-of-two scale s_r near its RMS, so codewords
+ * live in a common range and s_r * codeword is exact in f32. The metric weight of element
+ * (r, j) in that normalized space is M_rj * s_r^2, M being the method's metric in weight
+ * units, scaled to mean 1 over the layer. Inputs not a multiple of v are padded with zero
+ * columns of weight 0, which are stored but never dequantized or counted as weights.
+ *
+ * @module
+ */
+import { f16Tensor, packIndices, u32Tensor, type VqGroupDesc } from "../formats/quantized.ts";
+import type { TensorToWrite } from "../formats/safetensors.ts";
+import { ShapeError } from "../errors.ts";
+import { indexBits, vqLayerBytes } from "./bpw.ts";
+import { normalizeDirection } from "./edsg.ts";
+import { weightedKmeans } from "./kmeans.ts";
+import { dampHessian, invertUpperBlock, upperCholeskyOfInverse } from "./linalg.ts";
+import { type NearestJob, nearestCodewordsCpu, nearestCodewordsGpu, type NearestResult } from "./nearest.ts";
+import type { QuantizedLayer, VqGroupSpec, VqSettings } from "./types.ts";
+import { roundF16 } from "./uniform.ts";
+
+/** Multiply-adds above which "auto" assignment moves to the GPU (below, a round trip costs more). */
+const GPU_ASSIGN_WORK = 1 << 24;
+
+/** One layer to vector-quantize. */
+export interface VqLayerInput {
+  /** Layer prefix (tensor names). */
+  prefix: string;
+  /** Weights [rows, cols]. */
+  weight: Float32Array;
+  rows: number;
+  cols: number;
+  /** Channel groups; their rows, concatenated, are a permutation of 0..rows-1. */
+  groups: VqGroupSpec[];
+  /** Store the channel order (required unless the groups list rows 0..rows-1 in order). */
+  storeChannelOrder: boolean;
+  /** Metric M [rows, cols] in weight units, or null for the unweighted metric on normalized rows. */
+  metric: Float32Array | null;
+  /** A = E[x x^T] [cols, cols] for error feedback, or null for none. */
+  hessian: Float32Array | null;
+  /** EDSG natural-gradient direction N [rows, cols], or null. */
+  direction: Float32Array | null;
+}
+
+/**
+ * Power-of-two scale nearest (in log scale) to the RMS of a row; 1 for a zero row. The
+ * exponent stays in f16's exact range [-24, 15].
+ *
+ * @param row Weights of one row.
+ */
+export function rowScale(row: ArrayLike<number>): number {
+  let ss = 0;
+  for (let i = 0; i < row.length; i++) ss += row[i] * row[i];
+  if (!(ss > 0)) return 1;
+  const e = Math.round(Math.log2(Math.sqrt(ss / row.length)));
+  return 2 ** Math.min(15, Math.max(-24, e));
+}
+
+/** One group's working state. */
+interface GroupState {
+  spec: VqGroupSpec;
+  /** f16-exact codebooks [K, v], one per stage. */
+  codebooks: Float32Array[];
+  /** Chosen index per stage, [rows in group, vectors per row]. */
+  indices: Uint32Array[];
+}
+
+/**
+ * Vector-quantizes one layer.
+ *
+ * @param input Weights, groups, metric, Hessian and EDSG direction.
+ * @param settings Vector length, k-means, EDSG and device settings.
+ * @returns Layer metadata, tensors, dequantized weights and stored bytes.
+ */
+export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings): Promise<QuantizedLayer> {
+  const { prefix, weight, rows, cols, groups } = input;
+  const v = settings.vectorLength, perRow = Math.ceil(cols / v), padded = perRow * v;
+  checkGroups(input);
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) scales[r] = rowScale(weight.subarray(r * cols, (r + 1) * cols));
+
+  // Metric weights in the normalized space [rows, padded]; padding weighs 0.
+  let metric = input.metric;
+  if (metric) {
+    let mean = 0;
+    for (const m of metric) mean += Math.max(0, m) / metric.length;
+    const scaled = new Float32Array(metric.length);
+    for (let i = 0; i < metric.length; i++) scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
+    metric = scaled;
+  }
+  const weights = new Float32Array(rows * padded);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
+  }
+  const direction = input.direction && settings.edsgMode !== "none"
+    ? normalizeDirection(input.direction, metric ?? new Float32Array(rows * cols).fill(1), rows, cols)
+    : null;
+
+  // Train each group's codebooks on its initial normalized vectors.
+  const states: GroupState[] = [];
+  for (const spec of groups) {
+    const points = gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow);
+    const w = gatherWeights(weights, spec.rows, padded, 0, padded);
+    const codebooks = [await trainCodebook(points, w, spec.codebookSize, settings)];
+    if (spec.residualSize > 0) {
+      const [first] = await assign([{ vectorLength: v, points, weights: w, codebook: codebooks[0] }], settings);
+      const residual = points.slice();
+      for (let i = 0; i < first.index.length; i++) {
+        for (let d = 0; d < v; d++) residual[i * v + d] -= codebooks[0][first.index[i] * v + d];
+      }
+      codebooks.push(await trainCodebook(residual, w, spec.residualSize, settings));
+    }
+    states.push({ spec, codebooks, indices: codebooks.map(() => new Uint32Array(spec.rows.length * perRow)) });
+  }
+
+  // Assign column block by column block, feeding errors forward when a Hessian is given.
+  const target = Float64Array.from(weight);
+  let u: Float64Array | null = null;
+  if (input.hessian) {
+    const { h, dead } = dampHessian(input.hessian, cols, settings.damp);
+    for (const j of dead) for (let r = 0; r < rows; r++) target[r * cols + j] = 0;
+    u = upperCholeskyOfInverse(h, cols);
+  }
+  const out = new Float32Array(rows * cols);
+  const running = new Float64Array(rows); // EDSG: sum over assigned columns of E_rj N_rj
+  const blockwise = u !== null || direction !== null;
+  const blocks = blockwise ? Array.from({ length: perRow }, (_, q) => [q, q + 1]) : [[0, perRow]];
+  for (const [q0, q1] of blocks) {
+    const chosen = new Float32Array(rows * (q1 - q0) * v); // sum of the chosen codewords
+    for (let stage = 0; stage < 2; stage++) {
+      const active = states.filter((s) => s.codebooks.length > stage);
+      if (!active.length) break;
+      const jobs: NearestJob[] = active.map((s) => {
+        const points = gatherVectors(target, scales, s.spec.rows, cols, v, q0, q1);
+        for (let i = 0; i < s.spec.rows.length; i++) {
+          const c = chosen.subarray(s.spec.rows[i] * (q1 - q0) * v, (s.spec.rows[i] + 1) * (q1 - q0) * v);
+          for (let d = 0; d < c.length; d++) points[i * c.length + d] -= c[d];
+        }
+        const job: NearestJob = { vectorLength: v, points, weights: gatherWeights(weights, s.spec.rows, padded, q0 * v, q1 * v), codebook: s.codebooks[stage] };
+        if (direction) {
+          job.guide = edsgGuide(s.spec.rows, target, weight, direction, scales, running, cols, v, q0, q1);
+          job.mode = settings.edsgMode;
+          job.lambda = settings.lambda;
+        }
+        return job;
+      });
+      const results = await assign(jobs, settings);
+      active.forEach((s, a) => {
+        const { index } = results[a], codebook = s.codebooks[stage], span = q1 - q0;
+        for (let i = 0; i < s.spec.rows.length; i++) {
+          const row = s.spec.rows[i];
+          for (let q = 0; q < span; q++) {
+            const k = index[i * span + q];
+            s.indices[stage][i * perRow + q0 + q] = k;
+            for (let d = 0; d < v; d++) chosen[(row * span + q) * v + d] = Math.fround(chosen[(row * span + q) * v + d] + codebook[k * v + d]);
+          }
+        }
+      });
+    }
+    const j0 = q0 * v, j1 = Math.min(cols, q1 * v);
+    for (let r = 0; r < rows; r++) {
+      for (let j = j0; j < j1; j++) {
+        out[r * cols + j] = Math.fround(scales[r] * chosen[(r * (q1 - q0)) * v + j - j0]);
+        if (direction) running[r] += (out[r * cols + j] - weight[r * cols + j]) * direction[r * cols + j];
+      }
+    }
+    if (u) feedBack(target, out, u, rows, cols, j0, j1);
+  }
+  return assemble(input, settings, states, scales, out);
+}
+
+function checkGroups(input: VqLayerInput): void {
+  const seen = new Uint8Array(input.rows);
+  let position = 0, natural = true;
+  for (const g of input.groups) {
+    for (const r of g.rows) {
+      if (r >= input.rows || seen[r]) throw new ShapeError(`${input.prefix}: channel groups must list every row 0..${input.rows - 1} exactly once; row ${r} is repeated or out of range`);
+      seen[r] = 1;
+      if (r !== position++) natural = false;
+    }
+  }
+  if (position !== input.rows) throw new ShapeError(`${input.prefix}: channel groups cover ${position} of ${input.rows} rows`);
+  if (!natural && !input.storeChannelOrder) throw new ShapeError(`${input.prefix}: groups reorder rows, so the channel order must be stored`);
+}
+
+/** Normalized vectors q0..q1 of the listed rows, [rows.length, q1 - q0, v], zero padded. */
+function gatherVectors(w: ArrayLike<number>, scales: Float32Array, rows: Uint32Array, cols: number, v: number, q0: number, q1: number): Float32Array {
+  const span = (q1 - q0) * v, out = new Float32Array(rows.length * span);
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i], inv = 1 / scales[r];
+    for (let j = q0 * v; j < Math.min(cols, q1 * v); j++) out[i * span + j - q0 * v] = w[r * cols + j] * inv;
+  }
+  return out;
+}
+
+/** Metric weights of columns j0..j1 of the listed rows. */
+function gatherWeights(weights: Float32Array, rows: Uint32Array, padded: number, j0: number, j1: number): Float32Array {
+  const out = new Float32Array(rows.length * (j1 - j0));
+  for (let i = 0; i < rows.length; i++) out.set(weights.subarray(rows[i] * padded + j0, rows[i] * padded + j1), i * (j1 - j0));
+  return out;
+}
+
+/**
+ * EDSG guide [rows.length, v + 1] of one column block: s_r N_rj per element, then the
+ * running sum of E_rj N_rj over assigned columns plus the error feedback has already put
+ * into this block ((W' - W) N), so the kernel's (s + e . n) is the row's whole projection.
+ */
+function edsgGuide(rows: Uint32Array, target: Float64Array, weight: Float32Array, direction: Float32Array, scales: Float32Array, running: Float64Array, cols: number, v: number, q0: number, q1: number): Float32Array {
+  if (q1 - q0 !== 1) throw new ShapeError("EDSG guides are built one column block at a time");
+  const out = new Float32Array(rows.length * (v + 1));
+  for (let i = 0; i < rows.length; i++) {
+    const r = rows[i];
+    let s = running[r];
+    for (let d = 0; d < v && q0 * v + d < cols; d++) {
+      const j = r * cols + q0 * v + d;
+      out[i * (v + 1) + d] = scales[r] * direction[j];
+      s += (target[j] - weight[j]) * direction[j];
+    }
+    out[i * (v + 1) + v] = s;
+  }
+  return out;
+}
+
+/** W'[:, j1:] -= (W'[:, j0:j1] - Q[:, j0:j1]) U_bb^{-1} U[j0:j1, j1:] (block OBS update). */
+function feedBack(target: Float64Array, out: Float32Array, u: Float64Array, rows: number, cols: number, j0: number, j1: number): void {
+  const bw = j1 - j0, binv = invertUpperBlock(u, cols, j0, j1), e = new Float64Array(bw), d = new Float64Array(bw);
+  for (let r = 0; r < rows; r++) {
+    for (let a = 0; a < bw; a++) e[a] = target[r * cols + j0 + a] - out[r * cols + j0 + a];
+    for (let b = 0; b < bw; b++) {
+      let s = 0;
+      for (let a = 0; a <= b; a++) s += e[a] * binv[a * bw + b];
+      d[b] = s;
+    }
+    for (let b = 0; b < bw; b++) {
+      if (d[b] === 0) continue;
+      const urow = (j0 + b) * cols;
+      for (let k = j1; k < cols; k++) target[r * cols + k] -= d[b] * u[urow + k];
+    }
+  }
+}
+
+async function trainCodebook(points: Float32Array, weights: Float32Array, k: number, settings: VqSettings): Promise<Float32Array> {
+  const { codebook } = await weightedKmeans(points, weights, {
+    k,
+    vectorLength: settings.vectorLength,
+    iterations: settings.iterations,
+    seedRounds: settings.seedRounds,
+    rng: settings.rng,
+    gpu: settings.gpu,
+  });
+  return codebook.map(roundF16);
+}
+
+async function assign(jobs: NearestJob[], settings: VqSettings): Promise<NearestResult[]> {
+  let work = 0;
+  for (const j of jobs) work += j.points.length * (j.codebook.length / j.vectorLength);
+  const gpu = settings.gpu && (settings.assignOn === "gpu" || (settings.assignOn === "auto" && work >= GPU_ASSIGN_WORK));
+  return gpu ? await nearestCodewordsGpu(settings.gpu!, jobs) : jobs.map((j) => nearestCodewordsCpu(j));
+}
+
+function assemble(input: VqLayerInput, settings: VqSettings, states: GroupState[], scales: Float32Array, out: Float32Array): QuantizedLayer {
+  const { prefix, rows, cols } = input, v = settings.vectorLength;
+  const tensors: Record<string, TensorToWrite> = { [`${prefix}.scales`]: f16Tensor(scales, [rows]) };
+  if (input.storeChannelOrder) {
+    const order = new Uint32Array(rows);
+    let p = 0;
+    for (const s of states) for (const r of s.spec.rows) order[p++] = r;
+    tensors[`${prefix}.channel_order`] = u32Tensor(order, [rows]);
+  }
+  const groups: VqGroupDesc[] = [];
+  let start = 0;
+  states.forEach((s, g) => {
+    const end = start + s.spec.rows.length;
+    const stages = s.codebooks.map((codebook, stage) => {
+      const k = codebook.length / v, words = packIndices(s.indices[stage], indexBits(k));
+      const names = { codebook: `${prefix}.codebook.g${g}.s${stage}`, indices: `${prefix}.indices.g${g}.s${stage}` };
+      tensors[names.indices] = u32Tensor(words, [words.length]);
+      tensors[names.codebook] = f16Tensor(codebook, [k, v]);
+      return { ...names, size: k };
+    });
+    groups.push({ start, end, stages });
+    start = end;
+  });
+  const bytes = vqLayerBytes({
+    rows,
+    cols,
+    vectorLength: v,
+    groups: states.map((s) => ({ rows: s.spec.rows.length, codebookSize: s.spec.codebookSize, residualCodebookSize: s.spec.residualSize })),
+    scales: true,
+    permutation: input.storeChannelOrder,
+  });
+  return { desc: { kind: "vq", rows, cols, vectorLength: v, channelOrder: input.storeChannelOrder, groups }, tensors, dequantized: out, bytes };
+}

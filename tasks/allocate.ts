@@ -1,0 +1,135 @@
+/**
+ * `deno task allocate`: per-channel sensitivities from Fisher statistics and a plan of
+ * codebook sizes per channel group that meets a bits-per-weight budget (format in
+ * docs/plan.md).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
+import { explainPlan } from "../src/allocate/explain.ts";
+import { openFisherStats } from "../src/allocate/fisher_source.ts";
+import { writePlan } from "../src/allocate/plan_io.ts";
+import { UsageError } from "../src/errors.ts";
+import { loadModel } from "../src/model/load.ts";
+
+const HELP = `Usage: deno task allocate --model PATH --fisher FILE --bits B --out plan.json [options]
+
+Gives every output channel of every block linear layer a sensitivity from the Fisher
+statistics, sorts the channels by it, splits them into groups and picks each group's
+codebook size K (a power of two; index rate log2(K)/v bits per weight) to minimize the
+modelled loss sum I_c * 2^(-2 b_c) under the budget. Bits per weight count every stored
+byte: packed indices, f16 codebooks, an f16 scale and a u32 permutation entry per row.
+Embeddings and the output head are not quantized and not counted.
+
+Options:
+  --model PATH          Model the statistics were computed on (llama2.c .bin, GGUF, Hugging Face folder)
+  --fisher FILE         Statistics file from deno task calibrate
+  --bits B              Budget in bits per weight, overhead included (for example 2 or 3.5)
+  --groups G            Channel groups, each with its own codebook, per layer (default 4)
+  --vector-length V     Weights per vector along the input dimension (default 4)
+  --scope S             layer: every layer meets the budget; model: the whole model does,
+                        and sensitive layers may get more (default layer)
+  --sensitivity S       trace: trace(F_c) * var(W_c); gradient: g_c^T F_c g_c, falling back to
+                        trace where the mean gradient is noise (default trace)
+  --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
+  --explain             Print a table per layer: sensitivity spread, codebook sizes, bits
+  --out FILE            Plan file to write (JSON)
+  --quiet               No progress on stderr
+  --help                Show this help`;
+
+interface AllocateArgs {
+  model: string;
+  fisher: string;
+  out: string;
+  explain: boolean;
+  options: AllocateOptions;
+}
+
+function parse(argv: string[]): AllocateArgs | null {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      fisher: { type: "string" },
+      bits: { type: "string" },
+      groups: { type: "string", default: "4" },
+      "vector-length": { type: "string", default: "4" },
+      scope: { type: "string", default: "layer" },
+      sensitivity: { type: "string", default: "trace" },
+      "fisher-kind": { type: "string", default: "kfac" },
+      explain: { type: "boolean", default: false },
+      out: { type: "string" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) return null;
+  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint the statistics were computed on (see --help)");
+  if (!values.fisher) throw new UsageError("Missing --fisher: pass the statistics file from deno task calibrate");
+  if (!values.bits) throw new UsageError("Missing --bits: pass the budget in bits per weight, for example --bits 2");
+  if (!values.out) throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
+  const bits = Number(values.bits);
+  if (!(bits > 0) || !Number.isFinite(bits)) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected a positive number`);
+  const scope = oneOf("--scope", values.scope, ["layer", "model"] as const);
+  const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
+  const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
+  return {
+    model: values.model,
+    fisher: values.fisher,
+    out: values.out,
+    explain: values.explain,
+    options: {
+      bits,
+      groups: integer("--groups", values.groups, 1),
+      vectorLength: integer("--vector-length", values["vector-length"], 1),
+      scope,
+      sensitivity,
+      fisher,
+      quiet: values.quiet,
+    },
+  };
+}
+
+function integer(flag: string, text: string, min: number): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  return value;
+}
+
+function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(" or ")}`);
+  return text as T;
+}
+
+async function run(args: AllocateArgs): Promise<void> {
+  const model = await loadModel(args.model);
+  try {
+    const stats = await openFisherStats(args.fisher);
+    try {
+      const plan = await allocateBits(stats, model.weights, args.options);
+      await writePlan(args.out, plan);
+      if (args.explain) console.log(explainPlan(plan));
+      if (!args.options.quiet) {
+        console.error(`${args.out}: ${Object.keys(plan.layers).length} layers, ${plan.bpw.toFixed(4)} bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, solver ${plan.solver})`);
+      }
+    } finally {
+      stats.close();
+    }
+  } finally {
+    model.weights.close();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    const args = parse(Deno.args);
+    if (args === null) console.log(HELP);
+    else await run(args);
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}

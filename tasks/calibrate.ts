@@ -1,0 +1,166 @@
+/**
+ * `deno task calibrate`: Fisher statistics of every linear layer of a model over
+ * calibration data, written to one safetensors file (format in docs/fisher.md).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { loadModel } from "../src/model/load.ts";
+import type { LoadedModel } from "../src/model/model.ts";
+import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
+import { loadCalibrationData, validateDataSpec, type DataSpec } from "../src/calibrate/data.ts";
+import { createEngine } from "../src/calibrate/create_engine.ts";
+import { calibrate } from "../src/calibrate/calibrate.ts";
+import { Progress } from "../src/util/progress.ts";
+import { UsageError } from "../src/errors.ts";
+
+/** Default tokens per sequence when --seq-len is absent, capped at the model's context. */
+const DEFAULT_SEQ_LEN = 2048;
+
+const HELP = `Usage: deno task calibrate --model PATH (--data FILE... | --sample-tokens N --seed S)
+                           --out fisher.safetensors [options]
+
+Runs each calibration sequence forward and backward through the model and writes, for
+every linear layer L of every block: L.A = E[x x^T], L.G_diag = E[delta^2] (and L.G with
+--full-g), L.grad_mean = E_s[g_s] and L.fisher_diag = E_s[g_s * g_s], where delta is the
+gradient of the sequence's mean next-token cross-entropy with respect to the layer output
+and g_s = sum_t delta_t x_t^T. See docs/fisher.md.
+
+Options:
+  --model PATH         Model (llama2.c .bin, GGUF, Hugging Face folder)
+  --data FILE          Data file, repeatable: .json token-id array, .bin/.u32 raw little-endian
+                       uint32 ids, any other extension as UTF-8 text (needs a tokenizer), or
+                       with --chat JSONL conversations
+  --chat               Read every --data file as JSONL conversations ({"messages": [...]} a line)
+                       rendered with the model's chat template
+  --sample-tokens N    Calibrate on N tokens sampled from the model, in windows of --seq-len
+                       that each start with BOS (needs --seed)
+  --seed S             Seed of the sampled stream
+  --seq-len L          Tokens per sequence, 2..the model's context (default ${DEFAULT_SEQ_LEN} or the context if smaller)
+  --sequences K        Number of sequences (default: every full window of the data)
+  --full-g             Also store the full output-gradient second moment G [out, out]
+  --out FILE           Output statistics file (.safetensors)
+  --resume             Continue an interrupted run from FILE.partial
+  --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)
+  --checkpoint-seconds S  Seconds between checkpoints to FILE.partial (default 60)
+  --quiet              No progress on stderr
+  --help               Show this help`;
+
+interface CalibrateArgs {
+  model: string;
+  spec: Omit<DataSpec, "seqLen"> & { seqLen?: number };
+  out: string;
+  fullG: boolean;
+  resume: boolean;
+  engine: string;
+  checkpointSeconds: number;
+  quiet: boolean;
+}
+
+function parse(argv: string[]): CalibrateArgs | null {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      data: { type: "string", multiple: true },
+      chat: { type: "boolean", default: false },
+      "sample-tokens": { type: "string" },
+      seed: { type: "string" },
+      "seq-len": { type: "string" },
+      sequences: { type: "string" },
+      "full-g": { type: "boolean", default: false },
+      out: { type: "string" },
+      resume: { type: "boolean", default: false },
+      engine: { type: "string", default: "gpu" },
+      "checkpoint-seconds": { type: "string", default: "60" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) return null;
+  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint to calibrate (see --help)");
+  if (!values.out) throw new UsageError("Missing --out: pass the statistics file to write, for example --out fisher.safetensors");
+  const optionalInt = (flag: string, text: string | undefined, min: number) => text === undefined ? undefined : integer(flag, text, min);
+  return {
+    model: values.model,
+    spec: {
+      files: values.data,
+      chat: values.chat,
+      sampleTokens: optionalInt("--sample-tokens", values["sample-tokens"], 1),
+      seed: optionalInt("--seed", values.seed, 0),
+      seqLen: optionalInt("--seq-len", values["seq-len"], 2),
+      sequences: optionalInt("--sequences", values.sequences, 1),
+    },
+    out: values.out,
+    fullG: values["full-g"],
+    resume: values.resume,
+    engine: values.engine,
+    checkpointSeconds: Number(values["checkpoint-seconds"]),
+    quiet: values.quiet,
+  };
+}
+
+function integer(flag: string, text: string, min: number): number {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  return value;
+}
+
+async function run(args: CalibrateArgs): Promise<void> {
+  const engineName = parseEngine(args.engine);
+  if (!(args.checkpointSeconds > 0)) throw new UsageError(`Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`);
+  let model: LoadedModel | undefined;
+  try {
+    model = await loadModel(args.model);
+    const loaded = model;
+    const spec: DataSpec = { ...args.spec, seqLen: args.spec.seqLen ?? Math.min(DEFAULT_SEQ_LEN, loaded.config.maxSeqLen) };
+    validateDataSpec(loaded, spec);
+    const data = await loadCalibrationData(loaded, spec, {
+      sampler: () => createCausalLM(loaded, engineName),
+      progress: (total) => new Progress("sample", total, { quiet: args.quiet, unit: "tokens" }),
+    });
+    const engine = await createEngine(loaded, engineName);
+    // Ctrl-C finishes the current sequence and checkpoints, so --resume loses nothing.
+    const abort = new AbortController();
+    const onSignal = () => abort.abort();
+    Deno.addSignalListener("SIGINT", onSignal);
+    try {
+      const result = await calibrate({
+        model: loaded,
+        data,
+        engine,
+        out: args.out,
+        fullG: args.fullG,
+        resume: args.resume,
+        quiet: args.quiet,
+        checkpointSeconds: args.checkpointSeconds,
+        signal: abort.signal,
+      });
+      if (!result.complete) {
+        console.error(`Interrupted after ${result.sequences} sequences: run again with --resume to finish ${args.out}`);
+        Deno.exit(130);
+      }
+      if (!args.quiet) {
+        console.error(`${args.out}: ${result.sequences} sequences of ${spec.seqLen} tokens, mean loss ${result.meanLoss.toFixed(4)} nats, ${result.tokensPerSecond.toFixed(0)} tokens/s`);
+      }
+    } finally {
+      Deno.removeSignalListener("SIGINT", onSignal);
+      engine.dispose();
+    }
+  } finally {
+    model?.weights.close();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    const args = parse(Deno.args);
+    if (args === null) console.log(HELP);
+    else await run(args);
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * `deno task quantize`: quantize a model's linear layers and write a quantized model file.
+ *
+ * deno task quantize --model PATH [--fisher FILE] --method rtn|gptq|kmeans|vptq|rsavq
+ *   --bits B [--vector-length V] [--codebook-size K] [--residual K2] [--group-size G]
+ *   [--plan FILE] [--lambda L] [--edsg projection|linear|none] [--fisher-metric kfac|empirical]
+ *   [--iterations N] [--seed S] [--cpu] [--quiet] --out FILE
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { UsageError } from "../src/errors.ts";
+import { GpuContext } from "../src/gpu/device.ts";
+import { loadModel } from "../src/model/load.ts";
+import type { EdsgMode } from "../src/quantize/nearest.ts";
+import { readPlan } from "../src/quantize/plan.ts";
+import { QUANTIZE_DEFAULTS, quantizeModel, totalBytes } from "../src/quantize/quantize_model.ts";
+import { openStatistics } from "../src/quantize/statistics.ts";
+import { type FisherMetric, QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
+
+const HELP = `Quantize the linear layers of a model and write a quantized model file.
+
+Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
+
+  --model PATH          llama2.c .bin, GGUF, Hugging Face directory or quantized .safetensors
+  --fisher FILE         calibration statistics from deno task calibrate (gptq, vptq, rsavq need it)
+  --method M            ${QUANT_METHODS.join(" | ")}
+  --bits B              target bits per weight, overhead included; never exceeded
+  --vector-length V     VQ vector length: 2, 4, 6 or 8 (default ${QUANTIZE_DEFAULTS.vectorLength})
+  --codebook-size K     fixed codebook size instead of the largest that fits --bits
+  --residual K2         add a residual stage with K2 codewords (default none)
+  --group-size G        columns per scale group for rtn and gptq (default ${QUANTIZE_DEFAULTS.groupSize})
+  --plan FILE           WCSG plan from deno task allocate; followed exactly
+  --lambda L            EDSG weight for rsavq (default ${QUANTIZE_DEFAULTS.lambda})
+  --edsg MODE           rsavq EDSG term: projection | linear | none (default ${QUANTIZE_DEFAULTS.edsgMode})
+  --fisher-metric M     rsavq metric: kfac (G_rr A_jj) | empirical (fisher_diag) (default ${QUANTIZE_DEFAULTS.fisherMetric})
+  --iterations N        Lloyd iterations at most (default ${QUANTIZE_DEFAULTS.iterations})
+  --seed S              k-means++ seed (default ${QUANTIZE_DEFAULTS.seed})
+  --cpu                 run k-means and assignment in TypeScript instead of WebGPU
+  --quiet               print nothing on stderr
+  --out FILE            output .safetensors path
+  --help                show this text
+`;
+
+function number(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n)) throw new UsageError(`${flag} expects a number, got "${value}"`);
+  return n;
+}
+
+function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!allowed.includes(value as T)) throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+  return value as T;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      fisher: { type: "string" },
+      method: { type: "string" },
+      bits: { type: "string" },
+      "vector-length": { type: "string" },
+      "codebook-size": { type: "string" },
+      residual: { type: "string" },
+      "group-size": { type: "string" },
+      plan: { type: "string" },
+      lambda: { type: "string" },
+      edsg: { type: "string" },
+      "fisher-metric": { type: "string" },
+      iterations: { type: "string" },
+      seed: { type: "string" },
+      cpu: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+      out: { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  for (const flag of ["model", "method", "bits", "out"] as const) {
+    if (!values[flag]) throw new UsageError(`--${flag} is required (see --help)`);
+  }
+  const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
+  const model = await loadModel(values.model!);
+  const stats = values.fisher ? await openStatistics(values.fisher) : null;
+  const plan = values.plan ? await readPlan(values.plan) : null;
+  const gpu = values.cpu || method === "rtn" || method === "gptq" ? null : await GpuContext.create();
+  try {
+    const result = await quantizeModel(model, stats, {
+      method,
+      bits: number("--bits", values.bits)!,
+      out: values.out!,
+      vectorLength: number("--vector-length", values["vector-length"]),
+      codebookSize: number("--codebook-size", values["codebook-size"]),
+      residual: number("--residual", values.residual),
+      groupSize: number("--group-size", values["group-size"]),
+      plan,
+      lambda: number("--lambda", values.lambda),
+      edsgMode: oneOf<EdsgMode>("--edsg", values.edsg, ["projection", "linear", "none"]),
+      fisherMetric: oneOf<FisherMetric>("--fisher-metric", values["fisher-metric"], ["kfac", "empirical"]),
+      iterations: number("--iterations", values.iterations),
+      seed: number("--seed", values.seed),
+      gpu,
+      quiet: values.quiet,
+      statisticsPath: values.fisher,
+    });
+    const bytes = totalBytes(result.layers);
+    console.log(
+      `${result.method}: ${result.bpw.toFixed(4)} bpw (target ${result.targetBpw}) over ${result.layers.length} layers; ` +
+        `indices ${bytes.indices} B, codebooks ${bytes.codebooks} B, scales ${bytes.scales} B, permutations ${bytes.permutation} B; ` +
+        `embeddings, norms and head unquantized; ${result.seconds.toFixed(1)} s; wrote ${result.path}`,
+    );
+  } finally {
+    stats?.close();
+    model.weights.close();
+    gpu?.destroy();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (err) {
+    console.error(`quantize: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}
