@@ -76,15 +76,15 @@ fn main(
   }
   s = combine(s, lid.x, false);
   let lse = log(s) + m;
-  let target = src0[t + 1u];
+  let target_id = src0[t + 1u];
   // every invocation reads the target logit before any invocation overwrites the row
-  let target_logit = dst[base + target];
+  let target_logit = dst[base + target_id];
   workgroupBarrier();
   if (lid.x == 0u) {
     losses[t] = lse - target_logit;
   }
   for (var j = lid.x; j < params.vocab; j += WG) {
-    let onehot = select(0.0, 1.0, j == target);
+    let onehot = select(0.0, 1.0, j == target_id);
     dst[base + j] = (exp(dst[base + j] - lse) - onehot) * params.inv_count;
   }
 }

@@ -67,15 +67,18 @@ function parse(argv: string[]): AllocateArgs | null {
     },
   });
   if (values.help) return null;
+
   if (!values.model) throw new UsageError("Missing --model: pass the checkpoint the statistics were computed on (see --help)");
   if (!values.fisher) throw new UsageError("Missing --fisher: pass the statistics file from deno task calibrate");
   if (!values.bits) throw new UsageError("Missing --bits: pass the budget in bits per weight, for example --bits 2");
   if (!values.out) throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
+
   const bits = Number(values.bits);
   if (!(bits > 0) || !Number.isFinite(bits)) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected a positive number`);
   const scope = oneOf("--scope", values.scope, ["layer", "model"] as const);
   const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
+
   return {
     model: values.model,
     fisher: values.fisher,

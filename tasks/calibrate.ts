@@ -13,6 +13,7 @@ import { createEngine } from "../src/calibrate/create_engine.ts";
 import { calibrate } from "../src/calibrate/calibrate.ts";
 import { Progress } from "../src/util/progress.ts";
 import { UsageError } from "../src/errors.ts";
+import { GpuContext } from "../src/gpu/device.ts";
 
 /** Default tokens per sequence when --seq-len is absent, capped at the model's context. */
 const DEFAULT_SEQ_LEN = 2048;
@@ -112,16 +113,18 @@ async function run(args: CalibrateArgs): Promise<void> {
   const engineName = parseEngine(args.engine);
   if (!(args.checkpointSeconds > 0)) throw new UsageError(`Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`);
   let model: LoadedModel | undefined;
+  let gpu: GpuContext | undefined;
   try {
     model = await loadModel(args.model);
     const loaded = model;
     const spec: DataSpec = { ...args.spec, seqLen: args.spec.seqLen ?? Math.min(DEFAULT_SEQ_LEN, loaded.config.maxSeqLen) };
     validateDataSpec(loaded, spec);
+    if (engineName === "gpu") gpu = await GpuContext.create();
     const data = await loadCalibrationData(loaded, spec, {
-      sampler: () => createCausalLM(loaded, engineName),
+      sampler: () => createCausalLM(loaded, engineName, { gpu, contextLength: spec.seqLen }),
       progress: (total) => new Progress("sample", total, { quiet: args.quiet, unit: "tokens" }),
     });
-    const engine = await createEngine(loaded, engineName);
+    const engine = await createEngine(loaded, engineName, { gpu, fullG: args.fullG });
     // Ctrl-C finishes the current sequence and checkpoints, so --resume loses nothing.
     const abort = new AbortController();
     const onSignal = () => abort.abort();
@@ -140,7 +143,8 @@ async function run(args: CalibrateArgs): Promise<void> {
       });
       if (!result.complete) {
         console.error(`Interrupted after ${result.sequences} sequences: run again with --resume to finish ${args.out}`);
-        Deno.exit(130);
+        Deno.exitCode = 130;
+        return;
       }
       if (!args.quiet) {
         console.error(`${args.out}: ${result.sequences} sequences of ${spec.seqLen} tokens, mean loss ${result.meanLoss.toFixed(4)} nats, ${result.tokensPerSecond.toFixed(0)} tokens/s`);
@@ -151,6 +155,7 @@ async function run(args: CalibrateArgs): Promise<void> {
     }
   } finally {
     model?.weights.close();
+    gpu?.destroy();
   }
 }
 

@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { UsageError } from "../src/errors.ts";
 import { loadModel } from "../src/model/load.ts";
-import { CONVERT_DTYPES, type ConvertTarget, convertModel } from "../src/formats/convert.ts";
+import { CONVERT_DTYPES, convertModel, type ConvertTarget } from "../src/formats/convert.ts";
 
 const HELP = `Usage: deno task convert --model IN --to hf|gguf [--dtype DTYPE] --out OUT [--quiet]
 
@@ -17,7 +17,9 @@ only when the conversion succeeds.
 Options:
   --model PATH   Input: llama2.c .bin, Hugging Face directory or GGUF file
   --to FORMAT    hf (directory with config.json and safetensors) or gguf (one file)
-  --dtype DTYPE  Stored precision: ${CONVERT_DTYPES.hf.join("|")} for hf, ${CONVERT_DTYPES.gguf.join("|")} for gguf (default f32)
+  --dtype DTYPE  Stored precision: ${CONVERT_DTYPES.hf.join("|")} for hf, ${
+  CONVERT_DTYPES.gguf.join("|")
+} for gguf (default f32)
   --out PATH     Output directory (hf) or file (gguf)
   --quiet        Print no progress
   --help         Show this help`;
@@ -45,7 +47,12 @@ async function main(args: string[]): Promise<void> {
   }
   const model = await loadModel(values.model!);
   try {
-    await convertModel(model, { to: values.to as ConvertTarget, out: values.out!, dtype: values.dtype, quiet: values.quiet });
+    await convertModel(model, {
+      to: values.to as ConvertTarget,
+      out: values.out!,
+      dtype: values.dtype,
+      quiet: values.quiet,
+    });
   } finally {
     model.weights.close();
   }

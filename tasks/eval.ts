@@ -13,6 +13,7 @@ import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { checkContextLength, type EvalResult, evaluate } from "../src/eval/evaluate.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { Progress } from "../src/util/progress.ts";
+import { GpuContext } from "../src/gpu/device.ts";
 import { UsageError } from "../src/errors.ts";
 
 const HELP =
@@ -106,6 +107,7 @@ async function run(args: EvalArgs): Promise<void> {
   const engine = parseEngine(args.engine);
   const opened: LoadedModel[] = [];
   const models: CausalLM[] = [];
+  let gpu: GpuContext | null = null;
   try {
     const model = await loadModel(args.model);
     opened.push(model);
@@ -125,9 +127,12 @@ async function run(args: EvalArgs): Promise<void> {
     }
     const documents = await readData(args, model, refModel);
 
-    const lm = await createCausalLM(model, engine);
+    // one device serves both models; the KV caches only need one window
+    if (engine === "gpu") gpu = await GpuContext.create();
+    const lmOptions = { gpu: gpu ?? undefined, contextLength: ctx, progress: !args.quiet };
+    const lm = await createCausalLM(model, engine, lmOptions);
     models.push(lm);
-    const ref = refModel ? await createCausalLM(refModel, engine) : undefined;
+    const ref = refModel ? await createCausalLM(refModel, engine, lmOptions) : undefined;
     if (ref) models.push(ref);
 
     let tokens = documents;
@@ -170,6 +175,7 @@ async function run(args: EvalArgs): Promise<void> {
     console.log(args.json ? JSON.stringify(report) : summary(report, result));
   } finally {
     for (const m of models) m.dispose();
+    gpu?.destroy();
     for (const m of opened) m.weights.close();
   }
 }

@@ -4,7 +4,7 @@
  * deno task quantize --model PATH [--fisher FILE] --method rtn|gptq|kmeans|vptq|rsavq
  *   --bits B [--vector-length V] [--codebook-size K] [--residual K2] [--group-size G]
  *   [--plan FILE] [--lambda L] [--edsg projection|linear|none] [--fisher-metric kfac|empirical]
- *   [--iterations N] [--seed S] [--cpu] [--quiet] --out FILE
+ *   [--iterations N] [--seed S] [--gpu auto|always|never] [--quiet] --out FILE
  *
  * @module
  */
@@ -14,9 +14,15 @@ import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
 import { readPlan } from "../src/quantize/plan.ts";
-import { QUANTIZE_DEFAULTS, quantizeModel, totalBytes } from "../src/quantize/quantize_model.ts";
+import { QUANTIZE_DEFAULTS, quantizeModel } from "../src/quantize/quantize_model.ts";
+import { totalBytes } from "../src/quantize/layer_report.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
-import { type FisherMetric, QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
+import {
+  type FisherMetric,
+  type GpuUse,
+  QUANT_METHODS,
+  type QuantMethod,
+} from "../src/quantize/types.ts";
 
 const HELP = `Quantize the linear layers of a model and write a quantized model file.
 
@@ -36,7 +42,8 @@ Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
   --fisher-metric M     rsavq metric: kfac (G_rr A_jj) | empirical (fisher_diag) (default ${QUANTIZE_DEFAULTS.fisherMetric})
   --iterations N        Lloyd iterations at most (default ${QUANTIZE_DEFAULTS.iterations})
   --seed S              k-means++ seed (default ${QUANTIZE_DEFAULTS.seed})
-  --cpu                 run k-means and assignment in TypeScript instead of WebGPU
+  --gpu WHEN            WebGPU for k-means and assignment: auto (large problems only),
+                        always or never (default auto)
   --quiet               print nothing on stderr
   --out FILE            output .safetensors path
   --help                show this text
@@ -45,13 +52,21 @@ Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
 function number(flag: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n)) throw new UsageError(`${flag} expects a number, got "${value}"`);
+  if (value.trim() === "" || !Number.isFinite(n)) {
+    throw new UsageError(`${flag} expects a number, got "${value}"`);
+  }
   return n;
 }
 
-function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T | undefined {
+function oneOf<T extends string>(
+  flag: string,
+  value: string | undefined,
+  allowed: readonly T[],
+): T | undefined {
   if (value === undefined) return undefined;
-  if (!allowed.includes(value as T)) throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+  if (!allowed.includes(value as T)) {
+    throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
+  }
   return value as T;
 }
 
@@ -75,7 +90,7 @@ async function main(): Promise<void> {
       "fisher-metric": { type: "string" },
       iterations: { type: "string" },
       seed: { type: "string" },
-      cpu: { type: "boolean", default: false },
+      gpu: { type: "string", default: "auto" },
       quiet: { type: "boolean", default: false },
       out: { type: "string" },
       help: { type: "boolean", default: false },
@@ -92,7 +107,10 @@ async function main(): Promise<void> {
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
   const plan = values.plan ? await readPlan(values.plan) : null;
-  const gpu = values.cpu || method === "rtn" || method === "gptq" ? null : await GpuContext.create();
+  const gpuUse = oneOf<GpuUse>("--gpu", values.gpu, ["auto", "always", "never"])!;
+  const gpu = gpuUse === "never" || method === "rtn" || method === "gptq"
+    ? null
+    : await GpuContext.create();
   try {
     const result = await quantizeModel(model, stats, {
       method,
@@ -105,18 +123,26 @@ async function main(): Promise<void> {
       plan,
       lambda: number("--lambda", values.lambda),
       edsgMode: oneOf<EdsgMode>("--edsg", values.edsg, ["projection", "linear", "none"]),
-      fisherMetric: oneOf<FisherMetric>("--fisher-metric", values["fisher-metric"], ["kfac", "empirical"]),
+      fisherMetric: oneOf<FisherMetric>("--fisher-metric", values["fisher-metric"], [
+        "kfac",
+        "empirical",
+      ]),
       iterations: number("--iterations", values.iterations),
       seed: number("--seed", values.seed),
       gpu,
+      gpuUse,
       quiet: values.quiet,
       statisticsPath: values.fisher,
     });
     const bytes = totalBytes(result.layers);
     console.log(
-      `${result.method}: ${result.bpw.toFixed(4)} bpw (target ${result.targetBpw}) over ${result.layers.length} layers; ` +
+      `${result.method}: ${
+        result.bpw.toFixed(4)
+      } bpw (target ${result.targetBpw}) over ${result.layers.length} layers; ` +
         `indices ${bytes.indices} B, codebooks ${bytes.codebooks} B, scales ${bytes.scales} B, permutations ${bytes.permutation} B; ` +
-        `embeddings, norms and head unquantized; ${result.seconds.toFixed(1)} s; wrote ${result.path}`,
+        `embeddings, norms and head unquantized; ${
+          result.seconds.toFixed(1)
+        } s; wrote ${result.path}`,
     );
   } finally {
     stats?.close();

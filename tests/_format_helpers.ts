@@ -19,7 +19,11 @@ export const PROBE_TOKENS: readonly number[] = [1, 461, 401, 378, 455, 473, 299,
  * @param weights Tensor store.
  * @param tokens Ids below config.vocabSize.
  */
-export async function referenceLogits(config: ModelConfig, weights: WeightStore, tokens: readonly number[]): Promise<Float32Array> {
+export async function referenceLogits(
+  config: ModelConfig,
+  weights: WeightStore,
+  tokens: readonly number[],
+): Promise<Float32Array> {
   const lm = await ReferenceModel.create(config, weights);
   return await lm.forward(tokens.map((t) => t % config.vocabSize));
 }
@@ -40,13 +44,26 @@ export function relativeMaxDiff(a: Float32Array, b: Float32Array): number {
   return diff / scale;
 }
 
+/** Temporary directories made by this module, removed when the test process exits. */
+const tempDirs: string[] = [];
+globalThis.addEventListener("unload", () => {
+  for (const dir of tempDirs) Deno.removeSync(dir, { recursive: true });
+});
+
+/** Creates an empty temporary directory that is removed when the test process exits. */
+export async function tempDir(): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "rsavq-fmt-" });
+  tempDirs.push(dir);
+  return dir;
+}
+
 /**
  * Creates an empty temporary directory and returns a path inside it that does not exist yet.
  *
  * @param name Final path component.
  */
 export async function freshPath(name: string): Promise<string> {
-  return join(await Deno.makeTempDir({ prefix: "rsavq-fmt-" }), name);
+  return join(await tempDir(), name);
 }
 
 /**

@@ -5,7 +5,7 @@ import { type Plan, planBitsPerWeight, validatePlan } from "../src/allocate/plan
 import { readPlan, writePlan } from "../src/allocate/plan_io.ts";
 import { FormatError } from "../src/errors.ts";
 
-/** A valid two-layer plan; bpw fields are computed from the layout. */
+/** Builds a valid two-layer plan whose bpw fields are computed from the layout. */
 function samplePlan(): Plan {
   const q = {
     rows: 4,
@@ -16,7 +16,13 @@ function samplePlan(): Plan {
     groups: [{ start: 0, end: 2, codebookSize: 16 }, { start: 2, end: 4, codebookSize: 4 }],
     bpw: 0,
   };
-  const k = { ...q, rows: 2, channelOrder: [1, 0], sensitivity: [1, 1], groups: [{ start: 0, end: 2, codebookSize: 2 }] };
+  const k = {
+    ...q,
+    rows: 2,
+    channelOrder: [1, 0],
+    sensitivity: [1, 1],
+    groups: [{ start: 0, end: 2, codebookSize: 2 }],
+  };
   q.bpw = planBitsPerWeight([q]);
   k.bpw = planBitsPerWeight([k]);
   const bpw = planBitsPerWeight([q, k]);
@@ -57,18 +63,39 @@ Deno.test("validatePlan names the bad field", () => {
     [(p) => (p.layers = []), "layers"],
     [(p) => (p.layers = {}), "layers"],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].rows = 0), `${q}.rows`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].channelOrder = [0, 1, 2]), `${q}.channelOrder`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].channelOrder = [0, 1, 1, 3]), `${q}.channelOrder[2]`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].sensitivity[1] = -1), `${q}.sensitivity[1]`],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].channelOrder = [0, 1, 2]),
+      `${q}.channelOrder`,
+    ],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].channelOrder = [0, 1, 1, 3]),
+      `${q}.channelOrder[2]`,
+    ],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].sensitivity[1] = -1),
+      `${q}.sensitivity[1]`,
+    ],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].sensitivity = "x"), `${q}.sensitivity`],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups = []), `${q}.groups`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[1].start = 3), `${q}.groups[1].start`],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[1].start = 3),
+      `${q}.groups[1].start`,
+    ],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[1].end = 5), `${q}.groups[1].end`],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[1].end = 3), `${q}.groups`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[0].codebookSize = 12), `${q}.groups[0].codebookSize`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[0].codebookSize = 131072), `${q}.groups[0].codebookSize`],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[0].codebookSize = 12),
+      `${q}.groups[0].codebookSize`,
+    ],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].groups[0].codebookSize = 131072),
+      `${q}.groups[0].codebookSize`,
+    ],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].bpw += 0.01), `${q}.bpw`],
-    [(p) => (p.layers["model.layers.0.self_attn.q_proj"].sensitivityKind = "hessian"), `${q}.sensitivityKind`],
+    [
+      (p) => (p.layers["model.layers.0.self_attn.q_proj"].sensitivityKind = "hessian"),
+      `${q}.sensitivityKind`,
+    ],
     [(p) => (p.bpw += 0.01), "bpw"],
     [(p) => (p.bits = p.bpw * 0.9), `${q}.bpw`],
     [(p) => ((p.scope = "model"), (p.bits = p.bpw * 0.99)), "bpw"],
@@ -78,7 +105,8 @@ Deno.test("validatePlan names the bad field", () => {
     change(plan);
     assert.throws(
       () => validatePlan(plan, "plan.json"),
-      (err: unknown) => err instanceof FormatError && err.file === "plan.json" && err.field === field,
+      (err: unknown) =>
+        err instanceof FormatError && err.file === "plan.json" && err.field === field,
       `expected an error naming ${field}`,
     );
   }
@@ -89,9 +117,16 @@ Deno.test("readPlan rejects missing and non-JSON files", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = join(dir, "plan.json");
-    await assert.rejects(() => readPlan(path), (err: unknown) => err instanceof FormatError && /not found/.test(err.message));
+    await assert.rejects(
+      () => readPlan(path),
+      (err: unknown) => err instanceof FormatError && /not found/.test(err.message),
+    );
     await Deno.writeTextFile(path, "{ not json");
-    await assert.rejects(() => readPlan(path), (err: unknown) => err instanceof FormatError && err.file === path && /Invalid JSON/.test(err.message));
+    await assert.rejects(
+      () => readPlan(path),
+      (err: unknown) =>
+        err instanceof FormatError && err.file === path && /Invalid JSON/.test(err.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -20,7 +20,7 @@ function randomItems(rng: Rng, count: number): RdItem[] {
   });
 }
 
-/** Least distortion over every combination of options that fits, by enumeration. */
+/** Minimum distortion over every combination of options that fits, by enumeration. */
 function bruteForce(items: RdItem[], budget: number): number {
   let best = Infinity;
   const visit = (i: number, bytes: number, distortion: number) => {
@@ -43,9 +43,15 @@ Deno.test("solveRateDistortion exact matches enumeration", () => {
     const max = items.reduce((s, it) => s + it.options.at(-1)!.bytes, 0);
     const budget = min + rng.nextInt(max - min + 8);
     const solution = solveRateDistortion(items, budget, { solver: "exact" });
-    assert.ok(solution.bytes <= budget, `trial ${trial}: ${solution.bytes} bytes over budget ${budget}`);
+    assert.ok(
+      solution.bytes <= budget,
+      `trial ${trial}: ${solution.bytes} bytes over budget ${budget}`,
+    );
     const expected = bruteForce(items, budget);
-    assert.ok(Math.abs(solution.distortion - expected) <= 1e-12 * expected, `trial ${trial}: ${solution.distortion} != ${expected}`);
+    assert.ok(
+      Math.abs(solution.distortion - expected) <= 1e-12 * expected,
+      `trial ${trial}: ${solution.distortion} != ${expected}`,
+    );
     assert.equal(solution.solver, "exact");
   }
 });
@@ -59,12 +65,23 @@ Deno.test("solveRateDistortion greedy stays within budget", () => {
     const budget = min + rng.nextInt(max - min + 8);
     const greedy = solveRateDistortion(items, budget, { solver: "greedy" });
     const exact = solveRateDistortion(items, budget, { solver: "exact" });
-    assert.ok(greedy.bytes <= budget, `trial ${trial}: ${greedy.bytes} bytes over budget ${budget}`);
-    assert.ok(greedy.distortion >= exact.distortion * (1 - 1e-12), `trial ${trial}: greedy beat the optimum`);
+    assert.ok(
+      greedy.bytes <= budget,
+      `trial ${trial}: ${greedy.bytes} bytes over budget ${budget}`,
+    );
+    assert.ok(
+      greedy.distortion >= exact.distortion * (1 - 1e-12),
+      `trial ${trial}: greedy beat the optimum`,
+    );
     // Greedy leaves no single-step upgrade that would still fit.
     greedy.choice.forEach((o, i) => {
       const up = items[i].options[o + 1];
-      if (up) assert.ok(greedy.bytes - items[i].options[o].bytes + up.bytes > budget, `trial ${trial}: item ${i} could still upgrade`);
+      if (up) {
+        assert.ok(
+          greedy.bytes - items[i].options[o].bytes + up.bytes > budget,
+          `trial ${trial}: item ${i} could still upgrade`,
+        );
+      }
     });
   }
 });
@@ -78,8 +95,13 @@ Deno.test("solveRateDistortion auto falls back to greedy on large tables", () =>
 });
 
 Deno.test("solveRateDistortion rejects a budget below the cheapest options", () => {
-  const items = [{ options: [{ bytes: 8, distortion: 1 }] }, { options: [{ bytes: 8, distortion: 1 }] }];
-  assert.throws(() => solveRateDistortion(items, 15), (err: unknown) => err instanceof UsageError && /16 bytes/.test(err.message));
+  const items = [{ options: [{ bytes: 8, distortion: 1 }] }, {
+    options: [{ bytes: 8, distortion: 1 }],
+  }];
+  assert.throws(
+    () => solveRateDistortion(items, 15),
+    (err: unknown) => err instanceof UsageError && /16 bytes/.test(err.message),
+  );
 });
 
 Deno.test("groupChannels splits sorted channels into equal groups", () => {

@@ -10,6 +10,8 @@ import { loadLlama2c } from "../src/formats/llama2c.ts";
 import { ReferenceModel } from "../src/model/reference.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
+import { GpuContext } from "../src/gpu/device.ts";
+import { createCausalLM } from "../src/eval/engine.ts";
 import { STORIES_260K, tinyConfig } from "./_helpers.ts";
 
 const EVAL_TASK = fileURLToPath(new URL("../tasks/eval.ts", import.meta.url));
@@ -272,6 +274,29 @@ Deno.test("evaluate of stories260K against itself has zero KL", async () => {
   assert.ok(result.ppl < 100, `ppl ${result.ppl}`);
 });
 
+Deno.test("evaluate of the gpu engine matches the reference", async () => {
+  const model = await loadLlama2c(STORIES_260K);
+  const gpu = await GpuContext.create();
+  try {
+    const ref = await createCausalLM(model, "reference");
+    const lm = await createCausalLM(model, "gpu", { gpu, contextLength: 96 });
+    const tokens = await sampleTokenStream(ref, { tokens: 288, windowLength: 96, seed: 5 });
+    const onGpu = await evaluate(lm, tokens, { ctx: 96, ref });
+    const onCpu = await evaluate(ref, tokens, { ctx: 96 });
+    lm.dispose();
+
+    // f32 GPU logits differ from the f64-accumulated reference by rounding only
+    assert.equal(onGpu.tokens, 3 * 95);
+    assertClose(onGpu.ppl, onCpu.ppl, 1e-5 * onCpu.ppl, "ppl");
+    assert.ok(onGpu.kld_mean! < 1e-6, `kld_mean ${onGpu.kld_mean}`);
+    assert.ok(onGpu.kld_p99! < 1e-6, `kld_p99 ${onGpu.kld_p99}`);
+    assert.equal(onGpu.top1_agreement, 1);
+  } finally {
+    gpu.destroy();
+    model.weights.close();
+  }
+});
+
 /** Runs `deno task eval` in a subprocess and returns its exit code, stdout and stderr. */
 async function runEvalTask(
   args: string[],
@@ -343,6 +368,36 @@ Deno.test("eval task reports zero KL against itself", async () => {
   assert.ok(Math.abs(report.kld_p99) <= 1e-6, `kld_p99 ${report.kld_p99}`);
   assert.equal(report.top1_agreement, 1);
   assert.equal(report.ref, STORIES_260K);
+});
+
+Deno.test("eval task evaluates a token file on the gpu", async () => {
+  const model = await loadLlama2c(STORIES_260K);
+  const lm = await ReferenceModel.create(model.config, model.weights);
+  model.weights.close();
+  const tokens = await sampleTokenStream(lm, { tokens: 256, windowLength: 128, seed: 4 });
+  const expected = await evaluate(lm, tokens, { ctx: 128 });
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  await Deno.writeTextFile(path, JSON.stringify([...tokens]));
+
+  const { code, stdout, stderr } = await runEvalTask([
+    "--model",
+    STORIES_260K,
+    "--ref",
+    STORIES_260K,
+    "--data",
+    path,
+    "--ctx",
+    "128",
+    "--json",
+    "--quiet",
+  ]);
+  assert.equal(code, 0, stderr);
+  const report = JSON.parse(stdout);
+  assert.equal(report.engine, "gpu");
+  assert.equal(report.tokens, 2 * 127);
+  assertClose(report.ppl, expected.ppl, 1e-5 * expected.ppl, "ppl");
+  assert.ok(report.kld_mean <= 1e-6, `kld_mean ${report.kld_mean}`);
+  assert.deepEqual(report.data, [path]);
 });
 
 Deno.test("eval task prints a summary without --json", async () => {

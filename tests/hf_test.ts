@@ -8,9 +8,19 @@ import { permuteRopeRows } from "../src/formats/rope_permute.ts";
 import { FormatError, UsageError } from "../src/errors.ts";
 import { tensorNames } from "../src/model/config.ts";
 import type { WeightStore } from "../src/model/model.ts";
-import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../src/formats/safetensors.ts";
+import {
+  SafetensorsFile,
+  type TensorToWrite,
+  writeSafetensors,
+} from "../src/formats/safetensors.ts";
 import { randomWeights, STORIES_260K, tinyConfig } from "./_helpers.ts";
-import { freshPath, PROBE_TOKENS, referenceLogits, relativeMaxDiff } from "./_format_helpers.ts";
+import {
+  freshPath,
+  PROBE_TOKENS,
+  referenceLogits,
+  relativeMaxDiff,
+  tempDir,
+} from "./_format_helpers.ts";
 
 const BASE_CONFIG = {
   model_type: "llama",
@@ -23,7 +33,7 @@ const BASE_CONFIG = {
 };
 
 Deno.test("permuteRopeRows adjacent to half on two heads", () => {
-  // Two heads of width 4, one column: row r holds value r.
+  // Two heads of width 4, one column: row r contains value r.
   const rows = new Float32Array([0, 1, 2, 3, 4, 5, 6, 7]);
   assert.deepEqual([...permuteRopeRows(rows, 4, 1, "adjacent", "half")], [0, 2, 1, 3, 4, 6, 5, 7]);
   assert.deepEqual([...permuteRopeRows(rows, 4, 1, "half", "adjacent")], [0, 2, 1, 3, 4, 6, 5, 7]);
@@ -52,7 +62,14 @@ Deno.test("parseHfConfig applies transformers defaults", () => {
 });
 
 Deno.test("parseHfConfig reads qwen2 bias and eos lists", () => {
-  const c = parseHfConfig({ ...BASE_CONFIG, model_type: "qwen2", eos_token_id: [2, 7], bos_token_id: 1, sliding_window: 64, use_sliding_window: false }, "config.json");
+  const c = parseHfConfig({
+    ...BASE_CONFIG,
+    model_type: "qwen2",
+    eos_token_id: [2, 7],
+    bos_token_id: 1,
+    sliding_window: 64,
+    use_sliding_window: false,
+  }, "config.json");
   assert.equal(c.qkvBias, true);
   assert.deepEqual(c.eosIds, [2, 7]);
   assert.equal(c.bosId, 1);
@@ -60,7 +77,10 @@ Deno.test("parseHfConfig reads qwen2 bias and eos lists", () => {
 });
 
 Deno.test("parseHfConfig caps mistral context at the sliding window", () => {
-  const c = parseHfConfig({ ...BASE_CONFIG, model_type: "mistral", sliding_window: 128 }, "config.json");
+  const c = parseHfConfig(
+    { ...BASE_CONFIG, model_type: "mistral", sliding_window: 128 },
+    "config.json",
+  );
   assert.equal(c.maxSeqLen, 128);
 });
 
@@ -71,11 +91,26 @@ Deno.test("parseHfConfig rejects unsupported rope scaling", () => {
     assert.match(err.message, /m\/config\.json: rope_scaling: .*llama3.*not supported/);
     return true;
   });
-  assert.doesNotThrow(() => parseHfConfig({ ...BASE_CONFIG, rope_scaling: { rope_type: "default" } }, "c"));
+  assert.doesNotThrow(() =>
+    parseHfConfig({ ...BASE_CONFIG, rope_scaling: { rope_type: "default" } }, "c")
+  );
+});
+
+Deno.test("parseHfConfig reads transformers 5 rope_parameters", () => {
+  const json = { ...BASE_CONFIG, rope_parameters: { rope_type: "default", rope_theta: 500000 } };
+  assert.equal(parseHfConfig(json, "c.json").ropeTheta, 500000);
+  const scaled = { ...BASE_CONFIG, rope_parameters: { rope_type: "yarn", rope_theta: 1e6 } };
+  assert.throws(
+    () => parseHfConfig(scaled, "c.json"),
+    /rope_parameters: Rope scaling "yarn" is not supported/,
+  );
 });
 
 Deno.test("parseHfConfig rejects unknown model types", () => {
-  assert.throws(() => parseHfConfig({ ...BASE_CONFIG, model_type: "gpt2" }, "c.json"), /model_type: Unsupported model type "gpt2"/);
+  assert.throws(
+    () => parseHfConfig({ ...BASE_CONFIG, model_type: "gpt2" }, "c.json"),
+    /model_type: Unsupported model type "gpt2"/,
+  );
 });
 
 Deno.test("writeHf then loadHf keeps stories260K logits", async () => {
@@ -89,7 +124,10 @@ Deno.test("writeHf then loadHf keeps stories260K logits", async () => {
     assert.deepEqual({ ...back.config, ropeStyle: "adjacent" }, source.config);
     const before = await referenceLogits(source.config, source.weights, PROBE_TOKENS);
     const after = await referenceLogits(back.config, back.weights, PROBE_TOKENS);
-    assert.ok(relativeMaxDiff(before, after) <= 1e-5, `relative difference ${relativeMaxDiff(before, after)}`);
+    assert.ok(
+      relativeMaxDiff(before, after) <= 1e-5,
+      `relative difference ${relativeMaxDiff(before, after)}`,
+    );
   } finally {
     source.weights.close();
     back.weights.close();
@@ -103,12 +141,27 @@ Deno.test("writeHf permutes q/k rows into the half convention", async () => {
   const back = await loadHf(out);
   try {
     const { headDim, dim } = source.config;
-    for (const name of [tensorNames.linear(2, "self_attn.q_proj"), tensorNames.linear(2, "self_attn.k_proj")]) {
-      const want = permuteRopeRows(await source.weights.read(name), headDim, dim, "adjacent", "half");
+    for (
+      const name of [
+        tensorNames.linear(2, "self_attn.q_proj"),
+        tensorNames.linear(2, "self_attn.k_proj"),
+      ]
+    ) {
+      const want = permuteRopeRows(
+        await source.weights.read(name),
+        headDim,
+        dim,
+        "adjacent",
+        "half",
+      );
       assert.deepEqual(await back.weights.read(name), want, name);
     }
     const v = tensorNames.linear(2, "self_attn.v_proj");
-    assert.deepEqual(await back.weights.read(v), await source.weights.read(v), "v_proj is not permuted");
+    assert.deepEqual(
+      await back.weights.read(v),
+      await source.weights.read(v),
+      "v_proj is not permuted",
+    );
   } finally {
     source.weights.close();
     back.weights.close();
@@ -125,9 +178,13 @@ Deno.test("writeHf f16 and bf16 keep logits within tolerance", async () => {
       const header = JSON.parse(await Deno.readTextFile(join(out, "config.json")));
       assert.equal(header.torch_dtype, dtype === "f16" ? "float16" : "bfloat16");
       const back = await loadHf(out);
-      const diff = relativeMaxDiff(before, await referenceLogits(back.config, back.weights, PROBE_TOKENS));
+      const diff = relativeMaxDiff(
+        before,
+        await referenceLogits(back.config, back.weights, PROBE_TOKENS),
+      );
       back.weights.close();
-      assert.ok(diff > 0 && diff <= tolerance, `${dtype}: relative difference ${diff}`);
+      assert.ok(diff > 0, `${dtype}: rounding changed no logit`);
+      assert.ok(diff <= tolerance, `${dtype}: relative difference ${diff}`);
     }
   } finally {
     source.weights.close();
@@ -155,7 +212,15 @@ Deno.test("writeHf shards above maxShardBytes and loadHf reads the shards", asyn
 
 Deno.test("writeHf round-trips a Qwen2 model with bias and untied head", async () => {
   for (const ropeStyle of ["half", "adjacent"] as const) {
-    const config = tinyConfig({ architecture: "qwen2", qkvBias: true, tiedEmbeddings: false, ropeStyle, ropeTheta: 1e6, bosId: 3, eosIds: [4, 5] });
+    const config = tinyConfig({
+      architecture: "qwen2",
+      qkvBias: true,
+      tiedEmbeddings: false,
+      ropeStyle,
+      ropeTheta: 1e6,
+      bosId: 3,
+      eosIds: [4, 5],
+    });
     const weights = randomWeights(config, 7);
     const out = await freshPath(`qwen2-${ropeStyle}`);
     await writeHf({ config, weights }, out, { quiet: true });
@@ -168,7 +233,10 @@ Deno.test("writeHf round-trips a Qwen2 model with bias and untied head", async (
       assert.ok(back.weights.names().includes(tensorNames.lmHead));
       const before = await referenceLogits(config, weights, PROBE_TOKENS);
       const after = await referenceLogits(back.config, back.weights, PROBE_TOKENS);
-      assert.ok(relativeMaxDiff(before, after) <= 1e-5, `${ropeStyle}: ${relativeMaxDiff(before, after)}`);
+      assert.ok(
+        relativeMaxDiff(before, after) <= 1e-5,
+        `${ropeStyle}: ${relativeMaxDiff(before, after)}`,
+      );
     } finally {
       back.weights.close();
     }
@@ -177,8 +245,11 @@ Deno.test("writeHf round-trips a Qwen2 model with bias and untied head", async (
 
 Deno.test("writeHf rejects an existing output", async () => {
   const config = tinyConfig({ ropeStyle: "half" });
-  const out = await Deno.makeTempDir();
-  await assert.rejects(() => writeHf({ config, weights: randomWeights(config) }, out, { quiet: true }), UsageError);
+  const out = await tempDir();
+  await assert.rejects(
+    () => writeHf({ config, weights: randomWeights(config) }, out, { quiet: true }),
+    UsageError,
+  );
   assert.deepEqual([...Deno.readDirSync(out)], []);
 });
 
@@ -193,29 +264,63 @@ Deno.test("writeHf leaves nothing behind when a read fails", async () => {
     close: () => {},
   };
   const out = await freshPath("partial");
-  await assert.rejects(() => writeHf({ config, weights: failing }, out, { quiet: true }), /disk error/);
-  assert.deepEqual([...Deno.readDirSync(join(out, ".."))], [], "neither the output nor its temporary directory remains");
+  await assert.rejects(
+    () => writeHf({ config, weights: failing }, out, { quiet: true }),
+    /disk error/,
+  );
+  assert.deepEqual(
+    [...Deno.readDirSync(join(out, ".."))],
+    [],
+    "neither the output nor its temporary directory remains",
+  );
 });
 
 Deno.test("loadHf reads tokenizer.json and the chat template", async () => {
   const config = tinyConfig({ ropeStyle: "half", vocabSize: 5 });
   const out = await freshPath("with-tokenizer");
   const tokenizerJson = {
-    model: { type: "WordLevel", vocab: { "<unk>": 0, "<s>": 1, "</s>": 2, hello: 3, world: 4 }, unk_token: "<unk>" },
+    model: {
+      type: "WordLevel",
+      vocab: { "<unk>": 0, "<s>": 1, "</s>": 2, hello: 3, world: 4 },
+      unk_token: "<unk>",
+    },
     normalizer: null,
     pre_tokenizer: { type: "Whitespace" },
     post_processor: null,
     decoder: null,
     added_tokens: [
-      { id: 1, content: "<s>", special: true, single_word: false, lstrip: false, rstrip: false, normalized: false },
-      { id: 2, content: "</s>", special: true, single_word: false, lstrip: false, rstrip: false, normalized: false },
+      {
+        id: 1,
+        content: "<s>",
+        special: true,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      },
+      {
+        id: 2,
+        content: "</s>",
+        special: true,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      },
     ],
   };
-  const tokenizerConfig = { bos_token: "<s>", eos_token: { content: "</s>" }, chat_template: "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}" };
+  const tokenizerConfig = {
+    bos_token: "<s>",
+    eos_token: { content: "</s>" },
+    chat_template: "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}",
+  };
   const encode = (o: unknown) => new TextEncoder().encode(JSON.stringify(o));
   await writeHf({ config, weights: randomWeights(config) }, out, {
     quiet: true,
-    files: { "tokenizer.json": encode(tokenizerJson), "tokenizer_config.json": encode(tokenizerConfig) },
+    files: {
+      "tokenizer.json": encode(tokenizerJson),
+      "tokenizer_config.json": encode(tokenizerConfig),
+    },
   });
   const model = await loadHf(out);
   model.weights.close();
@@ -234,7 +339,9 @@ Deno.test("loadHf ignores a stored copy of a tied head", async () => {
   const path = join(out, "model.safetensors");
   const file = await SafetensorsFile.open(path);
   const tensors: Record<string, TensorToWrite> = {};
-  for (const [name, info] of file.tensors) tensors[name] = { dtype: info.dtype, shape: info.shape, data: await file.readBytes(name) };
+  for (const [name, info] of file.tensors) {
+    tensors[name] = { dtype: info.dtype, shape: info.shape, data: await file.readBytes(name) };
+  }
   file.close();
   tensors[tensorNames.lmHead] = tensors[tensorNames.embed];
   await writeSafetensors(path, tensors);
@@ -242,4 +349,21 @@ Deno.test("loadHf ignores a stored copy of a tied head", async () => {
   model.weights.close();
   assert.ok(!model.weights.names().includes(tensorNames.lmHead));
   assert.equal(model.config.tiedEmbeddings, true);
+});
+
+Deno.test("HF weight reads run concurrently", async () => {
+  const source = await loadLlama2c(STORIES_260K);
+  const out = await freshPath("concurrent-hf");
+  await writeHf(source, out, { maxShardBytes: 300_000, quiet: true });
+  source.weights.close();
+  const model = await loadHf(out);
+  try {
+    const names = model.weights.names();
+    const together = await Promise.all(names.map((n) => model.weights.read(n)));
+    for (let i = 0; i < names.length; i++) {
+      assert.deepEqual(together[i], await model.weights.read(names[i]), names[i]);
+    }
+  } finally {
+    model.weights.close();
+  }
 });

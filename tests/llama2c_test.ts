@@ -66,3 +66,17 @@ Deno.test("loadLlama2c reports NaN weights with the tensor name", async () => {
     model.weights.close();
   }
 });
+
+Deno.test("loadLlama2c serves concurrent reads correctly", async () => {
+  const model = await loadLlama2c(STORIES_260K);
+  try {
+    const names = model.weights.names();
+    const parallel = await Promise.all(names.map((n) => model.weights.read(n)));
+    for (let i = 0; i < names.length; i++) {
+      const serial = await model.weights.read(names[i]);
+      assert.deepEqual(parallel[i], serial, names[i]);
+    }
+  } finally {
+    model.weights.close();
+  }
+});

@@ -55,12 +55,27 @@ async function maxRelativeError(gpu: GpuContext, c: Case, seed: number): Promise
 
 // name | rows from pos0 | heads (query / key-value) | head width | scratch
 const cases: Case[] = [
-  { name: "prefill, GQA 3:1, odd head width", rows: 37, pos0: 0, nHeads: 6, nKvHeads: 2, headDim: 10 },
+  {
+    name: "prefill, GQA 3:1, odd head width",
+    rows: 37,
+    pos0: 0,
+    nHeads: 6,
+    nKvHeads: 2,
+    headDim: 10,
+  },
   { name: "prefill continuing a cache", rows: 5, pos0: 40, nHeads: 4, nKvHeads: 2, headDim: 8 },
   { name: "multi-head, no grouping", rows: 9, pos0: 3, nHeads: 3, nKvHeads: 3, headDim: 6 },
   { name: "decode past the loop cap", rows: 1, pos0: 1200, nHeads: 4, nKvHeads: 1, headDim: 64 },
   { name: "prefill past the loop cap", rows: 3, pos0: 1100, nHeads: 2, nKvHeads: 1, headDim: 64 },
-  { name: "scratch split into passes", rows: 23, pos0: 70, nHeads: 4, nKvHeads: 2, headDim: 12, scratchFraction: 0.2 },
+  {
+    name: "scratch split into passes",
+    rows: 23,
+    pos0: 70,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 12,
+    scratchFraction: 0.2,
+  },
 ];
 
 Deno.test("attention matches attentionRef", async (t) => {
@@ -83,7 +98,10 @@ Deno.test("attentionPlan keeps each invocation under the loop cap", () => {
       for (const rows of [1, 64]) {
         const { blockLen, nBlocks } = attentionPlan(rows, contextEnd, 8, headDim);
         assert.ok(blockLen * nBlocks >= contextEnd, "blocks cover the context");
-        assert.ok(blockLen * (2 * headDim + 2) + headDim < LOOP_BUDGET, `block of ${blockLen} keys at head width ${headDim}`);
+        assert.ok(
+          blockLen * (2 * headDim + 2) + headDim < LOOP_BUDGET,
+          `block of ${blockLen} keys at head width ${headDim}`,
+        );
         assert.ok(2 * nBlocks < LOOP_BUDGET, "merge loop");
       }
     }

@@ -9,14 +9,21 @@ import { embeddingRef } from "../src/ops/embedding_ref.ts";
 import { uploadMatrix } from "../src/ops/gpu_matrix.ts";
 import { Rng } from "../src/util/rng.ts";
 
-function assertClose(got: Float32Array, want: Float32Array, tol: number, what: string): void {
-  assert.equal(got.length, want.length, `${what}: length`);
+function assertClose(got: Float32Array, want: Float32Array, tol: number, label: string): void {
+  assert.equal(got.length, want.length, `${label}: length`);
   for (let i = 0; i < want.length; i++) {
-    assert.ok(Math.abs(got[i] - want[i]) <= tol * Math.max(1, Math.abs(want[i])), `${what} element ${i}: ${got[i]} vs ${want[i]}`);
+    assert.ok(
+      Math.abs(got[i] - want[i]) <= tol * Math.max(1, Math.abs(want[i])),
+      `${label} element ${i}: ${got[i]} vs ${want[i]}`,
+    );
   }
 }
 
-async function readBack(gpu: GpuContext, buffer: GPUBuffer, record: (batch: ReturnType<GpuContext["batch"]>) => Promise<void>): Promise<Float32Array> {
+async function readBack(
+  gpu: GpuContext,
+  buffer: GPUBuffer,
+  record: (batch: ReturnType<GpuContext["batch"]>) => Promise<void>,
+): Promise<Float32Array> {
   const batch = gpu.batch();
   await record(batch);
   const read = batch.read(buffer);
@@ -35,7 +42,11 @@ Deno.test("swiglu matches swigluRef", async () => {
     gate[offset + 1] = 100;
     const up = Float32Array.from({ length: n }, () => rng.normal());
     const gateBuf = gpu.upload(gate), upBuf = gpu.upload(up);
-    const got = await readBack(gpu, gateBuf, (b) => swiglu(gpu, b, { gate: gateBuf, up: upBuf, n, gateOffset: offset }));
+    const got = await readBack(
+      gpu,
+      gateBuf,
+      (b) => swiglu(gpu, b, { gate: gateBuf, up: upBuf, n, gateOffset: offset }),
+    );
     swigluRef({ gate, up, n, gateOffset: offset });
     assertClose(got, gate, 1e-6, "swiglu");
   } finally {
@@ -48,7 +59,14 @@ Deno.test("add matches addRef for residuals and row biases", async () => {
   try {
     const rng = new Rng(2);
     // n | period | offsets
-    for (const c of [{ n: 301, period: 301, xOffset: 0, yOffset: 0 }, { n: 7 * 43, period: 43, xOffset: 5, yOffset: 2 }]) {
+    for (
+      const c of [{ n: 301, period: 301, xOffset: 0, yOffset: 0 }, {
+        n: 7 * 43,
+        period: 43,
+        xOffset: 5,
+        yOffset: 2,
+      }]
+    ) {
       const x = Float32Array.from({ length: c.xOffset + c.n }, () => rng.normal());
       const y = Float32Array.from({ length: c.yOffset + c.period }, () => rng.normal());
       const xBuf = gpu.upload(x), yBuf = gpu.upload(y);
@@ -73,7 +91,18 @@ Deno.test("embedding matches embeddingRef across table chunks", async () => {
     const ids = [0, 100, 6, 7, 55, 55, 99, 13];
     const idsBuf = gpu.upload(new Uint32Array([42, ...ids]));
     const outBuf = gpu.createBuffer(ids.length * dim * 4);
-    const got = await readBack(gpu, outBuf, (b) => embedding(gpu, b, { ids: idsBuf, idsOffset: 1, table: matrix, out: outBuf, tokens: ids.length }));
+    const got = await readBack(
+      gpu,
+      outBuf,
+      (b) =>
+        embedding(gpu, b, {
+          ids: idsBuf,
+          idsOffset: 1,
+          table: matrix,
+          out: outBuf,
+          tokens: ids.length,
+        }),
+    );
     const want = new Float32Array(ids.length * dim);
     embeddingRef({ ids, table, dim, out: want });
     assertClose(got, want, 0, "embedding");

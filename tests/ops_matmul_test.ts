@@ -53,8 +53,32 @@ const cases: Case[] = [
   { name: "TT vec4", m: 36, n: 39, k: 24, transA: true, transB: true },
   { name: "accumulate vec4", m: 5, n: 70, k: 64, transB: true, accumulate: true },
   { name: "accumulate scalar", m: 5, n: 70, k: 63, transB: true, accumulate: true },
-  { name: "strides and offsets vec4", m: 9, n: 13, k: 20, transB: true, lda: 24, ldb: 28, ldc: 17, aOffset: 8, bOffset: 4, cOffset: 3 },
-  { name: "unaligned offsets scalar", m: 9, n: 13, k: 20, transB: true, lda: 24, ldb: 28, ldc: 17, aOffset: 5, bOffset: 4, cOffset: 3 },
+  {
+    name: "strides and offsets vec4",
+    m: 9,
+    n: 13,
+    k: 20,
+    transB: true,
+    lda: 24,
+    ldb: 28,
+    ldc: 17,
+    aOffset: 8,
+    bOffset: 4,
+    cOffset: 3,
+  },
+  {
+    name: "unaligned offsets scalar",
+    m: 9,
+    n: 13,
+    k: 20,
+    transB: true,
+    lda: 24,
+    ldb: 28,
+    ldc: 17,
+    aOffset: 5,
+    bOffset: 4,
+    cOffset: 3,
+  },
   { name: "single row (decode shape)", m: 1, n: 129, k: 64, transB: true },
   { name: "empty inner dimension", m: 3, n: 5, k: 0 },
 ];
@@ -79,10 +103,12 @@ Deno.test("matmul splits an inner dimension above the loop cap", async () => {
   assert.ok(k > MATMUL_MAX_K);
   const gpu = await GpuContext.create();
   try {
-    for (const spec of [
-      { name: "vec4", m: 3, n: 5, k, transB: true },
-      { name: "scalar", m: 3, n: 5, k: k + 1, transB: true },
-    ]) {
+    for (
+      const spec of [
+        { name: "vec4", m: 3, n: 5, k, transB: true },
+        { name: "scalar", m: 3, n: 5, k: k + 1, transB: true },
+      ]
+    ) {
       const err = await compare(gpu, spec, 7);
       assert.ok(err < 1e-4, `${spec.name}: relative error ${err}`);
     }

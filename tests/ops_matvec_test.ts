@@ -32,9 +32,23 @@ async function relativeError(gpu: GpuContext, c: Case, seed: number): Promise<nu
 const cases: Case[] = [
   { name: "vec4 kernel, rows past a workgroup", n: 259, k: 68 },
   { name: "vec4 kernel, accumulate", n: 7, k: 64, accumulate: true },
-  { name: "vec4 kernel, strides and offsets", n: 13, k: 20, ldw: 28, wOffset: 8, xOffset: 4, yOffset: 5 },
+  {
+    name: "vec4 kernel, strides and offsets",
+    n: 13,
+    k: 20,
+    ldw: 28,
+    wOffset: 8,
+    xOffset: 4,
+    yOffset: 5,
+  },
   { name: "unaligned k falls back to matmul", n: 37, k: 30 },
-  { name: "unaligned offset falls back to matmul, accumulate", n: 9, k: 16, xOffset: 3, accumulate: true },
+  {
+    name: "unaligned offset falls back to matmul, accumulate",
+    n: 9,
+    k: 16,
+    xOffset: 3,
+    accumulate: true,
+  },
 ];
 
 Deno.test("matvec matches matvecRef", async (t) => {

@@ -28,7 +28,10 @@ Deno.test("rmsnorm matches rmsnormRef", async () => {
       const got = read.f32();
       rmsnormRef({ x, weight, out, ...c, eps: 1e-5 });
       for (let i = 0; i < out.length; i++) {
-        assert.ok(Math.abs(got[i] - out[i]) <= 1e-5 * Math.max(1, Math.abs(out[i])), `rows ${c.rows} dim ${c.dim} element ${i}: ${got[i]} vs ${out[i]}`);
+        assert.ok(
+          Math.abs(got[i] - out[i]) <= 1e-5 * Math.max(1, Math.abs(out[i])),
+          `rows ${c.rows} dim ${c.dim} element ${i}: ${got[i]} vs ${out[i]}`,
+        );
       }
       for (const b of Object.values(buffers)) gpu.release(b);
     }

@@ -20,22 +20,33 @@ Deno.test("rope matches ropeRef in both pairing styles", async (t) => {
     const theta = 10000, positions = 2048;
     const tables = new Map<number, GPUBuffer>();
     for (const [i, c] of cases.entries()) {
-      await t.step(`${c.style}, ${c.rows} rows from position ${c.pos0}, head width ${c.headDim}`, async () => {
-        if (!tables.has(c.headDim)) tables.set(c.headDim, gpu.upload(ropeTable(positions, c.headDim, theta)));
-        const rng = new Rng(20 + i);
-        const x = Float32Array.from({ length: c.offset + c.rows * c.rowStride }, () => rng.normal());
-        const buffer = gpu.upload(x);
-        const batch = gpu.batch();
-        await rope(gpu, batch, { ...c, x: buffer, table: tables.get(c.headDim)! });
-        const read = batch.read(buffer);
-        await batch.submit();
-        const got = read.f32();
-        ropeRef({ ...c, x, theta });
-        for (let j = 0; j < x.length; j++) {
-          assert.ok(Math.abs(got[j] - x[j]) < 2e-6 * Math.max(1, Math.abs(x[j])), `element ${j}: ${got[j]} vs ${x[j]}`);
-        }
-        gpu.release(buffer);
-      });
+      await t.step(
+        `${c.style}, ${c.rows} rows from position ${c.pos0}, head width ${c.headDim}`,
+        async () => {
+          if (!tables.has(c.headDim)) {
+            tables.set(c.headDim, gpu.upload(ropeTable(positions, c.headDim, theta)));
+          }
+          const rng = new Rng(20 + i);
+          const x = Float32Array.from(
+            { length: c.offset + c.rows * c.rowStride },
+            () => rng.normal(),
+          );
+          const buffer = gpu.upload(x);
+          const batch = gpu.batch();
+          await rope(gpu, batch, { ...c, x: buffer, table: tables.get(c.headDim)! });
+          const read = batch.read(buffer);
+          await batch.submit();
+          const got = read.f32();
+          ropeRef({ ...c, x, theta });
+          for (let j = 0; j < x.length; j++) {
+            assert.ok(
+              Math.abs(got[j] - x[j]) < 2e-6 * Math.max(1, Math.abs(x[j])),
+              `element ${j}: ${got[j]} vs ${x[j]}`,
+            );
+          }
+          gpu.release(buffer);
+        },
+      );
     }
   } finally {
     gpu.destroy();
@@ -48,7 +59,16 @@ Deno.test("rope rejects positions past its table", async () => {
     const table = gpu.upload(ropeTable(8, 4, 10000));
     const x = gpu.createBuffer(4 * 4 * 2);
     await assert.rejects(
-      () => rope(gpu, gpu.batch(), { x, table, rows: 2, nHeads: 1, headDim: 4, pos0: 7, style: "half" }),
+      () =>
+        rope(gpu, gpu.batch(), {
+          x,
+          table,
+          rows: 2,
+          nHeads: 1,
+          headDim: 4,
+          pos0: 7,
+          style: "half",
+        }),
       (err: Error) => err instanceof ShapeError && /exceed the table/.test(err.message),
     );
   } finally {

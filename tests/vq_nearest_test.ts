@@ -1,9 +1,22 @@
 import assert from "node:assert/strict";
 import { GpuContext } from "../src/gpu/device.ts";
-import { codewordsPerDispatch, type EdsgMode, type NearestJob, nearestCodewordsCpu, nearestCodewordsGpu } from "../src/quantize/nearest.ts";
+import {
+  codewordsPerDispatch,
+  type EdsgMode,
+  nearestCodewordsCpu,
+  nearestCodewordsGpu,
+  type NearestJob,
+} from "../src/quantize/nearest.ts";
 import { Rng } from "../src/util/rng.ts";
 
-function randomJob(rng: Rng, n: number, k: number, v: number, mode: EdsgMode = "none", lambda = 0): NearestJob {
+function randomJob(
+  rng: Rng,
+  n: number,
+  k: number,
+  v: number,
+  mode: EdsgMode = "none",
+  lambda = 0,
+): NearestJob {
   const fill = (len: number, f: () => number) => Float32Array.from({ length: len }, f);
   return {
     vectorLength: v,
@@ -21,7 +34,10 @@ function assertSameChoice(job: NearestJob, gpu: { index: Uint32Array; score: Flo
   const cpu = nearestCodewordsCpu(job);
   let ties = 0;
   for (let i = 0; i < cpu.index.length; i++) {
-    assert.ok(Math.abs(gpu.score[i] - cpu.score[i]) <= 1e-4 * (1 + Math.abs(cpu.score[i])), `score ${i}: ${gpu.score[i]} vs ${cpu.score[i]}`);
+    assert.ok(
+      Math.abs(gpu.score[i] - cpu.score[i]) <= 1e-4 * (1 + Math.abs(cpu.score[i])),
+      `score ${i}: ${gpu.score[i]} vs ${cpu.score[i]}`,
+    );
     if (gpu.index[i] !== cpu.index[i]) ties++;
   }
   assert.ok(ties <= 1, `${ties} vectors got a different codeword than brute force`);
@@ -33,7 +49,7 @@ Deno.test("nearestCodewordsGpu equals brute force across workgroups, dispatch ch
     const rng = new Rng(11);
     // case table: n vectors, K codewords, v, mode, lambda, codewords per dispatch
     const cases: [number, number, number, EdsgMode, number, number | undefined][] = [
-      [1, 1, 2, 'none', 0, undefined],
+      [1, 1, 2, "none", 0, undefined],
       [130, 300, 4, "none", 0, 7],
       [65, 77, 6, "projection", 0.3, 10],
       [129, 50, 8, "linear", 0.2, undefined],

@@ -45,7 +45,7 @@ export interface AllocateOptions {
   sensitivity?: SensitivityKind;
   /** Fisher diagonal. Default "kfac". */
   fisher?: FisherKind;
-  /** For the gradient sensitivity: least signal-to-noise ratio of the mean gradient (see sensitivity.ts). Default 4. */
+  /** For the gradient sensitivity: minimum signal-to-noise ratio of the mean gradient (see sensitivity.ts). Default 4. */
   minGradientSnr?: number;
   /** Smallest codebook size (a power of two, at least 2). Default 2. */
   minCodebookSize?: number;
@@ -59,7 +59,7 @@ export interface AllocateOptions {
   quiet?: boolean;
 }
 
-/** One group of channels as the solver sees it. */
+/** One channel group with its codebook options. */
 interface GroupInfo {
   layer: number;
   start: number;
@@ -136,16 +136,16 @@ function resolveOptions(o: AllocateOptions): Settings {
     solver: o.solver ?? "auto",
     quiet: o.quiet ?? false,
   };
-  if (!(s.bits > 0) || !Number.isFinite(s.bits)) throw new UsageError(`bits: expected a positive number, got ${s.bits}`);
-  if (!Number.isSafeInteger(s.groups) || s.groups < 1) throw new UsageError(`groups: expected a positive integer, got ${s.groups}`);
-  if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) throw new UsageError(`vectorLength: expected a positive integer, got ${s.vectorLength}`);
-  if (s.scope !== "layer" && s.scope !== "model") throw new UsageError(`scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`);
-  if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") throw new UsageError(`sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`);
-  if (s.fisher !== "kfac" && s.fisher !== "empirical") throw new UsageError(`fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`);
+  if (!(s.bits > 0) || !Number.isFinite(s.bits)) throw new UsageError(`Invalid bits: expected a positive number, got ${s.bits}`);
+  if (!Number.isSafeInteger(s.groups) || s.groups < 1) throw new UsageError(`Invalid groups: expected a positive integer, got ${s.groups}`);
+  if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) throw new UsageError(`Invalid vectorLength: expected a positive integer, got ${s.vectorLength}`);
+  if (s.scope !== "layer" && s.scope !== "model") throw new UsageError(`Invalid scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`);
+  if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") throw new UsageError(`Invalid sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`);
+  if (s.fisher !== "kfac" && s.fisher !== "empirical") throw new UsageError(`Invalid fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`);
   for (const key of ["minCodebookSize", "maxCodebookSize"] as const) {
     const k = s[key];
     if (!Number.isSafeInteger(k) || k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) {
-      throw new UsageError(`${key}: expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+      throw new UsageError(`Invalid ${key}: expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
     }
   }
   if (s.minCodebookSize > s.maxCodebookSize) throw new UsageError(`minCodebookSize ${s.minCodebookSize} exceeds maxCodebookSize ${s.maxCodebookSize}`);

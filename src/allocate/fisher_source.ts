@@ -57,6 +57,12 @@ export interface FisherStatsSource {
  * @throws {FormatError} When the file is not a valid statistics file.
  */
 export async function openFisherStats(path: string): Promise<FisherStatsSource> {
+  try {
+    await Deno.stat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "Statistics file not found: run deno task calibrate first, then pass its --out file with --fisher");
+    throw err;
+  }
   const file = await FisherStatsFile.open(path);
   return {
     source: path,

@@ -1,7 +1,7 @@
 /**
  * The allocation plan: per linear layer, the channel order, the channel groups and each
  * group's codebook size, which the quantizer follows exactly. docs/plan.md describes the
- * JSON format; this file holds its types, its byte accounting and its validation.
+ * JSON format, and this file contains its types, its byte accounting and its validation.
  *
  * Bits per weight are always recomputed from the layout with `vqLayerBytes` (per row an
  * f16 scale and a u32 permutation entry, per group an f16 codebook [K, v] and packed
@@ -59,7 +59,7 @@ export interface Plan {
   version: typeof PLAN_VERSION;
   /** Requested budget in bits per weight. */
   bits: number;
-  /** Whether the budget holds per layer or over the whole model. */
+  /** Whether the budget applies per layer or over the whole model. */
   scope: PlanScope;
   /** Vector length every layer uses. */
   vectorLength: number;
@@ -165,8 +165,8 @@ export function validatePlan(value: unknown, file: string): Plan {
 function validateLayer(value: unknown, at: string, fail: (field: string, detail: string) => never): PlanLayer {
   if (!isRecord(value)) return fail(at, "Expected an object");
   const rows = positiveInteger(value.rows, `${at}.rows`, fail);
-  const cols = positiveInteger(value.cols, `${at}.cols`, fail);
-  const vectorLength = positiveInteger(value.vectorLength, `${at}.vectorLength`, fail);
+  positiveInteger(value.cols, `${at}.cols`, fail);
+  positiveInteger(value.vectorLength, `${at}.vectorLength`, fail);
 
   const order = value.channelOrder;
   if (!Array.isArray(order) || order.length !== rows) fail(`${at}.channelOrder`, `Expected an array of ${rows} channel indices`);

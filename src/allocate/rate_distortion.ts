@@ -31,7 +31,7 @@ export interface RdItem {
   options: RdOption[];
 }
 
-/** Which solver ran. */
+/** Solver that produced a solution. */
 export type RdSolverKind = "exact" | "greedy";
 
 /** Options of {@linkcode solveRateDistortion}. */
@@ -110,8 +110,8 @@ function gcd(a: number, b: number): number {
 }
 
 /**
- * Exact dynamic program. best[c] is the least distortion of the items so far with extra
- * bytes (above the cheapest options) at most c * step; ties keep the cheaper option, so
+ * Exact dynamic program. best[c] is the minimum distortion of the items so far with extra
+ * bytes (above the cheapest options) at most c * step. Ties keep the cheaper option, so
  * the result is deterministic.
  */
 function solveExact(items: RdItem[], slack: number, step: number): number[] {

@@ -14,7 +14,7 @@
  *   model makes the mean gradient pure noise, and a small prototype on stories260K found it
  *   ranked channels better than the gradient form.
  * - `gradient`: I_c = g_c^T F_c g_c = sum_j F_cj * g_cj^2, with g the mean gradient. A layer
- *   falls back to `trace` (and the returned kind says so) when its mean gradient is missing,
+ *   falls back to `trace` (the returned kind records it) when its mean gradient is missing,
  *   all zero, or indistinguishable from noise. Over S sequences whose gradients g_s have
  *   mean zero, S * sum(g^2) / sum(E[g_s^2]) is about 1; the gradient counts as signal only
  *   when that ratio reaches `minGradientSnr` (checked when S and E[g_s^2] are known).
@@ -82,9 +82,9 @@ export function channelSensitivity(
 }
 
 /**
- * Whether the mean gradient stands out from its sampling noise. The ratio
+ * Checks whether the mean gradient rises above its sampling noise. The ratio
  * S * sum(g^2) / sum(E[g_s^2]) is about 1 for zero-mean noise and approaches S for a
- * consistent gradient; without S or E[g_s^2] only an all-zero gradient counts as noise.
+ * consistent gradient. Without S or E[g_s^2] only an all-zero gradient counts as noise.
  */
 export function gradientIsSignal(stats: LayerFisherStats, gradMean: Float32Array, minSnr: number): boolean {
   checkLength(stats, "grad_mean", gradMean, stats.rows * stats.cols);

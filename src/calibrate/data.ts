@@ -46,7 +46,7 @@ export interface CalibrationData {
 
 /** Options of {@linkcode loadCalibrationData}. */
 export interface LoadDataOptions {
-  /** Creates the model that samples a token stream (only called for sampled data). */
+  /** Creates the model that samples a token stream (only called for sampled data; disposed after sampling). */
   sampler?: () => Promise<CausalLM>;
   /** Progress of sampling, advanced by tokens. */
   progress?: (total: number) => Progress | undefined;

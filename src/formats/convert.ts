@@ -1,22 +1,26 @@
 /**
- * Checkpoint conversion between the formats this toolkit reads: any loaded model to a
- * Hugging Face directory or a GGUF file, with the rotary permutation each writer needs,
- * plus whatever tokenizer files and chat template can be carried to the target format.
+ * Checkpoint conversion: any loaded model to a Hugging Face directory or a GGUF file. Each
+ * writer applies the rotary permutation its format needs, and the tokenizer files and
+ * chat template travel where the target format can hold them.
  *
- * What travels: HF to HF copies tokenizer.json, tokenizer_config.json,
- * special_tokens_map.json, generation_config.json and chat_template.jinja; GGUF to GGUF
- * copies every `tokenizer.*` entry; GGUF "gpt2" vocabularies become a tokenizer.json in an
- * HF directory; the chat template and BOS/EOS ids travel everywhere. llama2.c checkpoints
- * have no tokenizer to carry.
+ * What travels:
+ * - HF to HF: tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+ *   generation_config.json and chat_template.jinja are copied.
+ * - GGUF to GGUF: every `tokenizer.*` entry is copied.
+ * - GGUF "gpt2" vocabulary to HF: a tokenizer.json is built from it.
+ * - HF byte-level BPE tokenizer.json to GGUF: a "gpt2" vocabulary is built from it.
+ * - Everywhere: the chat template and the BOS/EOS ids.
+ * llama2.c checkpoints have no tokenizer to carry.
  *
  * @module
  */
 import { join, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
 import type { LoadedModel } from "../model/model.ts";
-import { byteLevelTokenizerJson } from "../tokenizer/gguf_tokenizer.ts";
+import { byteLevelTokenizerJson, byteLevelVocabFromJson } from "../tokenizer/gguf_tokenizer.ts";
+import { readJsonIfPresent } from "../tokenizer/hf_tokenizer.ts";
 import { GgufFile } from "./gguf.ts";
-import type { GgufEntry } from "./gguf_types.ts";
+import { type GgufEntry, GgufType } from "./gguf_types.ts";
 import { type GgufDtype, writeGguf } from "./gguf_writer.ts";
 import { type HfDtype, writeHf } from "./hf_writer.ts";
 import { loadHf } from "./hf.ts";
@@ -68,22 +72,44 @@ export interface ConvertOptions {
  */
 export async function convertModel(model: LoadedModel, options: ConvertOptions): Promise<void> {
   const { to, out } = options;
-  if (!(to in CONVERT_DTYPES)) throw new UsageError(`Invalid --to ${JSON.stringify(to)}: expected hf or gguf`);
+  if (!(to in CONVERT_DTYPES)) {
+    throw new UsageError(`Invalid --to ${JSON.stringify(to)}: expected hf or gguf`);
+  }
   const dtype = options.dtype ?? CONVERT_DTYPES[to][0];
   if (!CONVERT_DTYPES[to].includes(dtype)) {
-    throw new UsageError(`Invalid --dtype ${JSON.stringify(dtype)} for --to ${to}: expected one of ${CONVERT_DTYPES[to].join(", ")}`);
+    throw new UsageError(
+      `Invalid --dtype ${JSON.stringify(dtype)} for --to ${to}: expected one of ${
+        CONVERT_DTYPES[to].join(", ")
+      }`,
+    );
   }
-  if (resolve(out) === resolve(model.path)) throw new UsageError(`Output ${out} is the input model: choose another --out`);
-  if (await exists(out)) throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
+  if (resolve(out) === resolve(model.path)) {
+    throw new UsageError(`Output ${out} is the input model: choose another --out`);
+  }
+  if (await exists(out)) {
+    throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
+  }
 
   if (to === "hf") {
     const files = await hfSideFiles(model);
     // An HF source's template travels inside its copied files.
     const chatTemplate = model.format === "hf" ? null : model.chatTemplate;
-    await writeHf(model, out, { dtype: dtype as HfDtype, files, chatTemplate, quiet: options.quiet });
+    await writeHf(model, out, {
+      dtype: dtype as HfDtype,
+      files,
+      chatTemplate,
+      quiet: options.quiet,
+    });
   } else {
-    const metadata = model.format === "gguf" ? await tokenizerEntries(model.path) : undefined;
-    await writeGguf(model, out, { dtype: dtype as GgufDtype, metadata, chatTemplate: model.chatTemplate, quiet: options.quiet });
+    let metadata: Map<string, GgufEntry> | undefined;
+    if (model.format === "gguf") metadata = await tokenizerEntries(model.path);
+    if (model.format === "hf") metadata = await hfVocabEntries(model.path);
+    await writeGguf(model, out, {
+      dtype: dtype as GgufDtype,
+      metadata,
+      chatTemplate: model.chatTemplate,
+      quiet: options.quiet,
+    });
   }
   try {
     const written = to === "hf" ? await loadHf(out) : await loadGguf(out);
@@ -111,13 +137,22 @@ async function hfSideFiles(model: LoadedModel): Promise<Record<string, Uint8Arra
       const tokens = gguf.get("tokenizer.ggml.tokens") as string[] | undefined;
       // NOTE: SentencePiece ("llama") vocabularies are not converted to tokenizer.json yet.
       if (gguf.get("tokenizer.ggml.model") === "gpt2" && tokens) {
-        const types = (gguf.get("tokenizer.ggml.token_type") as number[] | undefined) ?? tokens.map(() => 1);
+        const types = (gguf.get("tokenizer.ggml.token_type") as number[] | undefined) ??
+          tokens.map(() => 1);
         const merges = (gguf.get("tokenizer.ggml.merges") as string[] | undefined) ?? [];
         const pre = gguf.get("tokenizer.ggml.pre");
-        const json = byteLevelTokenizerJson(tokens, types, merges, typeof pre === "string" ? pre : "default");
+        const json = byteLevelTokenizerJson(
+          tokens,
+          types,
+          merges,
+          typeof pre === "string" ? pre : "default",
+        );
         files["tokenizer.json"] = new TextEncoder().encode(JSON.stringify(json));
         const bos = model.config.bosId, eos = model.config.eosIds?.[0];
-        const config = { bos_token: bos !== undefined ? tokens[bos] : null, eos_token: eos !== undefined ? tokens[eos] : null };
+        const config = {
+          bos_token: bos !== undefined ? tokens[bos] : null,
+          eos_token: eos !== undefined ? tokens[eos] : null,
+        };
         files["tokenizer_config.json"] = new TextEncoder().encode(JSON.stringify(config, null, 2));
       }
     } finally {
@@ -127,7 +162,36 @@ async function hfSideFiles(model: LoadedModel): Promise<Record<string, Uint8Arra
   return files;
 }
 
-/** Every `tokenizer.*` metadata entry of a GGUF file. */
+/**
+ * Builds GGUF vocabulary entries from an HF directory's byte-level BPE tokenizer.json.
+ * Other tokenizers (for example SentencePiece-style ones) return an empty map.
+ */
+async function hfVocabEntries(dir: string): Promise<Map<string, GgufEntry>> {
+  const json = await readJsonIfPresent(join(dir, "tokenizer.json")) as
+    | Record<string, unknown>
+    | undefined;
+  // NOTE: only byte-level BPE tokenizers are carried into GGUF so far.
+  const vocab = json ? byteLevelVocabFromJson(json) : null;
+  if (!vocab) return new Map();
+  const strings = (value: string[]): GgufEntry => ({
+    type: GgufType.ARRAY,
+    itemType: GgufType.STRING,
+    value,
+  });
+  return new Map<string, GgufEntry>([
+    ["tokenizer.ggml.model", { type: GgufType.STRING, value: "gpt2" }],
+    ["tokenizer.ggml.pre", { type: GgufType.STRING, value: vocab.pre }],
+    ["tokenizer.ggml.tokens", strings(vocab.tokens)],
+    ["tokenizer.ggml.token_type", {
+      type: GgufType.ARRAY,
+      itemType: GgufType.INT32,
+      value: vocab.types,
+    }],
+    ["tokenizer.ggml.merges", strings(vocab.merges)],
+  ]);
+}
+
+/** Collects every `tokenizer.*` metadata entry of a GGUF file. */
 async function tokenizerEntries(path: string): Promise<Map<string, GgufEntry>> {
   const gguf = await GgufFile.open(path);
   try {

@@ -5,8 +5,9 @@
  * vocabulary and chat template come along.
  *
  * Rotary convention: architectures "llama" and "mistral" load with `ropeStyle:
- * "adjacent"`, because llama.cpp's converter permutes q/k rows to adjacent pairs; "qwen2"
- * loads with `ropeStyle: "half"` (NEOX order, not permuted). Weights are not permuted.
+ * "adjacent"`, because llama.cpp's converter permutes their q/k rows to adjacent pairs.
+ * "qwen2" loads with `ropeStyle: "half"`, because llama.cpp keeps it in NEOX order. The
+ * loader itself permutes no weights.
  *
  * @module
  */
@@ -94,36 +95,76 @@ export async function loadGguf(path: string): Promise<LoadedModel> {
 export function ggufConfig(file: GgufFile): ModelConfig {
   const arch = file.get("general.architecture");
   if (typeof arch !== "string" || !(arch in GGUF_ARCH_ROPE)) {
-    throw new FormatError(file.path, "general.architecture", `Unsupported architecture ${JSON.stringify(arch)}: expected one of ${Object.keys(GGUF_ARCH_ROPE).join(", ")}`);
+    throw new FormatError(
+      file.path,
+      "general.architecture",
+      `Unsupported architecture ${JSON.stringify(arch)}: expected one of ${
+        Object.keys(GGUF_ARCH_ROPE).join(", ")
+      }`,
+    );
   }
   const int = (key: string, fallback?: number): number => {
     const v: GgufValue | undefined = file.get(`${arch}.${key}`) ?? fallback;
-    if (v === undefined) throw new FormatError(file.path, `${arch}.${key}`, "Missing key: re-convert the model with llama.cpp's convert_hf_to_gguf.py");
+    if (v === undefined) {
+      throw new FormatError(
+        file.path,
+        `${arch}.${key}`,
+        "Missing key: re-convert the model with llama.cpp's convert_hf_to_gguf.py",
+      );
+    }
     if (typeof v !== "number" || !Number.isSafeInteger(v)) {
-      throw new FormatError(file.path, `${arch}.${key}`, `Expected an integer, got ${Array.isArray(v) ? "an array (per-layer values are not supported)" : String(v)}`);
+      throw new FormatError(
+        file.path,
+        `${arch}.${key}`,
+        `Expected an integer, got ${
+          Array.isArray(v) ? "an array (per-layer values are not supported)" : String(v)
+        }`,
+      );
     }
     return v;
   };
   const float = (key: string, fallback?: number): number => {
     const v = file.get(`${arch}.${key}`) ?? fallback;
-    if (v === undefined) throw new FormatError(file.path, `${arch}.${key}`, "Missing key: re-convert the model with llama.cpp's convert_hf_to_gguf.py");
-    if (typeof v !== "number") throw new FormatError(file.path, `${arch}.${key}`, `Expected a number, got ${String(v)}`);
+    if (v === undefined) {
+      throw new FormatError(
+        file.path,
+        `${arch}.${key}`,
+        "Missing key: re-convert the model with llama.cpp's convert_hf_to_gguf.py",
+      );
+    }
+    if (typeof v !== "number") {
+      throw new FormatError(file.path, `${arch}.${key}`, `Expected a number, got ${String(v)}`);
+    }
     return v;
   };
   const scaling = file.get(`${arch}.rope.scaling.type`);
   // TODO: linear, yarn and llama3 (rope_freqs.weight) rope scaling are not implemented.
   if (scaling !== undefined && scaling !== "none") {
-    throw new FormatError(file.path, `${arch}.rope.scaling.type`, `Rope scaling ${JSON.stringify(scaling)} is not supported: only unscaled rotary embeddings are implemented`);
+    throw new FormatError(
+      file.path,
+      `${arch}.rope.scaling.type`,
+      `Rope scaling ${
+        JSON.stringify(scaling)
+      } is not supported: only unscaled rotary embeddings are implemented`,
+    );
   }
   if (file.tensors.has("rope_freqs.weight")) {
-    throw new FormatError(file.path, "rope_freqs.weight", "Llama 3 rope frequency scaling is not supported: only unscaled rotary embeddings are implemented");
+    throw new FormatError(
+      file.path,
+      "rope_freqs.weight",
+      "Llama 3 rope frequency scaling is not supported: only unscaled rotary embeddings are implemented",
+    );
   }
   const dim = int("embedding_length");
   const nHeads = int("attention.head_count");
   const headDim = int("attention.key_length", nHeads > 0 ? Math.floor(dim / nHeads) : 0);
   const ropeDims = int("rope.dimension_count", headDim);
   if (ropeDims !== headDim) {
-    throw new FormatError(file.path, `${arch}.rope.dimension_count`, `Partial rotary embedding (${ropeDims} of ${headDim} dimensions) is not supported`);
+    throw new FormatError(
+      file.path,
+      `${arch}.rope.dimension_count`,
+      `Partial rotary embedding (${ropeDims} of ${headDim} dimensions) is not supported`,
+    );
   }
   const embed = file.tensors.get("token_embd.weight");
   if (!embed) throw new FormatError(file.path, "token_embd.weight", "Missing tensor");
@@ -158,13 +199,21 @@ function mapTensors(file: GgufFile, config: ModelConfig) {
   for (const [name, info] of file.tensors) {
     const hf = ggufToHfName(name);
     if (!hf || !expected.has(hf)) {
-      throw new FormatError(file.path, name, `Unexpected tensor for architecture ${config.architecture} with ${config.nLayers} layers`);
+      throw new FormatError(
+        file.path,
+        name,
+        `Unexpected tensor for architecture ${config.architecture} with ${config.nLayers} layers`,
+      );
     }
     // ggml dims are innermost first, so [in, out] in the file is [out, in] row-major.
     const shape = [...info.dims].reverse();
     const want = expected.get(hf)!;
     if (shape.length !== want.length || shape.some((d, i) => d !== want[i])) {
-      throw new FormatError(file.path, name, `Shape [${shape}] (ggml ne [${info.dims}]) does not match [${want}] implied by the metadata`);
+      throw new FormatError(
+        file.path,
+        name,
+        `Shape [${shape}] (ggml ne [${info.dims}]) does not match [${want}] implied by the metadata`,
+      );
     }
     ggufNames.set(hf, name);
   }

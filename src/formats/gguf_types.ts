@@ -3,11 +3,13 @@
  * tensor types this toolkit reads, the tensor-name mapping to Hugging Face names and
  * the rotary convention of each architecture.
  *
- * GGUF v3 layout (little-endian): magic "GGUF", u32 version, u64 tensor count, u64
- * metadata count, metadata entries (string key, u32 value type, value), tensor infos
- * (string name, u32 n_dims, u64 ne[n_dims] innermost first, u32 ggml type, u64 offset
- * into the data section), padding to `general.alignment` (default 32), data section.
- * Strings are a u64 byte length and UTF-8 bytes; arrays are a u32 item type, a u64
+ * GGUF v3 layout, little-endian, in file order:
+ * - magic "GGUF", u32 version, u64 tensor count, u64 metadata count;
+ * - metadata entries: string key, u32 value type, value;
+ * - tensor infos: string name, u32 n_dims, u64 ne[n_dims] (innermost first), u32 ggml
+ *   type, u64 offset into the data section;
+ * - padding to `general.alignment` (default 32), then the data section.
+ * A string is a u64 byte length and UTF-8 bytes. An array is a u32 item type, a u64
  * length and the items.
  *
  * @module
@@ -45,7 +47,17 @@ export type GgufTypeId = typeof GgufType[keyof typeof GgufType];
 
 /** Byte size of each fixed-size metadata type (strings and arrays are variable). */
 export const GGUF_SCALAR_BYTES: Readonly<Record<number, number>> = {
-  0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8,
+  0: 1,
+  1: 1,
+  2: 2,
+  3: 2,
+  4: 4,
+  5: 4,
+  6: 4,
+  7: 1,
+  10: 8,
+  11: 8,
+  12: 8,
 };
 
 /** A decoded metadata value; 64-bit integers beyond 2^53 stay bigint. */
@@ -65,7 +77,9 @@ export interface GgufEntry {
 export type GgmlType = "F32" | "F16" | "BF16" | "Q8_0";
 
 /** Per-type layout: id in the file, values per block and bytes per block. */
-export const GGML_TYPES: Readonly<Record<GgmlType, { id: number; blockSize: number; blockBytes: number }>> = {
+export const GGML_TYPES: Readonly<
+  Record<GgmlType, { id: number; blockSize: number; blockBytes: number }>
+> = {
   F32: { id: 0, blockSize: 1, blockBytes: 4 },
   F16: { id: 1, blockSize: 1, blockBytes: 2 },
   Q8_0: { id: 8, blockSize: 32, blockBytes: 34 },
@@ -74,10 +88,34 @@ export const GGML_TYPES: Readonly<Record<GgmlType, { id: number; blockSize: numb
 
 /** Names of ggml type ids that exist but are not supported, for error messages. */
 export const GGML_UNSUPPORTED_NAMES: Readonly<Record<number, string>> = {
-  2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K",
-  13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-  20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64",
-  28: "F64", 29: "IQ1_M", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+  2: "Q4_0",
+  3: "Q4_1",
+  6: "Q5_0",
+  7: "Q5_1",
+  9: "Q8_1",
+  10: "Q2_K",
+  11: "Q3_K",
+  12: "Q4_K",
+  13: "Q5_K",
+  14: "Q6_K",
+  15: "Q8_K",
+  16: "IQ2_XXS",
+  17: "IQ2_XS",
+  18: "IQ3_XXS",
+  19: "IQ1_S",
+  20: "IQ4_NL",
+  21: "IQ3_S",
+  22: "IQ2_S",
+  23: "IQ4_XS",
+  24: "I8",
+  25: "I16",
+  26: "I32",
+  27: "I64",
+  28: "F64",
+  29: "IQ1_M",
+  34: "TQ1_0",
+  35: "TQ2_0",
+  39: "MXFP4",
 };
 
 /** Looks up a supported ggml type by id. */

@@ -88,21 +88,37 @@ export async function writeGguf(
 ): Promise<void> {
   const { config, weights } = model;
   const dtype = options.dtype ?? "f32";
-  if (!(dtype in FILE_TYPE)) throw new UsageError(`Unsupported GGUF dtype ${JSON.stringify(dtype)}: expected f32, f16 or q8_0`);
+  if (!(dtype in FILE_TYPE)) {
+    throw new UsageError(
+      `Unsupported GGUF dtype ${JSON.stringify(dtype)}: expected f32, f16 or q8_0`,
+    );
+  }
   const alignment = options.alignment ?? GGUF_DEFAULT_ALIGNMENT;
   if (!(Number.isInteger(alignment) && alignment > 0 && (alignment & (alignment - 1)) === 0)) {
     throw new UsageError(`Alignment ${alignment} is not a power of two`);
   }
   const targetStyle = GGUF_ARCH_ROPE[config.architecture];
   if (!targetStyle) {
-    throw new FormatError(path, "general.architecture", `Cannot write architecture ${config.architecture}: expected one of ${Object.keys(GGUF_ARCH_ROPE).join(", ")}`);
+    throw new FormatError(
+      path,
+      "general.architecture",
+      `Cannot write architecture ${config.architecture}: expected one of ${
+        Object.keys(GGUF_ARCH_ROPE).join(", ")
+      }`,
+    );
   }
 
   // Tensor table: canonical order, ggml dims innermost first, aligned offsets.
   const tensors = [...expectedTensors(config)].map(([name, shape]) => {
     const type = storedGgmlType(shape, dtype);
     const count = shape.reduce((a, b) => a * b, 1);
-    return { name, shape, type, byteLength: (count / GGML_TYPES[type].blockSize) * GGML_TYPES[type].blockBytes, offset: 0 };
+    return {
+      name,
+      shape,
+      type,
+      byteLength: (count / GGML_TYPES[type].blockSize) * GGML_TYPES[type].blockBytes,
+      offset: 0,
+    };
   });
   let offset = 0;
   for (const t of tensors) {
@@ -125,10 +141,19 @@ export async function writeGguf(
   const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
     await writeAll(file, header.bytes());
-    const progress = new Progress("write gguf", tensors.length, { quiet: options.quiet, unit: "tensors" });
+    const progress = new Progress("write gguf", tensors.length, {
+      quiet: options.quiet,
+      unit: "tensors",
+    });
     for (const t of tensors) {
       // Canonical [out, in] row-major data is ggml's layout for ne = [in, out].
-      const data = toRopeStyle(config, t.name, await weights.read(t.name), config.ropeStyle, targetStyle);
+      const data = toRopeStyle(
+        config,
+        t.name,
+        await weights.read(t.name),
+        config.ropeStyle,
+        targetStyle,
+      );
       const bytes = t.type === "Q8_0" ? quantizeQ8_0(data) : encodeFromF32(data, t.type);
       await writeAll(file, bytes);
       await writeAll(file, new Uint8Array(alignUp(bytes.length, alignment) - bytes.length));
@@ -146,15 +171,24 @@ export async function writeGguf(
 }
 
 /** Metadata in llama.cpp's order: general, hyperparameters, tokenizer. */
-function buildMetadata(config: ModelConfig, dtype: GgufDtype, alignment: number, options: GgufWriteOptions): Map<string, GgufEntry> {
+function buildMetadata(
+  config: ModelConfig,
+  dtype: GgufDtype,
+  alignment: number,
+  options: GgufWriteOptions,
+): Map<string, GgufEntry> {
   const arch = config.architecture;
   const u32 = (value: number): GgufEntry => ({ type: GgufType.UINT32, value });
   const f32 = (value: number): GgufEntry => ({ type: GgufType.FLOAT32, value });
+
+  // general
   const own = new Map<string, GgufEntry>();
   own.set("general.architecture", { type: GgufType.STRING, value: arch });
   if (options.name) own.set("general.name", { type: GgufType.STRING, value: options.name });
   own.set("general.file_type", u32(FILE_TYPE[dtype]));
   if (alignment !== GGUF_DEFAULT_ALIGNMENT) own.set("general.alignment", u32(alignment));
+
+  // hyperparameters, under the architecture's prefix
   own.set(`${arch}.vocab_size`, u32(config.vocabSize));
   own.set(`${arch}.context_length`, u32(config.maxSeqLen));
   own.set(`${arch}.embedding_length`, u32(config.dim));
@@ -167,12 +201,20 @@ function buildMetadata(config: ModelConfig, dtype: GgufDtype, alignment: number,
   own.set(`${arch}.attention.layer_norm_rms_epsilon`, f32(config.normEps));
   own.set(`${arch}.rope.freq_base`, f32(config.ropeTheta));
   own.set(`${arch}.rope.dimension_count`, u32(config.headDim));
+
+  // special tokens and chat template
   if (config.bosId !== undefined) own.set("tokenizer.ggml.bos_token_id", u32(config.bosId));
   if (config.eosIds?.length) own.set("tokenizer.ggml.eos_token_id", u32(config.eosIds[0]));
-  if (options.chatTemplate) own.set("tokenizer.chat_template", { type: GgufType.STRING, value: options.chatTemplate });
+  if (options.chatTemplate) {
+    own.set("tokenizer.chat_template", { type: GgufType.STRING, value: options.chatTemplate });
+  }
+
+  // caller entries (the vocabulary), except keys derived above
   const out = new Map(own);
   for (const [key, entry] of options.metadata ?? []) {
-    if (!own.has(key) && !key.startsWith(`${arch}.`) && key !== "general.alignment") out.set(key, entry);
+    if (!own.has(key) && key !== "general.alignment") {
+      out.set(key, entry);
+    }
   }
   return out;
 }
@@ -227,18 +269,41 @@ class ByteBuilder {
     const p = this.#reserve(size);
     const view = this.#view;
     switch (type) {
-      case GgufType.UINT8: view.setUint8(p, v as number); break;
-      case GgufType.INT8: view.setInt8(p, v as number); break;
-      case GgufType.UINT16: view.setUint16(p, v as number, true); break;
-      case GgufType.INT16: view.setInt16(p, v as number, true); break;
-      case GgufType.UINT32: view.setUint32(p, v as number, true); break;
-      case GgufType.INT32: view.setInt32(p, v as number, true); break;
-      case GgufType.FLOAT32: view.setFloat32(p, v as number, true); break;
-      case GgufType.BOOL: view.setUint8(p, v ? 1 : 0); break;
-      case GgufType.UINT64: view.setBigUint64(p, BigInt(v as number | bigint), true); break;
-      case GgufType.INT64: view.setBigInt64(p, BigInt(v as number | bigint), true); break;
-      case GgufType.FLOAT64: view.setFloat64(p, v as number, true); break;
-      default: throw new Error(`Cannot write GGUF value type ${type}`);
+      case GgufType.UINT8:
+        view.setUint8(p, v as number);
+        break;
+      case GgufType.INT8:
+        view.setInt8(p, v as number);
+        break;
+      case GgufType.UINT16:
+        view.setUint16(p, v as number, true);
+        break;
+      case GgufType.INT16:
+        view.setInt16(p, v as number, true);
+        break;
+      case GgufType.UINT32:
+        view.setUint32(p, v as number, true);
+        break;
+      case GgufType.INT32:
+        view.setInt32(p, v as number, true);
+        break;
+      case GgufType.FLOAT32:
+        view.setFloat32(p, v as number, true);
+        break;
+      case GgufType.BOOL:
+        view.setUint8(p, v ? 1 : 0);
+        break;
+      case GgufType.UINT64:
+        view.setBigUint64(p, BigInt(v as number | bigint), true);
+        break;
+      case GgufType.INT64:
+        view.setBigInt64(p, BigInt(v as number | bigint), true);
+        break;
+      case GgufType.FLOAT64:
+        view.setFloat64(p, v as number, true);
+        break;
+      default:
+        throw new Error(`Cannot write GGUF value type ${type}`);
     }
     return this;
   }

@@ -29,8 +29,14 @@ class HfWeights implements WeightStore {
   #shapes: Map<string, number[]>;
   #owner: Map<string, SafetensorsFile>;
   #files: SafetensorsFile[];
+  #queue: Promise<unknown> = Promise.resolve();
 
-  constructor(source: string, shapes: Map<string, number[]>, owner: Map<string, SafetensorsFile>, files: SafetensorsFile[]) {
+  constructor(
+    source: string,
+    shapes: Map<string, number[]>,
+    owner: Map<string, SafetensorsFile>,
+    files: SafetensorsFile[],
+  ) {
     this.source = source;
     this.#shapes = shapes;
     this.#owner = owner;
@@ -50,7 +56,10 @@ class HfWeights implements WeightStore {
   async read(name: string): Promise<Float32Array> {
     const file = this.#owner.get(name);
     if (!file) throw new FormatError(this.source, name, "Missing tensor");
-    const data = await file.readF32(name);
+    // SafetensorsFile reads seek a shared handle, so concurrent calls run one at a time.
+    const task = this.#queue.then(() => file.readF32(name));
+    this.#queue = task.catch(() => {});
+    const data = await task;
     checkFinite(file.path, name, data);
     return data;
   }
@@ -78,7 +87,11 @@ export async function loadHf(dir: string): Promise<LoadedModel> {
   const configPath = join(dir, "config.json");
   const configJson = await readJsonIfPresent(configPath);
   if (configJson === undefined) {
-    throw new FormatError(configPath, "", "Missing config.json: a Hugging Face model directory needs one next to its safetensors files");
+    throw new FormatError(
+      configPath,
+      "",
+      "Missing config.json: a Hugging Face model directory needs one next to its safetensors files",
+    );
   }
   const config = parseHfConfig(configJson, configPath);
   const files: SafetensorsFile[] = [];
@@ -86,8 +99,18 @@ export async function loadHf(dir: string): Promise<LoadedModel> {
     const owner = await openShards(dir, files);
     const shapes = checkTensors(config, owner);
     const weights = new HfWeights(dir, shapes, owner, files);
-    const tokenizer = await HfTokenizer.fromDirectory(dir, { bosId: config.bosId, eosIds: config.eosIds });
-    return { path: dir, format: "hf", config, weights, tokenizer, chatTemplate: await readChatTemplate(dir) };
+    const tokenizer = await HfTokenizer.fromDirectory(dir, {
+      bosId: config.bosId,
+      eosIds: config.eosIds,
+    });
+    return {
+      path: dir,
+      format: "hf",
+      config,
+      weights,
+      tokenizer,
+      chatTemplate: await readChatTemplate(dir),
+    };
   } catch (err) {
     for (const f of files) f.close();
     throw err;
@@ -95,7 +118,10 @@ export async function loadHf(dir: string): Promise<LoadedModel> {
 }
 
 /** Opens model.safetensors or every shard of the index; returns the file holding each tensor. */
-async function openShards(dir: string, files: SafetensorsFile[]): Promise<Map<string, SafetensorsFile>> {
+async function openShards(
+  dir: string,
+  files: SafetensorsFile[],
+): Promise<Map<string, SafetensorsFile>> {
   const owner = new Map<string, SafetensorsFile>();
   const indexPath = join(dir, "model.safetensors.index.json");
   const index = await readJsonIfPresent(indexPath);
@@ -105,7 +131,11 @@ async function openShards(dir: string, files: SafetensorsFile[]): Promise<Map<st
       file = await SafetensorsFile.open(join(dir, "model.safetensors"));
     } catch (err) {
       if (!(err instanceof Deno.errors.NotFound)) throw err;
-      throw new FormatError(join(dir, "model.safetensors"), "", "Missing weights: expected model.safetensors or model.safetensors.index.json");
+      throw new FormatError(
+        join(dir, "model.safetensors"),
+        "",
+        "Missing weights: expected model.safetensors or model.safetensors.index.json",
+      );
     }
     files.push(file);
     for (const name of file.tensors.keys()) owner.set(name, file);
@@ -113,13 +143,25 @@ async function openShards(dir: string, files: SafetensorsFile[]): Promise<Map<st
   }
   const weightMap = (index as { weight_map?: unknown })?.weight_map;
   if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
-    throw new FormatError(indexPath, "weight_map", "Missing key: expected an object from tensor name to shard file");
+    throw new FormatError(
+      indexPath,
+      "weight_map",
+      "Missing key: expected an object from tensor name to shard file",
+    );
   }
   const byShard = new Map<string, SafetensorsFile>();
   for (const [name, shard] of Object.entries(weightMap)) {
     // Shard names must be plain file names, so an index cannot point outside the directory.
-    if (typeof shard !== "string" || !/^[\w.-]+\.safetensors$/.test(shard) || shard.startsWith(".")) {
-      throw new FormatError(indexPath, `weight_map.${name}`, `Invalid shard name ${JSON.stringify(shard)}: expected a .safetensors file name in the same directory`);
+    if (
+      typeof shard !== "string" || !/^[\w.-]+\.safetensors$/.test(shard) || shard.startsWith(".")
+    ) {
+      throw new FormatError(
+        indexPath,
+        `weight_map.${name}`,
+        `Invalid shard name ${
+          JSON.stringify(shard)
+        }: expected a .safetensors file name in the same directory`,
+      );
     }
     let file = byShard.get(shard);
     if (!file) {
@@ -132,33 +174,60 @@ async function openShards(dir: string, files: SafetensorsFile[]): Promise<Map<st
       files.push(file);
       byShard.set(shard, file);
     }
-    if (!file.tensors.has(name)) throw new FormatError(file.path, name, `Missing tensor that ${indexPath} places in this shard`);
+    if (!file.tensors.has(name)) {
+      throw new FormatError(
+        file.path,
+        name,
+        `Missing tensor that ${indexPath} places in this shard`,
+      );
+    }
     owner.set(name, file);
   }
   return owner;
 }
 
 /** Checks every stored tensor against the config; returns the shapes of the ones used. */
-function checkTensors(config: ModelConfig, owner: Map<string, SafetensorsFile>): Map<string, number[]> {
+function checkTensors(
+  config: ModelConfig,
+  owner: Map<string, SafetensorsFile>,
+): Map<string, number[]> {
   const expected = expectedTensors(config);
   for (const [name, file] of owner) {
     if (expected.has(name) || IGNORED_TENSOR.test(name)) continue;
     // Some tied checkpoints also store a copy of the head; the embedding is used instead.
     if (name === tensorNames.lmHead && config.tiedEmbeddings) continue;
-    throw new FormatError(file.path, name, "Unexpected tensor: this layout (for example an o_proj bias) is not supported for the configured architecture");
+    throw new FormatError(
+      file.path,
+      name,
+      "Unexpected tensor: this layout (for example an o_proj bias) is not supported for the configured architecture",
+    );
   }
   for (const [name, shape] of expected) {
     const file = owner.get(name);
     if (!file) {
-      const hint = name === tensorNames.lmHead ? ": set tie_word_embeddings to true if the head shares the embedding" : "";
-      throw new FormatError([...owner.values()][0]?.path ?? "model.safetensors", name, `Missing tensor${hint}`);
+      const hint = name === tensorNames.lmHead
+        ? ": set tie_word_embeddings to true if the head shares the embedding"
+        : "";
+      throw new FormatError(
+        [...owner.values()][0]?.path ?? "model.safetensors",
+        name,
+        `Missing tensor${hint}`,
+      );
     }
     const info = file.info(name);
     if (!FLOAT_DTYPES.has(info.dtype)) {
-      throw new FormatError(file.path, name, `Unsupported dtype ${info.dtype}: expected F32, F16 or BF16`);
+      throw new FormatError(
+        file.path,
+        name,
+        `Unsupported dtype ${info.dtype}: expected F32, F16 or BF16`,
+      );
     }
     if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-      throw new FormatError(file.path, name, `Shape [${info.shape}] does not match [${shape}] implied by config.json`);
+      throw new FormatError(
+        file.path,
+        name,
+        `Shape [${info.shape}] does not match [${shape}] implied by config.json`,
+      );
     }
   }
   return expected;
@@ -177,7 +246,9 @@ export async function readChatTemplate(dir: string): Promise<string | null> {
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;
   }
-  const config = await readJsonIfPresent(join(dir, "tokenizer_config.json")) as Record<string, unknown> | undefined;
+  const config = await readJsonIfPresent(join(dir, "tokenizer_config.json")) as
+    | Record<string, unknown>
+    | undefined;
   const template = config?.chat_template;
   if (typeof template === "string") return template;
   if (Array.isArray(template)) {

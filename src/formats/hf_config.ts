@@ -42,12 +42,20 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   const c = json as Record<string, unknown>;
   const modelType = c.model_type;
   if (typeof modelType !== "string" || !(modelType in HF_ARCHITECTURES)) {
-    throw new FormatError(file, "model_type", `Unsupported model type ${JSON.stringify(modelType)}: expected one of ${Object.keys(HF_ARCHITECTURES).join(", ")}`);
+    throw new FormatError(
+      file,
+      "model_type",
+      `Unsupported model type ${JSON.stringify(modelType)}: expected one of ${
+        Object.keys(HF_ARCHITECTURES).join(", ")
+      }`,
+    );
   }
   rejectUnsupported(c, file, modelType);
   const int = (key: string, fallback?: number): number => {
     const v = c[key] ?? fallback;
-    if (v === undefined || v === null) throw new FormatError(file, key, "Missing key: add it to config.json");
+    if (v === undefined || v === null) {
+      throw new FormatError(file, key, "Missing key: add it to config.json");
+    }
     if (typeof v !== "number" || !Number.isSafeInteger(v)) {
       throw new FormatError(file, key, `Expected an integer, got ${JSON.stringify(v)}`);
     }
@@ -55,7 +63,9 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   };
   const num = (key: string, fallback: number): number => {
     const v = c[key] ?? fallback;
-    if (typeof v !== "number") throw new FormatError(file, key, `Expected a number, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number") {
+      throw new FormatError(file, key, `Expected a number, got ${JSON.stringify(v)}`);
+    }
     return v;
   };
   const dim = int("hidden_size");
@@ -63,7 +73,9 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
   let maxSeqLen = int("max_position_embeddings");
   const window = c.sliding_window;
   const windowUsed = modelType === "mistral" || c.use_sliding_window === true;
-  if (windowUsed && typeof window === "number" && window > 0 && window < maxSeqLen) maxSeqLen = window;
+  if (windowUsed && typeof window === "number" && window > 0 && window < maxSeqLen) {
+    maxSeqLen = window;
+  }
   const config: ModelConfig = {
     architecture: modelType,
     dim,
@@ -75,7 +87,7 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
     vocabSize: int("vocab_size"),
     maxSeqLen,
     normEps: num("rms_norm_eps", 1e-6),
-    ropeTheta: num("rope_theta", 10000),
+    ropeTheta: num("rope_theta", ropeParameter(c, "rope_theta") ?? 10000),
     ropeStyle: "half",
     tiedEmbeddings: c.tie_word_embeddings === true,
     qkvBias: modelType === "qwen2",
@@ -88,21 +100,41 @@ export function parseHfConfig(json: unknown, file: string): ModelConfig {
 
 /** Rejects settings whose computation this toolkit does not implement. */
 function rejectUnsupported(c: Record<string, unknown>, file: string, modelType: string): void {
-  const scaling = c.rope_scaling as Record<string, unknown> | null | undefined;
-  if (scaling) {
-    const kind = scaling.rope_type ?? scaling.type;
+  // transformers 5 moves the rotary settings into `rope_parameters`.
+  for (const key of ["rope_scaling", "rope_parameters"]) {
+    const scaling = c[key] as Record<string, unknown> | null | undefined;
+    const kind = scaling ? scaling.rope_type ?? scaling.type ?? "default" : "default";
     // TODO: linear, dynamic, yarn and llama3 rope scaling are not implemented.
     if (kind !== "default") {
-      throw new FormatError(file, "rope_scaling", `Rope scaling ${JSON.stringify(kind)} is not supported: only unscaled rotary embeddings are implemented`);
+      const detail = `Rope scaling ${JSON.stringify(kind)} is not supported`;
+      throw new FormatError(
+        file,
+        key,
+        `${detail}: only unscaled rotary embeddings are implemented`,
+      );
     }
   }
   if (c.hidden_act !== undefined && c.hidden_act !== "silu") {
-    throw new FormatError(file, "hidden_act", `Activation ${JSON.stringify(c.hidden_act)} is not supported: expected "silu"`);
+    throw new FormatError(
+      file,
+      "hidden_act",
+      `Activation ${JSON.stringify(c.hidden_act)} is not supported: expected "silu"`,
+    );
   }
   if (modelType !== "qwen2" && c.attention_bias === true) {
-    throw new FormatError(file, "attention_bias", "Attention biases on a Llama or Mistral model (which include an o_proj bias) are not supported");
+    throw new FormatError(
+      file,
+      "attention_bias",
+      "Attention biases on a Llama or Mistral model (which include an o_proj bias) are not supported",
+    );
   }
   if (c.mlp_bias === true) throw new FormatError(file, "mlp_bias", "MLP biases are not supported");
+}
+
+/** Reads a number from transformers 5's `rope_parameters` object. */
+function ropeParameter(c: Record<string, unknown>, key: string): number | undefined {
+  const value = (c.rope_parameters as Record<string, unknown> | undefined)?.[key];
+  return typeof value === "number" ? value : undefined;
 }
 
 function tokenId(c: Record<string, unknown>, key: string, file: string): number[] | undefined {
@@ -110,7 +142,11 @@ function tokenId(c: Record<string, unknown>, key: string, file: string): number[
   if (v === undefined || v === null) return undefined;
   const ids = Array.isArray(v) ? v : [v];
   if (!ids.every((id) => Number.isSafeInteger(id) && id >= 0)) {
-    throw new FormatError(file, key, `Expected a token id or a list of ids, got ${JSON.stringify(v)}`);
+    throw new FormatError(
+      file,
+      key,
+      `Expected a token id or a list of ids, got ${JSON.stringify(v)}`,
+    );
   }
   return ids as number[];
 }
@@ -120,17 +156,36 @@ function tokenId(c: Record<string, unknown>, key: string, file: string): number[
  *
  * @param config Model hyperparameters.
  * @param torchDtype Stored dtype named in the config ("float32", "float16", "bfloat16").
+ * @param file Output path named in errors.
  * @throws {FormatError} When the architecture has no Hugging Face equivalent here.
  */
-export function toHfConfig(config: ModelConfig, torchDtype: string): Record<string, unknown> {
+export function toHfConfig(
+  config: ModelConfig,
+  torchDtype: string,
+  file = "config.json",
+): Record<string, unknown> {
   const cls = HF_ARCHITECTURES[config.architecture];
   if (!cls) {
-    throw new FormatError("config.json", "architecture", `Cannot write architecture ${config.architecture}: expected one of ${Object.keys(HF_ARCHITECTURES).join(", ")}`);
+    throw new FormatError(
+      file,
+      "architecture",
+      `Cannot write architecture ${config.architecture}: expected one of ${
+        Object.keys(HF_ARCHITECTURES).join(", ")
+      }`,
+    );
   }
   if (config.qkvBias !== (config.architecture === "qwen2")) {
-    throw new FormatError("config.json", "qkvBias", `Architecture ${config.architecture} ${config.qkvBias ? "has no" : "requires"} q/k/v biases in Hugging Face format`);
+    const detail = config.qkvBias ? "has no q/k/v biases" : "requires q/k/v biases";
+    throw new FormatError(
+      file,
+      "qkvBias",
+      `Architecture ${config.architecture} ${detail} in Hugging Face format`,
+    );
   }
   const eos = config.eosIds;
+  let eosTokenId: number | number[] | null = null;
+  if (eos?.length === 1) eosTokenId = eos[0];
+  else if (eos && eos.length > 1) eosTokenId = eos;
   return {
     architectures: [cls],
     model_type: config.architecture,
@@ -150,7 +205,7 @@ export function toHfConfig(config: ModelConfig, torchDtype: string): Record<stri
     // MistralConfig defaults to a 4096-token window when the key is absent.
     ...(config.architecture === "mistral" ? { sliding_window: null } : {}),
     bos_token_id: config.bosId ?? null,
-    eos_token_id: eos === undefined ? null : eos.length === 1 ? eos[0] : eos,
+    eos_token_id: eosTokenId,
     torch_dtype: torchDtype,
   };
 }

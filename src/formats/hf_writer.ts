@@ -32,8 +32,8 @@ const STORED: Record<HfDtype, { dtype: DType; torch: string }> = {
   bf16: { dtype: "BF16", torch: "bfloat16" },
 };
 
-/** Default shard size limit in bytes (transformers' `save_pretrained` default is 5 GB). */
-export const DEFAULT_MAX_SHARD_BYTES = 5_000_000_000;
+/** Default shard size limit in bytes. Each shard is assembled in memory, so this bounds peak memory. */
+export const DEFAULT_MAX_SHARD_BYTES = 2_000_000_000;
 
 /** Options of {@linkcode writeHf}. */
 export interface HfWriteOptions {
@@ -68,18 +68,28 @@ export async function writeHf(
   options: HfWriteOptions = {},
 ): Promise<void> {
   const dtype = options.dtype ?? "f32";
-  if (!(dtype in STORED)) throw new UsageError(`Unsupported Hugging Face dtype ${JSON.stringify(dtype)}: expected f32, f16 or bf16`);
+  if (!(dtype in STORED)) {
+    throw new UsageError(
+      `Unsupported Hugging Face dtype ${JSON.stringify(dtype)}: expected f32, f16 or bf16`,
+    );
+  }
   const { config, weights } = model;
-  const hfConfig = toHfConfig(config, STORED[dtype].torch);
-  if (await exists(outDir)) throw new UsageError(`Output ${outDir} already exists: remove it or choose another path`);
+  const hfConfig = toHfConfig(config, STORED[dtype].torch, join(outDir, "config.json"));
+  if (await exists(outDir)) {
+    throw new UsageError(`Output ${outDir} already exists: remove it or choose another path`);
+  }
   const tmp = join(dirname(outDir), `.${basename(outDir)}.${Deno.pid}.tmp`);
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp, { recursive: true });
   try {
     await writeTextFileAtomic(join(tmp, "config.json"), JSON.stringify(hfConfig, null, 2) + "\n");
     await writeShards(config, weights, tmp, STORED[dtype].dtype, options);
-    for (const [name, bytes] of Object.entries(options.files ?? {})) await writeFileAtomic(join(tmp, name), [bytes]);
-    if (options.chatTemplate) await writeTextFileAtomic(join(tmp, "chat_template.jinja"), options.chatTemplate);
+    for (const [name, bytes] of Object.entries(options.files ?? {})) {
+      await writeFileAtomic(join(tmp, name), [bytes]);
+    }
+    if (options.chatTemplate) {
+      await writeTextFileAtomic(join(tmp, "chat_template.jinja"), options.chatTemplate);
+    }
     await Deno.rename(tmp, outDir);
   } catch (err) {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
@@ -109,15 +119,20 @@ async function writeShards(
     shardBytes += bytes;
     totalBytes += bytes;
   }
-  const progress = new Progress("write safetensors", shapes.size, { quiet: options.quiet, unit: "tensors" });
+  const progress = new Progress("write safetensors", shapes.size, {
+    quiet: options.quiet,
+    unit: "tensors",
+  });
   const weightMap: Record<string, string> = {};
   for (let s = 0; s < shards.length; s++) {
     const file = shards.length === 1
       ? "model.safetensors"
-      : `model-${String(s + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
+      : `model-${String(s + 1).padStart(5, "0")}-of-${
+        String(shards.length).padStart(5, "0")
+      }.safetensors`;
     const tensors: Record<string, TensorToWrite> = {};
     for (const name of shards[s]) {
-      // Stored [out, in] row-major, as the model description holds it.
+      // Stored [out, in] row-major, the layout of the model description.
       const data = toRopeStyle(config, name, await weights.read(name), config.ropeStyle, "half");
       tensors[name] = { dtype, shape: shapes.get(name)!, data: encodeFromF32(data, dtype) };
       weightMap[name] = file;
@@ -128,7 +143,10 @@ async function writeShards(
   progress.finish();
   if (shards.length > 1) {
     const index = { metadata: { total_size: totalBytes }, weight_map: weightMap };
-    await writeTextFileAtomic(join(dir, "model.safetensors.index.json"), JSON.stringify(index, null, 2) + "\n");
+    await writeTextFileAtomic(
+      join(dir, "model.safetensors.index.json"),
+      JSON.stringify(index, null, 2) + "\n",
+    );
   }
 }
 

@@ -93,6 +93,8 @@ class Llama2cWeights implements WeightStore {
   readonly source: string;
   #file: Deno.FsFile;
   #extents: Map<string, Extent>;
+  /** Tail of the read queue: seek-then-read on one handle must not interleave. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(source: string, file: Deno.FsFile, extents: Map<string, Extent>) {
     this.source = source;
@@ -108,8 +110,14 @@ class Llama2cWeights implements WeightStore {
     return this.#extent(name).shape;
   }
 
-  async read(name: string): Promise<Float32Array> {
-    const { shape, offset } = this.#extent(name);
+  read(name: string): Promise<Float32Array> {
+    const extent = this.#extent(name);
+    const result = this.#queue.then(() => this.#readAt(name, extent));
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  async #readAt(name: string, { shape, offset }: Extent): Promise<Float32Array> {
     const bytes = new Uint8Array(4 * shape.reduce((a, b) => a * b, 1));
     await this.#file.seek(offset, Deno.SeekMode.Start);
     let done = 0;

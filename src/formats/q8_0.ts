@@ -58,7 +58,9 @@ export function dequantizeQ8_0(bytes: Uint8Array, count: number): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   for (let b = 0; b < count / Q8_0_BLOCK; b++) {
     const d = f16ToF32(view.getUint16(b * Q8_0_BLOCK_BYTES, true));
-    for (let j = 0; j < Q8_0_BLOCK; j++) out[b * Q8_0_BLOCK + j] = d * view.getInt8(b * Q8_0_BLOCK_BYTES + 2 + j);
+    for (let j = 0; j < Q8_0_BLOCK; j++) {
+      out[b * Q8_0_BLOCK + j] = d * view.getInt8(b * Q8_0_BLOCK_BYTES + 2 + j);
+    }
   }
   return out;
 }

@@ -99,7 +99,9 @@ export function packIndices(indices: ArrayLike<number>, bits: number): Uint32Arr
   const words = new Uint32Array(Math.ceil((indices.length * bits) / 32));
   for (let i = 0; i < indices.length; i++) {
     const value = indices[i];
-    if (value < 0 || value >= 2 ** bits) throw new RangeError(`Index ${value} at ${i} does not fit in ${bits} bits`);
+    if (value < 0 || value >= 2 ** bits) {
+      throw new RangeError(`Index ${value} at ${i} does not fit in ${bits} bits`);
+    }
     const bit = i * bits, w = bit >>> 5, shift = bit & 31;
     words[w] |= value << shift;
     if (shift + bits > 32) words[w + 1] |= value >>> (32 - shift);
@@ -174,15 +176,28 @@ export async function openQuantizedModel(path: string): Promise<QuantizedModelFi
   try {
     const meta = file.metadata;
     if (meta.format !== QUANTIZED_FORMAT) {
-      throw new FormatError(path, "__metadata__.format", `Expected "${QUANTIZED_FORMAT}", got ${JSON.stringify(meta.format)}: not a quantized model written by deno task quantize`);
+      throw new FormatError(
+        path,
+        "__metadata__.format",
+        `Expected "${QUANTIZED_FORMAT}", got ${
+          JSON.stringify(meta.format)
+        }: not a quantized model written by deno task quantize`,
+      );
     }
     if (meta.version !== String(QUANTIZED_VERSION)) {
-      throw new FormatError(path, "__metadata__.version", `Unsupported version ${meta.version}: this reader understands version ${QUANTIZED_VERSION}`);
+      throw new FormatError(
+        path,
+        "__metadata__.version",
+        `Unsupported version ${meta.version}: this reader understands version ${QUANTIZED_VERSION}`,
+      );
     }
     const config = parseJson(path, "config", meta.config) as ModelConfig;
     validateConfig(config, path);
     const layers = parseJson(path, "layers", meta.layers) as Record<string, LayerDesc>;
-    const quantization = parseJson(path, "quantization", meta.quantization ?? "{}") as Record<string, unknown>;
+    const quantization = parseJson(path, "quantization", meta.quantization ?? "{}") as Record<
+      string,
+      unknown
+    >;
     for (const [prefix, layer] of Object.entries(layers)) validateLayer(file, prefix, layer);
     return { config, layers, quantization, weights: new QuantizedWeightStore(file, layers), file };
   } catch (err) {
@@ -192,7 +207,13 @@ export async function openQuantizedModel(path: string): Promise<QuantizedModelFi
 }
 
 function parseJson(path: string, key: string, text: string | undefined): unknown {
-  if (text === undefined) throw new FormatError(path, `__metadata__.${key}`, "Missing key: the file was not written by deno task quantize");
+  if (text === undefined) {
+    throw new FormatError(
+      path,
+      `__metadata__.${key}`,
+      "Missing key: the file was not written by deno task quantize",
+    );
+  }
   try {
     return JSON.parse(text);
   } catch (err) {
@@ -202,45 +223,96 @@ function parseJson(path: string, key: string, text: string | undefined): unknown
 
 function expectTensor(file: SafetensorsFile, name: string, dtype: string, shape: number[]): void {
   const info = file.tensors.get(name);
-  if (!info) throw new FormatError(file.path, name, "Missing tensor that the layer metadata references");
+  if (!info) {
+    throw new FormatError(file.path, name, "Missing tensor that the layer metadata references");
+  }
   if (info.dtype !== dtype || info.shape.join(",") !== shape.join(",")) {
-    throw new FormatError(file.path, name, `Expected ${dtype} [${shape}], found ${info.dtype} [${info.shape}]`);
+    throw new FormatError(
+      file.path,
+      name,
+      `Expected ${dtype} [${shape}], found ${info.dtype} [${info.shape}]`,
+    );
   }
 }
 
 function validateLayer(file: SafetensorsFile, prefix: string, layer: LayerDesc): void {
   const field = (what: string) => `__metadata__.layers.${prefix}${what}`;
   const positive = (x: unknown) => Number.isSafeInteger(x) && (x as number) > 0;
-  if (!layer || !positive(layer.rows) || !positive(layer.cols)) throw new FormatError(file.path, field(""), "Expected positive integer rows and cols");
+  if (!layer || !positive(layer.rows) || !positive(layer.cols)) {
+    throw new FormatError(file.path, field(""), "Expected positive integer rows and cols");
+  }
   if (layer.kind === "uniform") {
-    if (!(Number.isInteger(layer.bits) && layer.bits >= 1 && layer.bits <= 8) || !positive(layer.groupSize)) {
-      throw new FormatError(file.path, field(""), `Expected bits in [1, 8] and a positive groupSize, got ${layer.bits} and ${layer.groupSize}`);
+    if (
+      !(Number.isInteger(layer.bits) && layer.bits >= 1 && layer.bits <= 8) ||
+      !positive(layer.groupSize)
+    ) {
+      throw new FormatError(
+        file.path,
+        field(""),
+        `Expected bits in [1, 8] and a positive groupSize, got ${layer.bits} and ${layer.groupSize}`,
+      );
     }
     const groups = Math.ceil(layer.cols / layer.groupSize);
-    expectTensor(file, `${prefix}.qweight`, "U32", [layer.rows, Math.ceil((layer.cols * layer.bits) / 32)]);
+    expectTensor(file, `${prefix}.qweight`, "U32", [
+      layer.rows,
+      Math.ceil((layer.cols * layer.bits) / 32),
+    ]);
     expectTensor(file, `${prefix}.scales`, "F16", [layer.rows, groups]);
     expectTensor(file, `${prefix}.zeros`, "F16", [layer.rows, groups]);
     return;
   }
-  if (layer.kind !== "vq") throw new FormatError(file.path, field(".kind"), `Expected "vq" or "uniform", got ${JSON.stringify((layer as { kind: unknown }).kind)}`);
+  if (layer.kind !== "vq") {
+    throw new FormatError(
+      file.path,
+      field(".kind"),
+      `Expected "vq" or "uniform", got ${JSON.stringify((layer as { kind: unknown }).kind)}`,
+    );
+  }
   const v = layer.vectorLength;
-  if (!positive(v)) throw new FormatError(file.path, field(".vectorLength"), `Expected a positive integer, got ${v}`);
+  if (!positive(v)) {
+    throw new FormatError(
+      file.path,
+      field(".vectorLength"),
+      `Expected a positive integer, got ${v}`,
+    );
+  }
   expectTensor(file, `${prefix}.scales`, "F16", [layer.rows]);
   if (layer.channelOrder) expectTensor(file, `${prefix}.channel_order`, "U32", [layer.rows]);
   const vectorsPerRow = Math.ceil(layer.cols / v);
   let next = 0;
   for (const [g, group] of (layer.groups ?? []).entries()) {
-    if (group.start !== next || !(group.end > group.start) || group.end > layer.rows || !group.stages?.length) {
-      throw new FormatError(file.path, field(`.groups[${g}]`), `Groups must partition rows 0..${layer.rows} in order with at least one stage each; got start ${group.start}, end ${group.end}`);
+    if (
+      group.start !== next || !(group.end > group.start) || group.end > layer.rows ||
+      !group.stages?.length
+    ) {
+      throw new FormatError(
+        file.path,
+        field(`.groups[${g}]`),
+        `Groups must partition rows 0..${layer.rows} in order with at least one stage each; got start ${group.start}, end ${group.end}`,
+      );
     }
     next = group.end;
     for (const stage of group.stages) {
-      if (!(Number.isInteger(stage.size) && stage.size >= 1 && stage.size <= 2 ** 32)) throw new FormatError(file.path, field(`.groups[${g}].size`), `Invalid codebook size ${stage.size}`);
+      if (!(Number.isInteger(stage.size) && stage.size >= 1 && stage.size <= 2 ** 32)) {
+        throw new FormatError(
+          file.path,
+          field(`.groups[${g}].size`),
+          `Invalid codebook size ${stage.size}`,
+        );
+      }
       expectTensor(file, stage.codebook, "F16", [stage.size, v]);
-      expectTensor(file, stage.indices, "U32", [Math.ceil(((group.end - group.start) * vectorsPerRow * indexWidth(stage.size)) / 32)]);
+      expectTensor(file, stage.indices, "U32", [
+        Math.ceil(((group.end - group.start) * vectorsPerRow * indexWidth(stage.size)) / 32),
+      ]);
     }
   }
-  if (next !== layer.rows) throw new FormatError(file.path, field(".groups"), `Groups cover rows 0..${next} of ${layer.rows}`);
+  if (next !== layer.rows) {
+    throw new FormatError(
+      file.path,
+      field(".groups"),
+      `Groups cover rows 0..${next} of ${layer.rows}`,
+    );
+  }
 }
 
 /** Dense view of a quantized file: quantized layers are dequantized when read. */
@@ -256,8 +328,12 @@ class QuantizedWeightStore implements WeightStore {
     this.#layers = new Map(Object.entries(layers).map(([p, l]) => [`${p}.weight`, l]));
     const stored = new Set<string>();
     for (const [p, l] of Object.entries(layers)) {
-      for (const suffix of [".scales", ".channel_order", ".qweight", ".zeros"]) stored.add(p + suffix);
-      if (l.kind === "vq") for (const g of l.groups) for (const s of g.stages) stored.add(s.indices).add(s.codebook);
+      for (const suffix of [".scales", ".channel_order", ".qweight", ".zeros"]) {
+        stored.add(p + suffix);
+      }
+      if (l.kind === "vq") {
+        for (const g of l.groups) for (const s of g.stages) stored.add(s.indices).add(s.codebook);
+      }
     }
     this.#plain = new Set([...file.tensors.keys()].filter((n) => !stored.has(n)));
   }
@@ -280,7 +356,9 @@ class QuantizedWeightStore implements WeightStore {
       return await this.#file.readF32(name);
     }
     const prefix = name.slice(0, -".weight".length);
-    return layer.kind === "vq" ? await this.#readVq(prefix, layer) : await this.#readUniform(prefix, layer);
+    return layer.kind === "vq"
+      ? await this.#readVq(prefix, layer)
+      : await this.#readUniform(prefix, layer);
   }
 
   close(): void {
@@ -300,7 +378,11 @@ class QuantizedWeightStore implements WeightStore {
       for (const stage of group.stages) {
         const codebook = await this.#file.readF32(stage.codebook);
         const count = (group.end - group.start) * Math.ceil(layer.cols / layer.vectorLength);
-        const indices = unpackIndices(await this.#u32(stage.indices), count, indexWidth(stage.size));
+        const indices = unpackIndices(
+          await this.#u32(stage.indices),
+          count,
+          indexWidth(stage.size),
+        );
         stages.push({ group, codebook, indices });
       }
     }
@@ -337,14 +419,32 @@ export function dequantizeVq(
   const { rows, cols, vectorLength: v } = layer;
   const perRow = Math.ceil(cols / v);
   const sums = new Float32Array(rows * perRow * v);
+  if (order) {
+    const seen = new Uint8Array(rows);
+    for (const row of order) {
+      if (row >= rows || seen[row]) {
+        throw new FormatError(
+          source,
+          `${prefix}.channel_order`,
+          `Row ${row} is out of range [0, ${rows}) or repeated: expected a permutation`,
+        );
+      }
+      seen[row] = 1;
+    }
+  }
   for (const { group, codebook, indices } of stages) {
     const k = codebook.length / v;
     for (let p = group.start; p < group.end; p++) {
       const row = order ? order[p] : p;
-      if (row >= rows) throw new FormatError(source, `${prefix}.channel_order`, `Row ${row} out of range [0, ${rows})`);
       for (let q = 0; q < perRow; q++) {
         const index = indices[(p - group.start) * perRow + q];
-        if (index >= k) throw new FormatError(source, prefix, `Index ${index} out of range for a codebook of ${k} entries`);
+        if (index >= k) {
+          throw new FormatError(
+            source,
+            prefix,
+            `Index ${index} out of range for a codebook of ${k} entries`,
+          );
+        }
         const base = (row * perRow + q) * v;
         for (let d = 0; d < v; d++) sums[base + d] += codebook[index * v + d];
       }
@@ -366,7 +466,12 @@ export function dequantizeVq(
  * @param scales Scales [rows, groups].
  * @param zeros Zero points [rows, groups].
  */
-export function dequantizeUniform(layer: UniformLayerDesc, codes: Uint32Array, scales: Float32Array, zeros: Float32Array): Float32Array {
+export function dequantizeUniform(
+  layer: UniformLayerDesc,
+  codes: Uint32Array,
+  scales: Float32Array,
+  zeros: Float32Array,
+): Float32Array {
   const { rows, cols, bits, groupSize } = layer;
   const wordsPerRow = Math.ceil((cols * bits) / 32), groups = Math.ceil(cols / groupSize);
   const out = new Float32Array(rows * cols);
@@ -397,5 +502,9 @@ export function f16Tensor(values: Float32Array, shape: number[]): TensorToWrite 
  * @param shape Shape.
  */
 export function u32Tensor(words: Uint32Array, shape: number[]): TensorToWrite {
-  return { dtype: "U32", shape, data: new Uint8Array(words.buffer, words.byteOffset, words.byteLength) };
+  return {
+    dtype: "U32",
+    shape,
+    data: new Uint8Array(words.buffer, words.byteOffset, words.byteLength),
+  };
 }

@@ -59,6 +59,8 @@ export class SafetensorsFile {
   /** String metadata from `__metadata__` (empty when absent). */
   readonly metadata: Readonly<Record<string, string>>;
   #file: Deno.FsFile;
+  /** Tail of the read queue: seek-then-read on one handle must not interleave. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
     path: string,
@@ -107,8 +109,14 @@ export class SafetensorsFile {
    *
    * @param name Tensor name.
    */
-  async readBytes(name: string): Promise<Uint8Array> {
+  readBytes(name: string): Promise<Uint8Array> {
     const info = this.info(name);
+    const result = this.#queue.then(() => this.#readAt(name, info));
+    this.#queue = result.catch(() => {});
+    return result;
+  }
+
+  async #readAt(name: string, info: TensorInfo): Promise<Uint8Array> {
     const bytes = new Uint8Array(info.byteLength);
     await this.#file.seek(info.offset, Deno.SeekMode.Start);
     let read = 0;

@@ -28,6 +28,13 @@ export interface CausalLM {
    * @param options Output selection.
    */
   forward(tokens: ArrayLike<number>, options?: ForwardOptions): Promise<Float32Array>;
+  /**
+   * Drops cached positions at and after `position`, so the next token goes there. Lets
+   * several continuations share one prefix. Optional: engines without it are re-fed.
+   *
+   * @param position New cache length, from 0 to the current position.
+   */
+  truncate?(position: number): void;
   /** Frees GPU buffers or other resources. */
   dispose(): void;
 }

@@ -31,7 +31,7 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   }
   if (info.isDirectory) return await loadHfDirectory(path);
   const magic = await readMagic(path);
-  if (magic === "GGUF") return await loadGgufModel(path);
+  if (magic === "GGUF" || path.endsWith(".gguf")) return await loadGgufModel(path);
   if (path.endsWith(".safetensors")) return await loadQuantizedModel(path);
   return await loadLlama2c(path);
 }

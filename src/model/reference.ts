@@ -170,6 +170,14 @@ export class ReferenceModel implements CausalLM {
     return Promise.resolve(out);
   }
 
+  truncate(position: number): void {
+    if (!(Number.isSafeInteger(position) && position >= 0 && position <= this.#pos)) {
+      throw new UsageError(`Cannot truncate the KV cache to ${position}: expected 0..${this.#pos}`);
+    }
+    // Cache rows are written per position, so the rows before `position` stay valid.
+    this.#pos = position;
+  }
+
   dispose(): void {}
 
   /**

@@ -9,9 +9,10 @@ import type { Binding, GpuContext } from "../gpu/device.ts";
 import { GpuError, ShapeError } from "../errors.ts";
 
 /**
- * Most loop iterations one invocation may run, summed over all its loops. llvmpipe
- * silently stops every loop of an invocation after 65535 iterations in total; the
- * margin leaves room for the short fixed loops (stores, remainders) of each kernel.
+ * Maximum loop iterations one invocation may run, summed over all its loops. llvmpipe
+ * silently stops every loop of an invocation after 65535 iterations in total. The
+ * margin below that cap leaves room for each kernel's short fixed loops (stores,
+ * remainders).
  */
 export const LOOP_BUDGET = 60000;
 
@@ -47,7 +48,11 @@ export function paramWords(u32: number[], f32: number[] = []): Uint32Array<Array
  * @param total Invocations needed.
  * @param workgroupSize Invocations per workgroup.
  */
-export function flatGrid(gpu: GpuContext, total: number, workgroupSize = FLAT_WORKGROUP): [number, number] {
+export function flatGrid(
+  gpu: GpuContext,
+  total: number,
+  workgroupSize = FLAT_WORKGROUP,
+): [number, number] {
   const groups = Math.ceil(total / workgroupSize);
   const x = Math.min(groups, gpu.limits.maxComputeWorkgroupsPerDimension);
   return [x, x === 0 ? 0 : Math.ceil(groups / x)];
@@ -71,14 +76,24 @@ export interface RangeBinding {
  * @param buffer Buffer to bind.
  * @param first First f32 element the kernel reads or writes.
  * @param count Number of f32 elements from `first` (at least 1).
- * @param what Operand name for error messages.
+ * @param operand Operand name for error messages.
  * @throws {ShapeError} When the range runs past the buffer.
  * @throws {GpuError} When the range is larger than one binding may be.
  */
-export function bindRange(gpu: GpuContext, buffer: GPUBuffer, first: number, count: number, what: string): RangeBinding {
+export function bindRange(
+  gpu: GpuContext,
+  buffer: GPUBuffer,
+  first: number,
+  count: number,
+  operand: string,
+): RangeBinding {
   const begin = first * 4, end = (first + Math.max(count, 1)) * 4;
   if (end > buffer.size) {
-    throw new ShapeError(`${what}: elements [${first}, ${first + count}) run past its buffer of ${buffer.size / 4} f32`);
+    throw new ShapeError(
+      `${operand}: elements [${first}, ${first + count}) run past its buffer of ${
+        buffer.size / 4
+      } f32`,
+    );
   }
   const maxBinding = gpu.limits.maxStorageBufferBindingSize;
   if (begin === 0 && buffer.size <= maxBinding) return { binding: buffer, offset: 0 };
@@ -87,7 +102,9 @@ export function bindRange(gpu: GpuContext, buffer: GPUBuffer, first: number, cou
   const size = Math.ceil((end - start) / 16) * 16;
   const clipped = Math.min(size, buffer.size - start);
   if (clipped > maxBinding) {
-    throw new GpuError(`${what}: ${clipped} bytes exceed the device's maxStorageBufferBindingSize ${maxBinding}: split the operand`);
+    throw new GpuError(
+      `${operand}: ${clipped} bytes exceed the device's maxStorageBufferBindingSize ${maxBinding}: split the operand`,
+    );
   }
   return { binding: { buffer, offset: start, size: clipped }, offset: (begin - start) / 4 };
 }
@@ -102,6 +119,8 @@ export function bindRange(gpu: GpuContext, buffer: GPUBuffer, first: number, cou
  */
 export function checkSize(name: string, value: number, allowZero = false): void {
   if (!Number.isSafeInteger(value) || value < (allowZero ? 0 : 1)) {
-    throw new ShapeError(`${name} must be a ${allowZero ? "non-negative" : "positive"} integer, got ${value}`);
+    throw new ShapeError(
+      `${name} must be a ${allowZero ? "non-negative" : "positive"} integer, got ${value}`,
+    );
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { ShapeError } from "../errors.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { bindRange, checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 export { addRef } from "./add_ref.ts";
 
 /** Operands of {@linkcode add}. Offsets count f32 elements. */
@@ -40,7 +40,9 @@ export async function add(gpu: GpuContext, batch: GpuBatch, args: AddArgs): Prom
   const period = args.period ?? args.n;
   checkSize("add n", args.n);
   checkSize("add period", period);
-  if (args.n % period !== 0) throw new ShapeError(`add: n ${args.n} is not a multiple of the period ${period}`);
+  if (args.n % period !== 0) {
+    throw new ShapeError(`add: n ${args.n} is not a multiple of the period ${period}`);
+  }
   if (args.x === args.y) throw new ShapeError("add: x and y must be different buffers");
   const y = bindRange(gpu, args.y, args.yOffset ?? 0, period, "add y");
   const x = bindRange(gpu, args.x, args.xOffset ?? 0, args.n, "add x");

@@ -16,7 +16,16 @@
  * ```
  * @param args Operands and sizes, as for the GPU op.
  */
-export function addRef(args: { x: Float32Array; y: Float32Array; n: number; period?: number; xOffset?: number; yOffset?: number }): void {
+export function addRef(
+  args: {
+    x: Float32Array;
+    y: Float32Array;
+    n: number;
+    period?: number;
+    xOffset?: number;
+    yOffset?: number;
+  },
+): void {
   const period = args.period ?? args.n, x0 = args.xOffset ?? 0, y0 = args.yOffset ?? 0;
   for (let i = 0; i < args.n; i++) args.x[x0 + i] += args.y[y0 + (i % period)];
 }

@@ -11,10 +11,17 @@
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { GpuError, ShapeError } from "../errors.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, LOOP_BUDGET, paramWords } from "./_common.ts";
+import {
+  bindRange,
+  checkSize,
+  FLAT_WORKGROUP,
+  flatGrid,
+  LOOP_BUDGET,
+  paramWords,
+} from "./_common.ts";
 export { attentionRef } from "./attention_ref.ts";
 
-/** Longest key block; equals MAX_BLOCK in kernels/attention.wgsl (its private score array). */
+/** Maximum keys per block, equal to MAX_BLOCK in kernels/attention.wgsl (the size of its private score array). */
 export const ATTENTION_MAX_BLOCK = 128;
 /** Shortest key block worth an invocation when blocks are added for parallelism. */
 const MIN_BLOCK = 16;
@@ -24,7 +31,7 @@ const MIN_BLOCK = 16;
  */
 const TARGET_INVOCATIONS = 2048;
 
-/** How the keys of one pass are split into blocks. */
+/** Split of the keys of one pass into blocks. */
 export interface AttentionPlan {
   /** Keys per block. */
   blockLen: number;
@@ -41,17 +48,31 @@ export interface AttentionPlan {
  * @param headDim Head width.
  * @throws {GpuError} When the head is too wide or the context too long for the loop cap.
  */
-export function attentionPlan(rows: number, contextEnd: number, nHeads: number, headDim: number): AttentionPlan {
+export function attentionPlan(
+  rows: number,
+  contextEnd: number,
+  nHeads: number,
+  headDim: number,
+): AttentionPlan {
   // one invocation runs about blockLen * (2 * headDim + 2) + headDim iterations (attention.wgsl)
-  const maxLen = Math.min(ATTENTION_MAX_BLOCK, Math.floor((LOOP_BUDGET - headDim - 8) / (2 * headDim + 2)));
-  if (maxLen < 1) throw new GpuError(`Attention head width ${headDim} is too wide for the loop-iteration cap`);
+  const maxLen = Math.min(
+    ATTENTION_MAX_BLOCK,
+    Math.floor((LOOP_BUDGET - headDim - 8) / (2 * headDim + 2)),
+  );
+  if (maxLen < 1) {
+    throw new GpuError(`Attention head width ${headDim} is too wide for the loop-iteration cap`);
+  }
   const minBlocks = Math.ceil(contextEnd / maxLen);
-  const wanted = Math.ceil(TARGET_INVOCATIONS / (rows * nHeads));
-  let nBlocks = Math.max(minBlocks, Math.min(wanted, Math.ceil(contextEnd / MIN_BLOCK)));
+  const forParallelism = Math.ceil(TARGET_INVOCATIONS / (rows * nHeads));
+  let nBlocks = Math.max(minBlocks, Math.min(forParallelism, Math.ceil(contextEnd / MIN_BLOCK)));
   const blockLen = Math.ceil(contextEnd / nBlocks);
   nBlocks = Math.ceil(contextEnd / blockLen);
   // the merge runs 2 * nBlocks iterations per invocation
-  if (2 * nBlocks > LOOP_BUDGET) throw new GpuError(`Attention over ${contextEnd} positions needs ${nBlocks} key blocks, more than the loop-iteration cap allows`);
+  if (2 * nBlocks > LOOP_BUDGET) {
+    throw new GpuError(
+      `Attention over ${contextEnd} positions needs ${nBlocks} key blocks, more than the loop-iteration cap allows`,
+    );
+  }
   return { blockLen, nBlocks };
 }
 
@@ -65,8 +86,14 @@ export function attentionPlan(rows: number, contextEnd: number, nHeads: number, 
  * @param nHeads Query heads.
  * @param headDim Head width.
  */
-export function attentionScratchBytes(rows: number, contextLength: number, nHeads: number, headDim: number): number {
-  const perRow = (r: number) => nHeads * attentionPlan(r, contextLength, nHeads, headDim).nBlocks * (headDim + 2) * 4;
+export function attentionScratchBytes(
+  rows: number,
+  contextLength: number,
+  nHeads: number,
+  headDim: number,
+): number {
+  const perRow = (r: number) =>
+    nHeads * attentionPlan(r, contextLength, nHeads, headDim).nBlocks * (headDim + 2) * 4;
   return Math.max(perRow(1), rows * perRow(rows));
 }
 
@@ -84,7 +111,7 @@ export interface AttentionArgs {
   scratch: GPUBuffer;
   /** Query rows. */
   rows: number;
-  /** Position of query row 0; row r sees keys 0 ..= pos0 + r. */
+  /** Position of query row 0; row r attends to keys 0 ..= pos0 + r. */
   pos0: number;
   /** Query heads. */
   nHeads: number;
@@ -116,14 +143,22 @@ export interface AttentionArgs {
  * @param args Operands and sizes.
  * @throws {ShapeError} When the heads do not divide or the scratch cannot hold one row.
  */
-export async function attention(gpu: GpuContext, batch: GpuBatch, args: AttentionArgs): Promise<void> {
+export async function attention(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: AttentionArgs,
+): Promise<void> {
   const { rows, pos0, nHeads, nKvHeads, headDim } = args;
   checkSize("attention rows", rows);
   checkSize("attention pos0", pos0, true);
   checkSize("attention nHeads", nHeads);
   checkSize("attention nKvHeads", nKvHeads);
   checkSize("attention headDim", headDim);
-  if (nHeads % nKvHeads !== 0) throw new ShapeError(`attention: ${nKvHeads} key/value heads do not divide ${nHeads} query heads`);
+  if (nHeads % nKvHeads !== 0) {
+    throw new ShapeError(
+      `attention: ${nKvHeads} key/value heads do not divide ${nHeads} query heads`,
+    );
+  }
   const qStride = args.qStride ?? nHeads * headDim, outStride = args.outStride ?? nHeads * headDim;
   const kvStride = nKvHeads * headDim;
   const contextEnd = pos0 + rows;
@@ -132,7 +167,11 @@ export async function attention(gpu: GpuContext, batch: GpuBatch, args: Attentio
   const scratchBytes = Math.min(args.scratch.size, gpu.limits.maxStorageBufferBindingSize);
   const rowsPerPass = Math.min(rows, Math.floor(scratchBytes / 4 / rowFloats));
   if (rowsPerPass < 1) {
-    throw new ShapeError(`attention: scratch of ${args.scratch.size} bytes cannot hold one row (${rowFloats * 4} bytes); size it with attentionScratchBytes`);
+    throw new ShapeError(
+      `attention: scratch of ${args.scratch.size} bytes cannot hold one row (${
+        rowFloats * 4
+      } bytes); size it with attentionScratchBytes`,
+    );
   }
 
   const keys = bindRange(gpu, args.kCache, 0, contextEnd * kvStride, "attention key cache");
@@ -143,15 +182,50 @@ export async function attention(gpu: GpuContext, batch: GpuBatch, args: Attentio
 
   for (let r0 = 0; r0 < rows; r0 += rowsPerPass) {
     const n = Math.min(rowsPerPass, rows - r0);
-    const q = bindRange(gpu, args.q, (args.qOffset ?? 0) + r0 * qStride, (n - 1) * qStride + nHeads * headDim, "attention q");
-    const out = bindRange(gpu, args.out, (args.outOffset ?? 0) + r0 * outStride, (n - 1) * outStride + nHeads * headDim, "attention out");
+    const q = bindRange(
+      gpu,
+      args.q,
+      (args.qOffset ?? 0) + r0 * qStride,
+      (n - 1) * qStride + nHeads * headDim,
+      "attention q",
+    );
+    const out = bindRange(
+      gpu,
+      args.out,
+      (args.outOffset ?? 0) + r0 * outStride,
+      (n - 1) * outStride + nHeads * headDim,
+      "attention out",
+    );
     const partials = bindRange(gpu, args.scratch, 0, n * rowFloats, "attention scratch");
     const firstParams = batch.uniform(paramWords(
-      [n, nHeads, nHeads / nKvHeads, headDim, qStride, q.offset, kvStride, keys.offset, values.offset, pos0 + r0, plan.nBlocks, plan.blockLen],
+      [
+        n,
+        nHeads,
+        nHeads / nKvHeads,
+        headDim,
+        qStride,
+        q.offset,
+        kvStride,
+        keys.offset,
+        values.offset,
+        pos0 + r0,
+        plan.nBlocks,
+        plan.blockLen,
+      ],
       [scale],
     ));
-    batch.dispatch(first, [q.binding, keys.binding, values.binding, partials.binding, firstParams], flatGrid(gpu, n * nHeads * plan.nBlocks));
-    const mergeParams = batch.uniform(paramWords([n, nHeads, headDim, plan.nBlocks, outStride, out.offset]));
-    batch.dispatch(merge, [partials.binding, out.binding, mergeParams], flatGrid(gpu, n * nHeads * headDim));
+    batch.dispatch(
+      first,
+      [q.binding, keys.binding, values.binding, partials.binding, firstParams],
+      flatGrid(gpu, n * nHeads * plan.nBlocks),
+    );
+    const mergeParams = batch.uniform(
+      paramWords([n, nHeads, headDim, plan.nBlocks, outStride, out.offset]),
+    );
+    batch.dispatch(
+      merge,
+      [partials.binding, out.binding, mergeParams],
+      flatGrid(gpu, n * nHeads * headDim),
+    );
   }
 }

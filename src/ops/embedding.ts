@@ -5,7 +5,7 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { bindRange, checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 import type { GpuMatrix } from "./gpu_matrix.ts";
 export { embeddingRef } from "./embedding_ref.ts";
 
@@ -36,7 +36,11 @@ export interface EmbeddingArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function embedding(gpu: GpuContext, batch: GpuBatch, args: EmbeddingArgs): Promise<void> {
+export async function embedding(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: EmbeddingArgs,
+): Promise<void> {
   const { tokens, table } = args;
   checkSize("embedding tokens", tokens);
   const dim = table.cols;
@@ -44,7 +48,13 @@ export async function embedding(gpu: GpuContext, batch: GpuBatch, args: Embeddin
   const out = bindRange(gpu, args.out, args.outOffset ?? 0, tokens * dim, "embedding out");
   const pipeline = await gpu.pipeline("embedding", { WG: FLAT_WORKGROUP });
   for (const chunk of table.chunks) {
-    const params = batch.uniform(paramWords([tokens, dim, chunk.row0, chunk.rows, ids.offset, out.offset]));
-    batch.dispatch(pipeline, [ids.binding, chunk.buffer, out.binding, params], flatGrid(gpu, tokens * dim));
+    const params = batch.uniform(
+      paramWords([tokens, dim, chunk.row0, chunk.rows, ids.offset, out.offset]),
+    );
+    batch.dispatch(
+      pipeline,
+      [ids.binding, chunk.buffer, out.binding, params],
+      flatGrid(gpu, tokens * dim),
+    );
   }
 }

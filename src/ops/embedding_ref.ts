@@ -16,7 +16,11 @@
  * ```
  * @param args Ids, table, width and output.
  */
-export function embeddingRef(args: { ids: ArrayLike<number>; table: Float32Array; dim: number; out: Float32Array }): void {
+export function embeddingRef(
+  args: { ids: ArrayLike<number>; table: Float32Array; dim: number; out: Float32Array },
+): void {
   const { ids, table, dim, out } = args;
-  for (let t = 0; t < ids.length; t++) out.set(table.subarray(ids[t] * dim, (ids[t] + 1) * dim), t * dim);
+  for (let t = 0; t < ids.length; t++) {
+    out.set(table.subarray(ids[t] * dim, (ids[t] + 1) * dim), t * dim);
+  }
 }

@@ -1,7 +1,7 @@
 /**
- * Weight matrices on the GPU, split into row chunks so that a matrix larger than one
- * storage binding (a 128k x 4096 f32 embedding is 2 GiB) can still be bound: each chunk
- * is its own buffer of at most maxStorageBufferBindingSize bytes.
+ * Weight matrices on the GPU, split into row chunks. Each chunk is its own buffer of at
+ * most maxStorageBufferBindingSize bytes, so a matrix larger than one storage binding
+ * (a 128k x 4096 f32 embedding is 2 GiB) can still be bound.
  *
  * @module
  */
@@ -37,9 +37,17 @@ export interface GpuMatrix {
  * @throws {GpuError} When a single row is larger than the cap.
  */
 export function rowsPerChunk(gpu: GpuContext, cols: number, maxBytes?: number): number {
-  const limit = Math.min(maxBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const limit = Math.min(
+    maxBytes ?? Infinity,
+    gpu.limits.maxStorageBufferBindingSize,
+    gpu.limits.maxBufferSize,
+  );
   const rows = Math.floor(limit / (4 * cols));
-  if (rows < 1) throw new GpuError(`A matrix row of ${cols} f32 is larger than the ${limit}-byte storage binding limit`);
+  if (rows < 1) {
+    throw new GpuError(
+      `A matrix row of ${cols} f32 is larger than the ${limit}-byte storage binding limit`,
+    );
+  }
   return rows;
 }
 
@@ -57,15 +65,27 @@ export function rowsPerChunk(gpu: GpuContext, cols: number, maxBytes?: number): 
  * @param label Debug label (the tensor name).
  * @param maxChunkBytes Cap on one chunk's size; default the device's binding limit.
  */
-export function uploadMatrix(gpu: GpuContext, data: Float32Array, rows: number, cols: number, label: string, maxChunkBytes?: number): GpuMatrix {
+export function uploadMatrix(
+  gpu: GpuContext,
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  label: string,
+  maxChunkBytes?: number,
+): GpuMatrix {
   if (data.length !== rows * cols) {
-    throw new ShapeError(`${label}: expected ${rows} x ${cols} = ${rows * cols} values, got ${data.length}`);
+    throw new ShapeError(
+      `${label}: expected ${rows} x ${cols} = ${rows * cols} values, got ${data.length}`,
+    );
   }
   const step = rowsPerChunk(gpu, cols, maxChunkBytes);
   const chunks: RowChunk[] = [];
   for (let row0 = 0; row0 < rows; row0 += step) {
     const n = Math.min(step, rows - row0);
-    const buffer = gpu.upload(data.subarray(row0 * cols, (row0 + n) * cols), `${label}[${row0}:${row0 + n}]`);
+    const buffer = gpu.upload(
+      data.subarray(row0 * cols, (row0 + n) * cols),
+      `${label}[${row0}:${row0 + n}]`,
+    );
     chunks.push({ buffer, row0, rows: n });
   }
   return { rows, cols, chunks };

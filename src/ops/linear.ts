@@ -49,13 +49,28 @@ export async function linear(gpu: GpuContext, batch: GpuBatch, args: LinearArgs)
   for (const chunk of w.chunks) {
     if (rows === 1) {
       await matvec(gpu, batch, {
-        w: chunk.buffer, x, y, n: chunk.rows, k: w.cols,
-        xOffset, yOffset: yOffset + chunk.row0, accumulate: args.accumulate,
+        w: chunk.buffer,
+        x,
+        y,
+        n: chunk.rows,
+        k: w.cols,
+        xOffset,
+        yOffset: yOffset + chunk.row0,
+        accumulate: args.accumulate,
       });
     } else {
       await matmul(gpu, batch, {
-        a: x, b: chunk.buffer, c: y, m: rows, n: chunk.rows, k: w.cols, transB: true,
-        ldc: ldy, aOffset: xOffset, cOffset: yOffset + chunk.row0, accumulate: args.accumulate,
+        a: x,
+        b: chunk.buffer,
+        c: y,
+        m: rows,
+        n: chunk.rows,
+        k: w.cols,
+        transB: true,
+        ldc: ldy,
+        aOffset: xOffset,
+        cOffset: yOffset + chunk.row0,
+        accumulate: args.accumulate,
       });
     }
   }

@@ -7,6 +7,9 @@
  *
  * @module
  */
+import type { GpuBatch, GpuContext } from "../gpu/device.ts";
+import { matmul } from "./matmul.ts";
+import type { GpuMatrix, RowChunk } from "./gpu_matrix.ts";
 
 /**
  * Computes y = x W^T (+ b) in f64.
@@ -92,4 +95,85 @@ export function linearBackward64(
     }
   }
   return { dx, dw, db };
+}
+
+/** Operands of {@linkcode linearBackwardGpu} and {@linkcode linearWeightGradGpu}. */
+export interface LinearGpuArgs {
+  /** Weights [m, n] as row chunks. */
+  w: GpuMatrix;
+  /** Input x [T, n]. */
+  x: GPUBuffer;
+  /** Rows T. */
+  T: number;
+}
+
+/**
+ * Records the input gradient dx (+)= dy W (dx [T, n]), summed over the row chunks of W.
+ *
+ * @param gpu Context that owns the buffers.
+ * @param batch Batch to record into.
+ * @param args Weights, input and rows.
+ * @param dy Output gradient [T, m].
+ * @param dx Input gradient [T, n].
+ * @param accumulate Add to dx instead of overwriting it.
+ */
+export async function linearBackwardGpu(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: LinearGpuArgs,
+  dy: GPUBuffer,
+  dx: GPUBuffer,
+  accumulate: boolean,
+): Promise<void> {
+  const { w, T } = args;
+  for (let i = 0; i < w.chunks.length; i++) {
+    const chunk = w.chunks[i];
+    await matmul(gpu, batch, {
+      a: dy,
+      b: chunk.buffer,
+      c: dx,
+      m: T,
+      n: w.cols,
+      k: chunk.rows,
+      lda: w.rows,
+      aOffset: chunk.row0,
+      accumulate: accumulate || i > 0,
+    });
+  }
+}
+
+/**
+ * Records the weight gradient of row chunk `chunk` of W: g[rows, n] = dy[:, rows]^T x,
+ * into `g` (a buffer of at least chunk.rows * n f32).
+ *
+ * @param gpu Context that owns the buffers.
+ * @param batch Batch to record into.
+ * @param args Weights (for the widths), input and rows.
+ * @param dy Output gradient [T, m].
+ * @param chunk Which rows of W.
+ * @param g Gradient rows [chunk.rows, n].
+ * @param accumulate Add to g instead of overwriting it.
+ */
+export async function linearWeightGradGpu(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: LinearGpuArgs,
+  dy: GPUBuffer,
+  chunk: RowChunk,
+  g: GPUBuffer,
+  accumulate = false,
+): Promise<void> {
+  const { w, x, T } = args;
+  await matmul(gpu, batch, {
+    a: dy,
+    b: x,
+    c: g,
+    m: chunk.rows,
+    n: w.cols,
+    k: T,
+    transA: true,
+    lda: w.rows,
+    aOffset: chunk.row0,
+    accumulate,
+  });
 }

@@ -82,9 +82,13 @@ export async function matmul(gpu: GpuContext, batch: GpuBatch, args: MatmulArgs)
   const ldc = args.ldc ?? n;
   const aOffset = args.aOffset ?? 0, bOffset = args.bOffset ?? 0, cOffset = args.cOffset ?? 0;
   if (lda < (transA ? m : k) || ldb < (transB ? k : n) || ldc < n) {
-    throw new ShapeError(`matmul strides lda ${lda}, ldb ${ldb}, ldc ${ldc} are shorter than the rows of A, B or C (m ${m}, n ${n}, k ${k})`);
+    throw new ShapeError(
+      `matmul strides lda ${lda}, ldb ${ldb}, ldc ${ldc} are shorter than the rows of A, B or C (m ${m}, n ${n}, k ${k})`,
+    );
   }
-  if (args.c === args.a || args.c === args.b) throw new ShapeError("matmul output C must not share a buffer with A or B");
+  if (args.c === args.a || args.c === args.b) {
+    throw new ShapeError("matmul output C must not share a buffer with A or B");
+  }
 
   const cRange = bindRange(gpu, args.c, cOffset, (m - 1) * ldc + n, "matmul C");
   if (k === 0) {
@@ -111,7 +115,9 @@ export async function matmul(gpu: GpuContext, batch: GpuBatch, args: MatmulArgs)
       WG_X: WG,
       WG_Y: WG,
     });
-    const params = batch.uniform(paramWords([m, n, kSlice, lda, ldb, ldc, aRange.offset, bRange.offset, cRange.offset]));
+    const params = batch.uniform(
+      paramWords([m, n, kSlice, lda, ldb, ldc, aRange.offset, bRange.offset, cRange.offset]),
+    );
     batch.dispatch(pipeline, [aRange.binding, bRange.binding, cRange.binding, params], [
       Math.ceil(n / (4 * WG)),
       Math.ceil(m / (4 * WG)),
@@ -120,11 +126,26 @@ export async function matmul(gpu: GpuContext, batch: GpuBatch, args: MatmulArgs)
 }
 
 // C = 0 for k = 0: the scalar kernel over a zero-length inner dimension stores its zero accumulators.
-async function zeroFill(gpu: GpuContext, batch: GpuBatch, args: MatmulArgs, c: RangeBinding, ldc: number): Promise<void> {
+async function zeroFill(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: MatmulArgs,
+  c: RangeBinding,
+  ldc: number,
+): Promise<void> {
   const { m, n } = args;
-  const pipeline = await gpu.pipeline("matmul", { TRANS_A: 0, TRANS_B: 0, ACCUMULATE: 0, WG_X: WG, WG_Y: WG });
+  const pipeline = await gpu.pipeline("matmul", {
+    TRANS_A: 0,
+    TRANS_B: 0,
+    ACCUMULATE: 0,
+    WG_X: WG,
+    WG_Y: WG,
+  });
   const a = bindRange(gpu, args.a, 0, 1, "matmul A");
   const b = bindRange(gpu, args.b, 0, 1, "matmul B");
   const params = batch.uniform(paramWords([m, n, 0, 1, n, ldc, 0, 0, c.offset]));
-  batch.dispatch(pipeline, [a.binding, b.binding, c.binding, params], [Math.ceil(n / (4 * WG)), Math.ceil(m / (4 * WG))]);
+  batch.dispatch(pipeline, [a.binding, b.binding, c.binding, params], [
+    Math.ceil(n / (4 * WG)),
+    Math.ceil(m / (4 * WG)),
+  ]);
 }

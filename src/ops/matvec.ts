@@ -59,12 +59,24 @@ export async function matvec(gpu: GpuContext, batch: GpuBatch, args: MatvecArgs)
   const ldw = args.ldw ?? k;
   const wOffset = args.wOffset ?? 0, xOffset = args.xOffset ?? 0, yOffset = args.yOffset ?? 0;
   if (ldw < k) throw new ShapeError(`matvec row stride ldw ${ldw} is shorter than k ${k}`);
-  if (args.y === args.w || args.y === args.x) throw new ShapeError("matvec output y must not share a buffer with W or x");
+  if (args.y === args.w || args.y === args.x) {
+    throw new ShapeError("matvec output y must not share a buffer with W or x");
+  }
   if ([k, ldw, wOffset, xOffset].some((v) => v % 4 !== 0)) {
     // unaligned rows: the general kernel with one row, y^T = x^T @ W^T
     return matmul(gpu, batch, {
-      a: args.x, b: args.w, c: args.y, m: 1, n, k, transB: true, ldb: ldw,
-      aOffset: xOffset, bOffset: wOffset, cOffset: yOffset, accumulate: args.accumulate,
+      a: args.x,
+      b: args.w,
+      c: args.y,
+      m: 1,
+      n,
+      k,
+      transB: true,
+      ldb: ldw,
+      aOffset: xOffset,
+      bOffset: wOffset,
+      cOffset: yOffset,
+      accumulate: args.accumulate,
     });
   }
 
@@ -73,8 +85,17 @@ export async function matvec(gpu: GpuContext, batch: GpuBatch, args: MatvecArgs)
     const kSlice = Math.min(MATVEC_MAX_K, k - k0);
     const wRange = bindRange(gpu, args.w, wOffset + k0, (n - 1) * ldw + kSlice, "matvec W");
     const xRange = bindRange(gpu, args.x, xOffset + k0, kSlice, "matvec x");
-    const pipeline = await gpu.pipeline("matvec", { ACCUMULATE: args.accumulate || k0 > 0 ? 1 : 0, WG });
-    const params = batch.uniform(paramWords([n, kSlice, ldw, wRange.offset, xRange.offset, yRange.offset]));
-    batch.dispatch(pipeline, [wRange.binding, xRange.binding, yRange.binding, params], flatGrid(gpu, Math.ceil(n / 4), WG));
+    const pipeline = await gpu.pipeline("matvec", {
+      ACCUMULATE: args.accumulate || k0 > 0 ? 1 : 0,
+      WG,
+    });
+    const params = batch.uniform(
+      paramWords([n, kSlice, ldw, wRange.offset, xRange.offset, yRange.offset]),
+    );
+    batch.dispatch(
+      pipeline,
+      [wRange.binding, xRange.binding, yRange.binding, params],
+      flatGrid(gpu, Math.ceil(n / 4), WG),
+    );
   }
 }

@@ -29,7 +29,10 @@ export function matvecRef(args: {
   accumulate?: boolean;
 }): void {
   const { w, x, y, n, k } = args;
-  const ldw = args.ldw ?? k, wOff = args.wOffset ?? 0, xOff = args.xOffset ?? 0, yOff = args.yOffset ?? 0;
+  const ldw = args.ldw ?? k,
+    wOff = args.wOffset ?? 0,
+    xOff = args.xOffset ?? 0,
+    yOff = args.yOffset ?? 0;
   for (let r = 0; r < n; r++) {
     let sum = 0;
     for (let c = 0; c < k; c++) sum += w[wOff + r * ldw + c] * x[xOff + c];

@@ -45,7 +45,9 @@ export async function rmsnorm(gpu: GpuContext, batch: GpuBatch, args: RmsnormArg
   const { rows, dim } = args;
   checkSize("rmsnorm rows", rows);
   checkSize("rmsnorm dim", dim);
-  if (args.x === args.out) throw new ShapeError("rmsnorm output must not share a buffer with its input");
+  if (args.x === args.out) {
+    throw new ShapeError("rmsnorm output must not share a buffer with its input");
+  }
   const x = bindRange(gpu, args.x, args.xOffset ?? 0, rows * dim, "rmsnorm x");
   const w = bindRange(gpu, args.weight, 0, dim, "rmsnorm weight");
   const out = bindRange(gpu, args.out, args.outOffset ?? 0, rows * dim, "rmsnorm out");
@@ -53,5 +55,8 @@ export async function rmsnorm(gpu: GpuContext, batch: GpuBatch, args: RmsnormArg
   const params = batch.uniform(paramWords([rows, dim, x.offset, out.offset], [args.eps]));
   // one workgroup per row, spilling into y past the per-dimension limit
   const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
-  batch.dispatch(pipeline, [x.binding, w.binding, out.binding, params], [Math.min(rows, maxX), Math.ceil(rows / maxX)]);
+  batch.dispatch(pipeline, [x.binding, w.binding, out.binding, params], [
+    Math.min(rows, maxX),
+    Math.ceil(rows / maxX),
+  ]);
 }

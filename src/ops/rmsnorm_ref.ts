@@ -32,6 +32,8 @@ export function rmsnormRef(args: {
     let ss = 0;
     for (let i = 0; i < dim; i++) ss += x[xOff + r * dim + i] ** 2;
     const scale = 1 / Math.sqrt(ss / dim + eps);
-    for (let i = 0; i < dim; i++) out[outOff + r * dim + i] = x[xOff + r * dim + i] * scale * weight[i];
+    for (let i = 0; i < dim; i++) {
+      out[outOff + r * dim + i] = x[xOff + r * dim + i] * scale * weight[i];
+    }
   }
 }

@@ -6,7 +6,7 @@
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { ShapeError } from "../errors.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { bindRange, checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 export { ropeRef } from "./rope_ref.ts";
 
 /**
@@ -82,12 +82,25 @@ export async function rope(gpu: GpuContext, batch: GpuBatch, args: RopeArgs): Pr
   const half = headDim / 2;
   const tablePositions = args.table.size / 4 / headDim;
   if (pos0 + rows > tablePositions) {
-    throw new ShapeError(`rope: positions up to ${pos0 + rows} exceed the table's ${Math.floor(tablePositions)} positions`);
+    throw new ShapeError(
+      `rope: positions up to ${pos0 + rows} exceed the table's ${
+        Math.floor(tablePositions)
+      } positions`,
+    );
   }
   // the table is bound from position 0 up to the last position needed
   const table = bindRange(gpu, args.table, 0, (pos0 + rows) * headDim, "rope table");
-  const x = bindRange(gpu, args.x, args.offset ?? 0, (rows - 1) * rowStride + nHeads * headDim, "rope x");
-  const pipeline = await gpu.pipeline("rope", { HALF: args.style === "half" ? 1 : 0, WG: FLAT_WORKGROUP });
+  const x = bindRange(
+    gpu,
+    args.x,
+    args.offset ?? 0,
+    (rows - 1) * rowStride + nHeads * headDim,
+    "rope x",
+  );
+  const pipeline = await gpu.pipeline("rope", {
+    HALF: args.style === "half" ? 1 : 0,
+    WG: FLAT_WORKGROUP,
+  });
   const params = batch.uniform(paramWords([rows, nHeads, headDim, rowStride, x.offset, pos0]));
   batch.dispatch(pipeline, [table.binding, x.binding, params], flatGrid(gpu, rows * nHeads * half));
 }

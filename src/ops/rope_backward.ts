@@ -10,6 +10,7 @@
  * @module
  */
 import type { RopeStyle } from "../model/config.ts";
+import { ropeTable } from "./rope.ts";
 
 /** Rotary parameters shared by the forward and backward pass. */
 export interface RopeParams {
@@ -72,4 +73,25 @@ function rotate(x: Float64Array, T: number, p: RopeParams, sign: 1 | -1): Float6
     }
   }
   return out;
+}
+
+/**
+ * Builds the table that makes the forward rotary kernel (ops/rope.ts) run the backward
+ * pass: the same (cos, sin) pairs as `ropeTable` with the sine negated, so each pair
+ * rotates by minus its angle. Layout [positions, headDim / 2, 2] f32, angles in f64.
+ *
+ * @example
+ * ```ts
+ * import { ropeBackwardTable } from "./rope_backward.ts";
+ * const t = ropeBackwardTable(2, 2, 10000);
+ * if (Math.abs(t[3] + Math.sin(1)) > 1e-7) throw new Error("position 1 sine is negated");
+ * ```
+ * @param positions Number of positions.
+ * @param headDim Head width (even).
+ * @param theta Rotary base.
+ */
+export function ropeBackwardTable(positions: number, headDim: number, theta: number): Float32Array {
+  const table = ropeTable(positions, headDim, theta);
+  for (let i = 1; i < table.length; i += 2) table[i] = -table[i];
+  return table;
 }

@@ -6,7 +6,7 @@
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { ShapeError } from "../errors.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { bindRange, checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 export { swigluRef } from "./swiglu_ref.ts";
 
 /** Operands of {@linkcode swiglu}. Offsets count f32 elements. */

@@ -16,7 +16,9 @@
  * ```
  * @param args Operands and size, as for the GPU op.
  */
-export function swigluRef(args: { gate: Float32Array; up: Float32Array; n: number; gateOffset?: number; upOffset?: number }): void {
+export function swigluRef(
+  args: { gate: Float32Array; up: Float32Array; n: number; gateOffset?: number; upOffset?: number },
+): void {
   const g0 = args.gateOffset ?? 0, u0 = args.upOffset ?? 0;
   for (let i = 0; i < args.n; i++) {
     const g = args.gate[g0 + i];

@@ -27,12 +27,23 @@ export const MAX_CODEBOOK_SIZE = 65536;
  * @param targetBpw Target bits per weight.
  * @throws {UsageError} When even 1-bit codes exceed the target.
  */
-export function chooseUniformBits(rows: number, cols: number, groupSize: number, targetBpw: number): number {
+export function chooseUniformBits(
+  rows: number,
+  cols: number,
+  groupSize: number,
+  targetBpw: number,
+): number {
   for (let bits = 8; bits >= 1; bits--) {
-    if (uniformLayerBytes(rows, cols, bits, groupSize).total * 8 <= targetBpw * rows * cols) return bits;
+    if (uniformLayerBytes(rows, cols, bits, groupSize).total * 8 <= targetBpw * rows * cols) {
+      return bits;
+    }
   }
   const least = (uniformLayerBytes(rows, cols, 1, groupSize).total * 8) / (rows * cols);
-  throw new UsageError(`--bits ${targetBpw} is below the ${least.toFixed(3)} bpw that 1-bit codes with groups of ${groupSize} need on a ${rows}x${cols} layer: raise --bits or --group-size`);
+  throw new UsageError(
+    `--bits ${targetBpw} is below the ${
+      least.toFixed(3)
+    } bpw that 1-bit codes with groups of ${groupSize} need on a ${rows}x${cols} layer: raise --bits or --group-size`,
+  );
 }
 
 /**
@@ -45,7 +56,12 @@ export function chooseUniformBits(rows: number, cols: number, groupSize: number,
  * @param residual Residual codebook size (0 for none).
  */
 export function vqLayerBpw(rows: number, cols: number, v: number, k: number, residual = 0): number {
-  const bytes = vqLayerBytes({ rows, cols, vectorLength: v, groups: [{ rows, codebookSize: k, residualCodebookSize: residual }] });
+  const bytes = vqLayerBytes({
+    rows,
+    cols,
+    vectorLength: v,
+    groups: [{ rows, codebookSize: k, residualCodebookSize: residual }],
+  });
   return (bytes.total * 8) / (rows * cols);
 }
 
@@ -66,10 +82,22 @@ export function vqLayerBpw(rows: number, cols: number, v: number, k: number, res
  * @param residual Residual codebook size (0 for none).
  * @throws {UsageError} When even K = 2 exceeds the target.
  */
-export function chooseCodebookSize(rows: number, cols: number, v: number, targetBpw: number, residual = 0): number {
+export function chooseCodebookSize(
+  rows: number,
+  cols: number,
+  v: number,
+  targetBpw: number,
+  residual = 0,
+): number {
   const fits = (k: number) => vqLayerBpw(rows, cols, v, k, residual) <= targetBpw;
   if (!fits(2)) {
-    throw new UsageError(`--bits ${targetBpw} is below the ${vqLayerBpw(rows, cols, v, 2, residual).toFixed(3)} bpw that a 2-entry codebook needs on a ${rows}x${cols} layer with vector length ${v}${residual ? ` and a ${residual}-entry residual stage` : ""}: raise --bits or --vector-length`);
+    throw new UsageError(
+      `--bits ${targetBpw} is below the ${
+        vqLayerBpw(rows, cols, v, 2, residual).toFixed(3)
+      } bpw that a 2-entry codebook needs on a ${rows}x${cols} layer with vector length ${v}${
+        residual ? ` and a ${residual}-entry residual stage` : ""
+      }: raise --bits or --vector-length`,
+    );
   }
   // Stored bytes never decrease as K grows, so binary search for the last K that fits.
   let lo = 2, hi = MAX_CODEBOOK_SIZE;

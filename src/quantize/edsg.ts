@@ -1,8 +1,8 @@
 /**
  * Error Direction Sensitivity Guidance (EDSG): the natural-gradient direction
- * N = G^{-1} g A^{-1} that RSAVQ's codeword assignment steers the quantization error
- * away from (see ../shared/design/rsavq-method.md, section 1), and its per-layer
- * normalization.
+ * N = G^{-1} g A^{-1} and its per-layer normalization. RSAVQ's codeword assignment
+ * penalizes quantization error along N, the direction in which the loss is most
+ * sensitive under the Fisher metric G (x) A.
  *
  * @module
  */
@@ -21,9 +21,18 @@ import { choleskyLower, dampHessian } from "./linalg.ts";
  * @param damp Relative damping.
  * @returns N [rows, cols] (not normalized; see {@linkcode normalizeDirection}).
  */
-export function naturalGradient(gradMean: Float32Array, gDiag: Float32Array, hessian: Float32Array, rows: number, cols: number, damp: number): Float32Array {
+export function naturalGradient(
+  gradMean: Float32Array,
+  gDiag: Float32Array,
+  hessian: Float32Array,
+  rows: number,
+  cols: number,
+  damp: number,
+): Float32Array {
   if (gradMean.length !== rows * cols || gDiag.length !== rows) {
-    throw new ShapeError(`Natural gradient: grad_mean has ${gradMean.length} values and G_diag ${gDiag.length}, expected [${rows}, ${cols}] and [${rows}]`);
+    throw new ShapeError(
+      `Natural gradient: grad_mean has ${gradMean.length} values and G_diag ${gDiag.length}, expected [${rows}, ${cols}] and [${rows}]`,
+    );
   }
   const { h } = dampHessian(hessian, cols, damp);
   choleskyLower(h, cols);
@@ -69,7 +78,12 @@ export function naturalGradient(gradMean: Float32Array, gDiag: Float32Array, hes
  * @param cols Input columns.
  * @returns Scaled copy.
  */
-export function normalizeDirection(direction: Float32Array, metric: Float32Array, rows: number, cols: number): Float32Array {
+export function normalizeDirection(
+  direction: Float32Array,
+  metric: Float32Array,
+  rows: number,
+  cols: number,
+): Float32Array {
   const out = new Float32Array(direction.length);
   let total = 0;
   for (let i = 0; i < rows * cols; i++) {

@@ -31,8 +31,17 @@ export interface GptqOptions {
  * @param hessian A = E[x x^T], [cols, cols].
  * @param options Bits, group size and damping.
  */
-export function quantizeGptqLayer(prefix: string, weight: Float32Array, rows: number, cols: number, hessian: Float32Array, options: GptqOptions): QuantizedLayer {
-  if (hessian.length !== cols * cols) throw new ShapeError(`${prefix}.A has ${hessian.length} elements, expected [${cols}, ${cols}]`);
+export function quantizeGptqLayer(
+  prefix: string,
+  weight: Float32Array,
+  rows: number,
+  cols: number,
+  hessian: Float32Array,
+  options: GptqOptions,
+): QuantizedLayer {
+  if (hessian.length !== cols * cols) {
+    throw new ShapeError(`${prefix}.A has ${hessian.length} elements, expected [${cols}, ${cols}]`);
+  }
   const { bits, groupSize } = options;
   const { h, dead } = dampHessian(hessian, cols, options.damp ?? 0.01);
   const u = upperCholeskyOfInverse(h, cols);
@@ -45,7 +54,9 @@ export function quantizeGptqLayer(prefix: string, weight: Float32Array, rows: nu
     const g = Math.floor(j / groupSize);
     if (j % groupSize === 0) {
       const end = Math.min(cols, j + groupSize);
-      for (let r = 0; r < rows; r++) params[r * groups + g] = groupParams(w.subarray(r * cols + j, r * cols + end), bits);
+      for (let r = 0; r < rows; r++) {
+        params[r * groups + g] = groupParams(w.subarray(r * cols + j, r * cols + end), bits);
+      }
     }
     const ujj = u[j * cols + j];
     for (let r = 0; r < rows; r++) {

@@ -14,6 +14,9 @@ import type { QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
  * @param job Weights and channel groups (statistics are ignored).
  * @param settings VQ settings (lambda and the Fisher metric are ignored).
  */
-export function quantizeKmeansLayer(job: VqLayerJob, settings: VqSettings): Promise<QuantizedLayer> {
+export function quantizeKmeansLayer(
+  job: VqLayerJob,
+  settings: VqSettings,
+): Promise<QuantizedLayer> {
   return quantizeVqLayer({ ...job, metric: null, hessian: null, direction: null }, settings);
 }

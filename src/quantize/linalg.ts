@@ -11,7 +11,7 @@ import { ShapeError } from "../errors.ts";
 
 /**
  * Factors a symmetric positive definite matrix in place as A = L L^T and zeroes the upper
- * triangle, so `a` holds L.
+ * triangle, so `a` contains L.
  *
  * @example
  * ```ts
@@ -28,7 +28,11 @@ export function choleskyLower(a: Float64Array, n: number): void {
   for (let j = 0; j < n; j++) {
     let d = a[j * n + j];
     for (let k = 0; k < j; k++) d -= a[j * n + k] * a[j * n + k];
-    if (!(d > 0)) throw new ShapeError(`Cholesky factorization failed at pivot ${j} (value ${d}): the matrix is not positive definite, raise the damping`);
+    if (!(d > 0)) {
+      throw new ShapeError(
+        `Cholesky factorization failed at pivot ${j} (value ${d}): the matrix is not positive definite, raise the damping`,
+      );
+    }
     const ljj = Math.sqrt(d);
     a[j * n + j] = ljj;
     for (let i = j + 1; i < n; i++) {
@@ -83,8 +87,14 @@ export function invertSpd(a: Float64Array, n: number): Float64Array {
  * @param damp Relative damping (GPTQ uses 0.01).
  * @returns Damped copy in f64, and the indices of dead columns.
  */
-export function dampHessian(a: ArrayLike<number>, n: number, damp: number): { h: Float64Array; dead: number[] } {
-  if (a.length !== n * n) throw new ShapeError(`Hessian has ${a.length} elements, expected [${n}, ${n}]`);
+export function dampHessian(
+  a: ArrayLike<number>,
+  n: number,
+  damp: number,
+): { h: Float64Array; dead: number[] } {
+  if (a.length !== n * n) {
+    throw new ShapeError(`Hessian has ${a.length} elements, expected [${n}, ${n}]`);
+  }
   const h = Float64Array.from(a as ArrayLike<number>);
   const dead: number[] = [];
   let mean = 0;
@@ -102,10 +112,10 @@ export function dampHessian(a: ArrayLike<number>, n: number, damp: number): { h:
 }
 
 /**
- * Upper Cholesky factor U of the inverse of the damped Hessian (H^{-1} = U^T U). Row j of
- * U, from the diagonal on, is the inverse Hessian of the columns not yet quantized once
- * columns 0..j-1 are fixed, scaled by 1/sqrt of its diagonal; that is what GPTQ's error
- * feedback needs.
+ * Upper Cholesky factor U of the inverse of the damped Hessian (H^{-1} = U^T U). Row j of U,
+ * from the diagonal on, is the inverse Hessian of the columns not yet quantized once columns
+ * 0..j-1 are fixed, scaled by 1/sqrt of its diagonal. GPTQ's error feedback needs exactly
+ * these rows.
  *
  * @param h Damped Hessian [n, n] (see {@linkcode dampHessian}).
  * @param n Order.

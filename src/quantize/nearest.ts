@@ -4,17 +4,17 @@
  * `kernels/nearest_codeword.wgsl` (f32), which splits long codebook scans across
  * dispatches so that no shader invocation passes llvmpipe's 65535-iteration loop cap.
  *
- * Score of codeword c for vector x with weights w, direction n and running sum s:
- * sum_d w_d (x_d - c_d)^2, plus lambda (s + sum_d (c_d - x_d) n_d)^2 in "projection"
- * mode or lambda sum_d (c_d - x_d) n_d in "linear" mode. The lowest score wins and ties
- * go to the lowest index.
+ * The score of codeword c for vector x with weights w is sum_d w_d (x_d - c_d)^2. With a
+ * direction n and a running sum s, "projection" mode adds lambda (s + sum_d (c_d - x_d) n_d)^2
+ * and "linear" mode adds lambda sum_d (c_d - x_d) n_d. The lowest score wins, and ties go to
+ * the lowest index.
  *
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { ShapeError } from "../errors.ts";
 
-/** How the EDSG term enters the score: not at all, as a squared projection, or linearly. */
+/** Form of the EDSG term in the score: none, a squared projection, or a linear term. */
 export type EdsgMode = "none" | "projection" | "linear";
 
 /** Shader value of each {@linkcode EdsgMode}. */
@@ -56,10 +56,16 @@ function checkJob(job: NearestJob): { n: number; k: number } {
   const v = job.vectorLength;
   const n = job.points.length / v, k = job.codebook.length / v;
   if (!Number.isInteger(n) || !Number.isInteger(k) || k < 1 || job.weights.length !== n * v) {
-    throw new ShapeError(`Nearest codeword: points ${job.points.length}, weights ${job.weights.length} and codebook ${job.codebook.length} are not [n, ${v}], [n, ${v}] and [K >= 1, ${v}]`);
+    throw new ShapeError(
+      `Nearest codeword: points ${job.points.length}, weights ${job.weights.length} and codebook ${job.codebook.length} are not [n, ${v}], [n, ${v}] and [K >= 1, ${v}]`,
+    );
   }
   if ((job.mode ?? "none") !== "none" && job.guide?.length !== n * (v + 1)) {
-    throw new ShapeError(`Nearest codeword: EDSG guide has ${job.guide?.length ?? 0} values, expected [${n}, ${v + 1}]`);
+    throw new ShapeError(
+      `Nearest codeword: EDSG guide has ${job.guide?.length ?? 0} values, expected [${n}, ${
+        v + 1
+      }]`,
+    );
   }
   return { n, k };
 }
@@ -151,8 +157,16 @@ export async function recordNearest(
 ): Promise<void> {
   const { n, v, kEnd } = shape;
   const kStart = shape.kStart ?? 0;
-  if (chunk < 1 || chunk > codewordsPerDispatch(v)) throw new ShapeError(`Codewords per dispatch ${chunk} must be in [1, ${codewordsPerDispatch(v)}]`);
-  const pipeline = await gpu.pipeline("nearest_codeword", { VEC: v, WG: WORKGROUP, EDSG: EDSG_CODE[edsg.mode] });
+  if (chunk < 1 || chunk > codewordsPerDispatch(v)) {
+    throw new ShapeError(
+      `Codewords per dispatch ${chunk} must be in [1, ${codewordsPerDispatch(v)}]`,
+    );
+  }
+  const pipeline = await gpu.pipeline("nearest_codeword", {
+    VEC: v,
+    WG: WORKGROUP,
+    EDSG: EDSG_CODE[edsg.mode],
+  });
   const groups = Math.ceil(n / WORKGROUP);
   const maxX = gpu.limits.maxComputeWorkgroupsPerDimension;
   const x = Math.min(groups, maxX), y = Math.ceil(groups / x);
@@ -162,7 +176,14 @@ export async function recordNearest(
     new Float32Array(words.buffer)[4] = edsg.lambda;
     words[5] = x * WORKGROUP;
     const params = batch.uniform(words);
-    batch.dispatch(pipeline, [buffers.points, buffers.weights, buffers.codebook, buffers.guide, buffers.out, params], [x, y]);
+    batch.dispatch(pipeline, [
+      buffers.points,
+      buffers.weights,
+      buffers.codebook,
+      buffers.guide,
+      buffers.out,
+      params,
+    ], [x, y]);
   }
 }
 
@@ -174,7 +195,11 @@ export async function recordNearest(
  * @param chunk Codewords per dispatch (tests lower it to cross dispatch boundaries).
  * @returns One result per job; scores are the kernel's f32 values.
  */
-export async function nearestCodewordsGpu(gpu: GpuContext, jobs: NearestJob[], chunk?: number): Promise<NearestResult[]> {
+export async function nearestCodewordsGpu(
+  gpu: GpuContext,
+  jobs: NearestJob[],
+  chunk?: number,
+): Promise<NearestResult[]> {
   const batch = gpu.batch();
   const owned: GPUBuffer[] = [];
   const own = (b: GPUBuffer) => (owned.push(b), b);
@@ -189,7 +214,14 @@ export async function nearestCodewordsGpu(gpu: GpuContext, jobs: NearestJob[], c
       guide: own(mode === "none" ? gpu.createBuffer(16, "guide") : gpu.upload(job.guide!, "guide")),
       out: own(gpu.createBuffer(8 * n, "nearest")),
     };
-    await recordNearest(gpu, batch, buffers, { n, kEnd: k, v }, { mode, lambda: job.lambda ?? 0 }, chunk);
+    await recordNearest(
+      gpu,
+      batch,
+      buffers,
+      { n, kEnd: k, v },
+      { mode, lambda: job.lambda ?? 0 },
+      chunk,
+    );
     reads.push({ n, handle: batch.read(buffers.out, 8 * n) });
   }
   try {

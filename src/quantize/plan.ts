@@ -7,7 +7,7 @@
  *   {"rows": 64, "cols": 64, "vectorLength": 4, "channelOrder": [5, 0, ...],
  *    "groups": [{"start": 0, "end": 16, "codebookSize": 256}, ...]}}}
  * ```
- * Group g holds rows channelOrder[start..end); the groups partition the order.
+ * Group g contains rows channelOrder[start..end); the groups partition the order.
  *
  * @module
  */
@@ -59,30 +59,66 @@ export async function readPlan(path: string): Promise<WcsgPlan> {
  */
 export function validatePlan(raw: unknown, path: string): WcsgPlan {
   const plan = raw as WcsgPlan;
-  if (plan?.format !== "rsavq-plan") throw new FormatError(path, "format", `Expected "rsavq-plan", got ${JSON.stringify(plan?.format)}: pass a plan written by deno task allocate`);
-  if (plan.version !== 1) throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 1`);
-  if (typeof plan.layers !== "object" || plan.layers === null) throw new FormatError(path, "layers", "Expected an object of layers");
+  if (plan?.format !== "rsavq-plan") {
+    throw new FormatError(
+      path,
+      "format",
+      `Expected "rsavq-plan", got ${
+        JSON.stringify(plan?.format)
+      }: pass a plan written by deno task allocate`,
+    );
+  }
+  if (plan.version !== 1) {
+    throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 1`);
+  }
+  if (typeof plan.layers !== "object" || plan.layers === null) {
+    throw new FormatError(path, "layers", "Expected an object of layers");
+  }
   for (const [prefix, layer] of Object.entries(plan.layers)) {
     const field = (f: string) => `layers.${prefix}.${f}`;
     for (const key of ["rows", "cols", "vectorLength"] as const) {
-      if (!Number.isSafeInteger(layer[key]) || layer[key] <= 0) throw new FormatError(path, field(key), `Expected a positive integer, got ${layer[key]}`);
+      if (!Number.isSafeInteger(layer[key]) || layer[key] <= 0) {
+        throw new FormatError(path, field(key), `Expected a positive integer, got ${layer[key]}`);
+      }
     }
     const order = layer.channelOrder;
     const seen = new Uint8Array(layer.rows);
-    if (!Array.isArray(order) || order.length !== layer.rows || !order.every((r) => Number.isInteger(r) && r >= 0 && r < layer.rows && !seen[r] && (seen[r] = 1))) {
-      throw new FormatError(path, field("channelOrder"), `Expected a permutation of 0..${layer.rows - 1}`);
+    if (
+      !Array.isArray(order) || order.length !== layer.rows ||
+      !order.every((r) =>
+        Number.isInteger(r) && r >= 0 && r < layer.rows && !seen[r] && (seen[r] = 1)
+      )
+    ) {
+      throw new FormatError(
+        path,
+        field("channelOrder"),
+        `Expected a permutation of 0..${layer.rows - 1}`,
+      );
     }
     let next = 0;
     for (const [g, group] of (layer.groups ?? []).entries()) {
       if (group.start !== next || !(group.end > group.start) || group.end > layer.rows) {
-        throw new FormatError(path, field(`groups[${g}]`), `Groups must partition 0..${layer.rows} in order; got start ${group.start}, end ${group.end} after ${next}`);
+        throw new FormatError(
+          path,
+          field(`groups[${g}]`),
+          `Groups must partition 0..${layer.rows} in order; got start ${group.start}, end ${group.end} after ${next}`,
+        );
       }
-      if (!Number.isInteger(group.codebookSize) || group.codebookSize < 1 || group.codebookSize > MAX_CODEBOOK_SIZE) {
-        throw new FormatError(path, field(`groups[${g}].codebookSize`), `Expected an integer in [1, ${MAX_CODEBOOK_SIZE}], got ${group.codebookSize}`);
+      if (
+        !Number.isInteger(group.codebookSize) || group.codebookSize < 1 ||
+        group.codebookSize > MAX_CODEBOOK_SIZE
+      ) {
+        throw new FormatError(
+          path,
+          field(`groups[${g}].codebookSize`),
+          `Expected an integer in [1, ${MAX_CODEBOOK_SIZE}], got ${group.codebookSize}`,
+        );
       }
       next = group.end;
     }
-    if (next !== layer.rows) throw new FormatError(path, field("groups"), `Groups cover 0..${next} of ${layer.rows} rows`);
+    if (next !== layer.rows) {
+      throw new FormatError(path, field("groups"), `Groups cover 0..${next} of ${layer.rows} rows`);
+    }
   }
   return plan;
 }
@@ -93,5 +129,9 @@ export function validatePlan(raw: unknown, path: string): WcsgPlan {
  * @param layer Validated plan layer.
  */
 export function planGroups(layer: PlanLayer): VqGroupSpec[] {
-  return layer.groups.map((g) => ({ rows: Uint32Array.from(layer.channelOrder.slice(g.start, g.end)), codebookSize: g.codebookSize, residualSize: 0 }));
+  return layer.groups.map((g) => ({
+    rows: Uint32Array.from(layer.channelOrder.slice(g.start, g.end)),
+    codebookSize: g.codebookSize,
+    residualSize: 0,
+  }));
 }

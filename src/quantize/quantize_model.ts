@@ -14,7 +14,8 @@ import { BLOCK_LINEARS } from "../model/config.ts";
 import type { LoadedModel } from "../model/model.ts";
 import { Progress } from "../util/progress.ts";
 import { Rng } from "../util/rng.ts";
-import { bitsPerWeight, type StorageBytes } from "./bpw.ts";
+import { bitsPerWeight } from "./bpw.ts";
+import { relativeError } from "./layer_report.ts";
 import { chooseCodebookSize, chooseUniformBits, MAX_CODEBOOK_SIZE, vqLayerBpw } from "./budget.ts";
 import { quantizeGptqLayer } from "./gptq.ts";
 import { quantizeKmeansLayer } from "./kmeans_vq.ts";
@@ -23,7 +24,18 @@ import { planGroups, type WcsgPlan } from "./plan.ts";
 import { quantizeRsavqLayer } from "./rsavq.ts";
 import { quantizeRtnLayer } from "./rtn.ts";
 import type { StatisticsSource } from "./statistics.ts";
-import { type FisherMetric, type LayerResult, type LayerStatistics, METHODS_NEEDING_STATISTICS, type QuantizedLayer, type QuantMethod, QUANT_METHODS, type VqLayerJob, type VqSettings } from "./types.ts";
+import {
+  type FisherMetric,
+  type GpuUse,
+  type LayerResult,
+  type LayerStatistics,
+  METHODS_NEEDING_STATISTICS,
+  QUANT_METHODS,
+  type QuantizedLayer,
+  type QuantMethod,
+  type VqLayerJob,
+  type VqSettings,
+} from "./types.ts";
 import { quantizeVptqLayer } from "./vptq.ts";
 
 /** Options of {@linkcode quantizeModel}; defaults in {@linkcode QUANTIZE_DEFAULTS}. */
@@ -60,8 +72,8 @@ export interface QuantizeOptions {
   damp?: number;
   /** WebGPU context, or null for TypeScript only. */
   gpu?: GpuContext | null;
-  /** Where assignment during error feedback runs. */
-  assignOn?: "auto" | "gpu" | "cpu";
+  /** When k-means and assignment use the GPU (see {@linkcode GpuUse}). */
+  gpuUse?: GpuUse;
   /** Store unquantized tensors as F32 or F16. */
   unquantizedDtype?: "F32" | "F16";
   /** Only these layer prefixes are quantized (others stay dense); default all linear layers. */
@@ -84,11 +96,11 @@ export const QUANTIZE_DEFAULTS = {
   iterations: 10,
   seedRounds: 16,
   damp: 0.01,
-  assignOn: "auto" as const,
+  gpuUse: "auto" as GpuUse,
   unquantizedDtype: "F32" as const,
 };
 
-/** What {@linkcode quantizeModel} returns. */
+/** Result of {@linkcode quantizeModel}. */
 export interface QuantizeResult {
   /** Written file. */
   path: string;
@@ -110,7 +122,9 @@ export interface QuantizeResult {
  */
 export function linearPrefixes(model: LoadedModel): string[] {
   const out: string[] = [];
-  for (let l = 0; l < model.config.nLayers; l++) for (const which of BLOCK_LINEARS) out.push(`model.layers.${l}.${which}`);
+  for (let l = 0; l < model.config.nLayers; l++) {
+    for (const which of BLOCK_LINEARS) out.push(`model.layers.${l}.${which}`);
+  }
   return out;
 }
 
@@ -128,7 +142,11 @@ export function linearPrefixes(model: LoadedModel): string[] {
  * @param options Method, target bits, output and method settings.
  * @throws {UsageError} On bad options, missing statistics or a target below what fits.
  */
-export async function quantizeModel(model: LoadedModel, stats: StatisticsSource | null, options: QuantizeOptions): Promise<QuantizeResult> {
+export async function quantizeModel(
+  model: LoadedModel,
+  stats: StatisticsSource | null,
+  options: QuantizeOptions,
+): Promise<QuantizeResult> {
   const o = { ...QUANTIZE_DEFAULTS, ...stripUndefined(options) } as ResolvedOptions;
   checkOptions(o, stats);
   const start = performance.now();
@@ -142,11 +160,15 @@ export async function quantizeModel(model: LoadedModel, stats: StatisticsSource 
     lambda: o.lambda,
     edsgMode: o.edsgMode,
     fisherMetric: o.fisherMetric,
-    assignOn: o.assignOn,
+    gpuUse: o.gpuUse,
     gpu: o.gpu ?? null,
     rng: new Rng(o.seed),
   };
-  const progress = new Progress(`quantize ${o.method}`, prefixes.length, { quiet: o.quiet, unit: "layers", intervalSeconds: 0 });
+  const progress = new Progress(`quantize ${o.method}`, prefixes.length, {
+    quiet: o.quiet,
+    unit: "layers",
+    intervalSeconds: 0,
+  });
   const tensors: Record<string, TensorToWrite> = {};
   const layers: Record<string, QuantizedLayer["desc"]> = {};
   const results: LayerResult[] = [];
@@ -154,7 +176,9 @@ export async function quantizeModel(model: LoadedModel, stats: StatisticsSource 
     const t0 = performance.now();
     const [rows, cols] = model.weights.shape(`${prefix}.weight`);
     const weight = await model.weights.read(`${prefix}.weight`);
-    const layerStats = stats && METHODS_NEEDING_STATISTICS.has(o.method) ? await stats.layer(prefix, rows, cols) : null;
+    const layerStats = stats && METHODS_NEEDING_STATISTICS.has(o.method)
+      ? await stats.layer(prefix, rows, cols)
+      : null;
     const q = await quantizeLayer(o, settings, { prefix, weight, rows, cols, stats: layerStats });
     Object.assign(tensors, q.tensors);
     layers[prefix] = q.desc;
@@ -164,18 +188,29 @@ export async function quantizeModel(model: LoadedModel, stats: StatisticsSource 
       cols,
       bytes: q.bytes,
       bpw: (q.bytes.total * 8) / (rows * cols),
-      codebookSizes: q.desc.kind === "vq" ? q.desc.groups.map((g) => g.stages[0].size) : [2 ** q.desc.bits],
+      codebookSizes: q.desc.kind === "vq"
+        ? q.desc.groups.map((g) => g.stages[0].size)
+        : [2 ** q.desc.bits],
       relativeError: relativeError(weight, q.dequantized, rows, cols, layerStats),
       seconds: (performance.now() - t0) / 1000,
     };
     results.push(result);
-    progress.advance(1, `${prefix} ${describe(q)} ${result.bpw.toFixed(3)} bpw, rel. error ${result.relativeError.toExponential(2)}`);
+    progress.advance(
+      1,
+      `${prefix} ${describe(q)} ${result.bpw.toFixed(3)} bpw, rel. error ${
+        result.relativeError.toExponential(2)
+      }`,
+    );
   }
   const quantized = new Set(prefixes.map((p) => `${p}.weight`));
   for (const name of model.weights.names()) {
     if (quantized.has(name)) continue;
     const data = await model.weights.read(name);
-    tensors[name] = { dtype: o.unquantizedDtype, shape: model.weights.shape(name), data: encodeFromF32(data, o.unquantizedDtype) };
+    tensors[name] = {
+      dtype: o.unquantizedDtype,
+      shape: model.weights.shape(name),
+      data: encodeFromF32(data, o.unquantizedDtype),
+    };
   }
   const bpw = bitsPerWeight(results.map((r) => ({ bytes: r.bytes, weights: r.rows * r.cols })));
   await writeQuantizedModel(o.out, {
@@ -189,8 +224,29 @@ export async function quantizeModel(model: LoadedModel, stats: StatisticsSource 
       source: model.path,
       statistics: o.statisticsPath ?? stats?.source ?? null,
       unquantized: o.unquantizedDtype,
-      settings: { vectorLength: o.vectorLength, codebookSize: o.codebookSize ?? null, residual: o.residual, groupSize: o.groupSize, plan: o.plan ? true : false, lambda: o.lambda, edsgMode: o.edsgMode, fisherMetric: o.fisherMetric, seed: o.seed, iterations: o.iterations, seedRounds: o.seedRounds, damp: o.damp },
-      layers: Object.fromEntries(results.map((r) => [r.prefix, { bpw: r.bpw, codebookSizes: r.codebookSizes, relativeError: r.relativeError }])),
+      settings: {
+        vectorLength: o.vectorLength,
+        codebookSize: o.codebookSize ?? null,
+        residual: o.residual,
+        groupSize: o.groupSize,
+        plan: o.plan ? true : false,
+        lambda: o.lambda,
+        edsgMode: o.edsgMode,
+        fisherMetric: o.fisherMetric,
+        seed: o.seed,
+        iterations: o.iterations,
+        seedRounds: o.seedRounds,
+        damp: o.damp,
+      },
+      layers: Object.fromEntries(
+        results.map((
+          r,
+        ) => [r.prefix, {
+          bpw: r.bpw,
+          codebookSizes: r.codebookSizes,
+          relativeError: r.relativeError,
+        }]),
+      ),
     },
   });
   const seconds = (performance.now() - start) / 1000;
@@ -205,42 +261,113 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 }
 
 function checkOptions(o: ResolvedOptions, stats: StatisticsSource | null): void {
-  if (!QUANT_METHODS.includes(o.method)) throw new UsageError(`--method ${o.method} is not supported: use one of ${QUANT_METHODS.join(", ")}`);
+  if (!QUANT_METHODS.includes(o.method)) {
+    throw new UsageError(
+      `--method ${o.method} is not supported: use one of ${QUANT_METHODS.join(", ")}`,
+    );
+  }
   if (METHODS_NEEDING_STATISTICS.has(o.method) && !stats) {
-    throw new UsageError(`--method ${o.method} needs calibration statistics: run deno task calibrate first, then pass its output with --fisher`);
+    throw new UsageError(
+      `--method ${o.method} needs calibration statistics: run deno task calibrate first, then pass its output with --fisher`,
+    );
   }
   if (!(o.bits > 0)) throw new UsageError(`--bits must be a positive number, got ${o.bits}`);
-  if (![2, 4, 6, 8].includes(o.vectorLength)) throw new UsageError(`--vector-length must be 2, 4, 6 or 8, got ${o.vectorLength}`);
-  for (const [flag, k] of [["--codebook-size", o.codebookSize], ["--residual", o.residual || undefined]] as const) {
-    if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= MAX_CODEBOOK_SIZE)) throw new UsageError(`${flag} must be an integer in [1, ${MAX_CODEBOOK_SIZE}], got ${k}`);
+  if (![2, 4, 6, 8].includes(o.vectorLength)) {
+    throw new UsageError(`--vector-length must be 2, 4, 6 or 8, got ${o.vectorLength}`);
   }
-  if (!(Number.isInteger(o.groupSize) && o.groupSize >= 1)) throw new UsageError(`--group-size must be a positive integer, got ${o.groupSize}`);
-  if (!(o.lambda >= 0)) throw new UsageError(`--lambda must be a non-negative number, got ${o.lambda}`);
+  for (
+    const [flag, k] of [["--codebook-size", o.codebookSize], [
+      "--residual",
+      o.residual || undefined,
+    ]] as const
+  ) {
+    if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= MAX_CODEBOOK_SIZE)) {
+      throw new UsageError(`${flag} must be an integer in [1, ${MAX_CODEBOOK_SIZE}], got ${k}`);
+    }
+  }
+  if (!(Number.isInteger(o.groupSize) && o.groupSize >= 1)) {
+    throw new UsageError(`--group-size must be a positive integer, got ${o.groupSize}`);
+  }
+  if (!(o.lambda >= 0)) {
+    throw new UsageError(`--lambda must be a non-negative number, got ${o.lambda}`);
+  }
   const isVq = o.method === "kmeans" || o.method === "vptq" || o.method === "rsavq";
-  if (o.plan && !isVq) throw new UsageError(`--plan needs a vector-quantization method (kmeans, vptq, rsavq), not ${o.method}`);
-  if (o.plan && (o.residual || o.codebookSize)) throw new UsageError("--plan sets every codebook size: drop --codebook-size and --residual");
+  if (o.plan && !isVq) {
+    throw new UsageError(
+      `--plan needs a vector-quantization method (kmeans, vptq, rsavq), not ${o.method}`,
+    );
+  }
+  if (o.plan && (o.residual || o.codebookSize)) {
+    throw new UsageError("--plan sets every codebook size: drop --codebook-size and --residual");
+  }
 }
 
-async function quantizeLayer(o: ResolvedOptions, settings: VqSettings, layer: { prefix: string; weight: Float32Array; rows: number; cols: number; stats: LayerStatistics | null }): Promise<QuantizedLayer> {
+async function quantizeLayer(
+  o: ResolvedOptions,
+  settings: VqSettings,
+  layer: {
+    prefix: string;
+    weight: Float32Array;
+    rows: number;
+    cols: number;
+    stats: LayerStatistics | null;
+  },
+): Promise<QuantizedLayer> {
   const { prefix, weight, rows, cols, stats } = layer;
   if (o.method === "rtn" || o.method === "gptq") {
     const bits = chooseUniformBits(rows, cols, o.groupSize, o.bits);
     const uniform = { bits, groupSize: o.groupSize, damp: o.damp };
-    return o.method === "rtn" ? quantizeRtnLayer(prefix, weight, rows, cols, uniform) : quantizeGptqLayer(prefix, weight, rows, cols, stats!.A, uniform);
+    return o.method === "rtn"
+      ? quantizeRtnLayer(prefix, weight, rows, cols, uniform)
+      : quantizeGptqLayer(prefix, weight, rows, cols, stats!.A, uniform);
   }
   let job: VqLayerJob, layerSettings = settings;
   const planLayer = o.plan?.layers[prefix];
   if (o.plan) {
-    if (!planLayer) throw new UsageError(`The plan has no entry for ${prefix}: rerun deno task allocate on this model`);
-    if (planLayer.rows !== rows || planLayer.cols !== cols) throw new UsageError(`The plan's ${prefix} is ${planLayer.rows}x${planLayer.cols} but the model's is ${rows}x${cols}: the plan belongs to another model`);
+    if (!planLayer) {
+      throw new UsageError(
+        `The plan has no entry for ${prefix}: rerun deno task allocate on this model`,
+      );
+    }
+    if (planLayer.rows !== rows || planLayer.cols !== cols) {
+      throw new UsageError(
+        `The plan's ${prefix} is ${planLayer.rows}x${planLayer.cols} but the model's is ${rows}x${cols}: the plan belongs to another model`,
+      );
+    }
     layerSettings = { ...settings, vectorLength: planLayer.vectorLength };
-    job = { prefix, weight, rows, cols, stats, groups: planGroups(planLayer), storeChannelOrder: true };
+    job = {
+      prefix,
+      weight,
+      rows,
+      cols,
+      stats,
+      groups: planGroups(planLayer),
+      storeChannelOrder: true,
+    };
   } else {
     const v = o.vectorLength;
     const k = o.codebookSize ?? chooseCodebookSize(rows, cols, v, o.bits, o.residual);
     const achieved = vqLayerBpw(rows, cols, v, k, o.residual);
-    if (achieved > o.bits) throw new UsageError(`--codebook-size ${k} gives ${achieved.toFixed(3)} bpw on ${prefix} (${rows}x${cols}), above --bits ${o.bits}: lower it or raise --bits`);
-    job = { prefix, weight, rows, cols, stats, groups: [{ rows: Uint32Array.from({ length: rows }, (_, i) => i), codebookSize: k, residualSize: o.residual }], storeChannelOrder: false };
+    if (achieved > o.bits) {
+      throw new UsageError(
+        `--codebook-size ${k} gives ${
+          achieved.toFixed(3)
+        } bpw on ${prefix} (${rows}x${cols}), above --bits ${o.bits}: lower it or raise --bits`,
+      );
+    }
+    job = {
+      prefix,
+      weight,
+      rows,
+      cols,
+      stats,
+      groups: [{
+        rows: Uint32Array.from({ length: rows }, (_, i) => i),
+        codebookSize: k,
+        residualSize: o.residual,
+      }],
+      storeChannelOrder: false,
+    };
   }
   if (o.method === "kmeans") return await quantizeKmeansLayer(job, layerSettings);
   if (o.method === "vptq") return await quantizeVptqLayer(job, layerSettings);
@@ -251,38 +378,4 @@ function describe(q: QuantizedLayer): string {
   if (q.desc.kind === "uniform") return `${q.desc.bits}-bit codes`;
   const sizes = q.desc.groups.map((g) => g.stages.map((s) => s.size).join("+")).join(",");
   return `v${q.desc.vectorLength} K=${sizes}`;
-}
-
-/** tr(E A E^T) / tr(W A W^T) with A from the statistics, else ||E||^2 / ||W||^2. */
-function relativeError(w: Float32Array, q: Float32Array, rows: number, cols: number, stats: LayerStatistics | null): number {
-  let num = 0, den = 0;
-  const e = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) e[j] = q[r * cols + j] - w[r * cols + j];
-    if (!stats) {
-      for (let j = 0; j < cols; j++) {
-        num += e[j] * e[j];
-        den += w[r * cols + j] * w[r * cols + j];
-      }
-      continue;
-    }
-    const a = stats.A;
-    for (let i = 0; i < cols; i++) {
-      let se = 0, sw = 0;
-      for (let j = 0; j < cols; j++) {
-        se += a[i * cols + j] * e[j];
-        sw += a[i * cols + j] * w[r * cols + j];
-      }
-      num += e[i] * se;
-      den += w[r * cols + i] * sw;
-    }
-  }
-  return den > 0 ? num / den : 0;
-}
-
-/** Sum of stored bytes by component over layer results. */
-export function totalBytes(layers: LayerResult[]): StorageBytes {
-  const t = { indices: 0, codebooks: 0, scales: 0, permutation: 0, total: 0 };
-  for (const l of layers) for (const k of Object.keys(t) as (keyof StorageBytes)[]) t[k] += l.bytes[k];
-  return t;
 }

@@ -30,7 +30,13 @@ export interface RtnOptions {
  * @param cols Input columns.
  * @param options Bits and group size.
  */
-export function quantizeRtnLayer(prefix: string, weight: Float32Array, rows: number, cols: number, options: RtnOptions): QuantizedLayer {
+export function quantizeRtnLayer(
+  prefix: string,
+  weight: Float32Array,
+  rows: number,
+  cols: number,
+  options: RtnOptions,
+): QuantizedLayer {
   const { bits, groupSize } = options;
   const groups = Math.ceil(cols / groupSize);
   const codes = new Uint8Array(rows * cols), out = new Float32Array(rows * cols);

@@ -7,12 +7,13 @@
  * @module
  */
 import { FormatError } from "../errors.ts";
-import { SafetensorsFile } from "../formats/safetensors.ts";
+import { FisherStatsFile } from "../calibrate/fisher_file.ts";
 import type { LayerStatistics } from "./types.ts";
+import type { Rng } from "../util/rng.ts";
 
 /** Lazy per-layer statistics. */
 export interface StatisticsSource {
-  /** Where the statistics come from, for messages. */
+  /** Source of the statistics (a path, or "memory"), for messages. */
   readonly source: string;
   /**
    * Statistics of one layer.
@@ -38,51 +39,104 @@ export class MemoryStatistics implements StatisticsSource {
 
   layer(prefix: string): Promise<LayerStatistics> {
     const s = this.#layers.get(prefix);
-    return s ? Promise.resolve(s) : Promise.reject(new FormatError("memory", `${prefix}.A`, "Missing statistics for this layer"));
+    return s ? Promise.resolve(s) : Promise.reject(
+      new FormatError("memory", `${prefix}.A`, "Missing statistics for this layer"),
+    );
   }
 
   close(): void {}
 }
 
 /**
- * Opens a statistics file written by `deno task calibrate`.
+ * Opens a statistics file written by `deno task calibrate` (read with
+ * src/calibrate/fisher_file.ts, one layer at a time).
  *
  * @param path safetensors path.
- * @throws {FormatError} When the metadata names another format.
+ * @throws {FormatError} When the file is missing or is not a version-1 statistics file.
  */
 export async function openStatistics(path: string): Promise<StatisticsSource> {
-  let file: SafetensorsFile;
+  let file: FisherStatsFile;
   try {
-    file = await SafetensorsFile.open(path);
+    file = await FisherStatsFile.open(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "Statistics file not found: run deno task calibrate first and pass its output with --fisher");
+    if (err instanceof Deno.errors.NotFound) {
+      throw new FormatError(
+        path,
+        "",
+        "Statistics file not found: run deno task calibrate first and pass its output with --fisher",
+      );
+    }
     throw err;
-  }
-  const format = file.metadata.format;
-  if (format !== undefined && format !== "rsavq-fisher") {
-    file.close();
-    throw new FormatError(path, "__metadata__.format", `Expected "rsavq-fisher", got "${format}": pass the output of deno task calibrate`);
   }
   return {
     source: path,
     close: () => file.close(),
     async layer(prefix: string, rows: number, cols: number): Promise<LayerStatistics> {
-      const read = async (suffix: string, shape: number[], required: boolean) => {
-        const name = `${prefix}.${suffix}`;
-        const info = file.tensors.get(name);
-        if (!info) {
-          if (required) throw new FormatError(path, name, "Missing tensor: the statistics do not cover this layer; rerun deno task calibrate on the same model");
-          return undefined;
-        }
-        if (info.shape.join(",") !== shape.join(",")) throw new FormatError(path, name, `Expected shape [${shape}], found [${info.shape}]: the statistics belong to another model`);
-        return await file.readF32(name);
-      };
+      const dims = file.layers.get(prefix);
+      if (!dims) {
+        throw new FormatError(
+          path,
+          `${prefix}.A`,
+          "Missing statistics for this layer: rerun deno task calibrate on the same model",
+        );
+      }
+      if (dims.inDim !== cols || dims.outDim !== rows) {
+        throw new FormatError(
+          path,
+          `${prefix}.A`,
+          `Statistics are for a ${dims.outDim}x${dims.inDim} layer but the model's is ${rows}x${cols}: they belong to another model`,
+        );
+      }
+      const layer = await file.readLayer(prefix);
       return {
-        A: (await read("A", [cols, cols], true))!,
-        gDiag: await read("G_diag", [rows], false),
-        gradMean: await read("grad_mean", [rows, cols], false),
-        fisherDiag: await read("fisher_diag", [rows, cols], false),
+        A: layer.A,
+        gDiag: layer.G_diag,
+        gradMean: layer.grad_mean,
+        fisherDiag: layer.fisher_diag,
       };
     },
   };
+}
+
+/**
+ * Builds seeded synthetic statistics for layers (tests and demos without a calibration
+ * run): A = X^T X / t from t = 2 * cols correlated random inputs, G_diag log-normal,
+ * grad_mean N(0, 0.01^2) and fisher_diag = G_rr A_jj times a random factor in [0.5, 1.5).
+ *
+ * @param layers Prefix and shape of each layer.
+ * @param rng Seeded generator.
+ */
+export function syntheticStatistics(
+  layers: { prefix: string; rows: number; cols: number }[],
+  rng: Rng,
+): MemoryStatistics {
+  const out = new Map<string, LayerStatistics>();
+  for (const { prefix, rows, cols } of layers) {
+    const t = 2 * cols;
+    const x = new Float64Array(t * cols);
+    for (let s = 0; s < t; s++) {
+      const shared = rng.normal();
+      for (let j = 0; j < cols; j++) {
+        x[s * cols + j] = rng.normal() * (0.5 + (j % 7) / 7) + 0.7 * shared;
+      }
+    }
+    const a = new Float32Array(cols * cols);
+    for (let i = 0; i < cols; i++) {
+      for (let j = i; j < cols; j++) {
+        let sum = 0;
+        for (let s = 0; s < t; s++) sum += x[s * cols + i] * x[s * cols + j];
+        a[i * cols + j] = a[j * cols + i] = sum / t;
+      }
+    }
+    const gDiag = Float32Array.from({ length: rows }, () => Math.exp(rng.normal()));
+    const gradMean = Float32Array.from({ length: rows * cols }, () => 0.01 * rng.normal());
+    const fisherDiag = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < cols; j++) {
+        fisherDiag[r * cols + j] = gDiag[r] * a[j * cols + j] * (0.5 + rng.next());
+      }
+    }
+    out.set(prefix, { A: a, gDiag, gradMean, fisherDiag });
+  }
+  return new MemoryStatistics(out);
 }

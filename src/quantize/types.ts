@@ -18,7 +18,11 @@ export type QuantMethod = "rtn" | "gptq" | "kmeans" | "vptq" | "rsavq";
 export const QUANT_METHODS: readonly QuantMethod[] = ["rtn", "gptq", "kmeans", "vptq", "rsavq"];
 
 /** Methods that need calibration statistics. */
-export const METHODS_NEEDING_STATISTICS: ReadonlySet<QuantMethod> = new Set(["gptq", "vptq", "rsavq"]);
+export const METHODS_NEEDING_STATISTICS: ReadonlySet<QuantMethod> = new Set([
+  "gptq",
+  "vptq",
+  "rsavq",
+]);
 
 /** Calibration statistics of one linear layer y = W x, W [out = m, in = n]. */
 export interface LayerStatistics {
@@ -32,7 +36,10 @@ export interface LayerStatistics {
   fisherDiag?: Float32Array;
 }
 
-/** Where the Fisher metric of rsavq comes from. */
+/** When the VQ machinery uses the GPU: by problem size, always, or never. */
+export type GpuUse = "auto" | "always" | "never";
+
+/** Source of the Fisher metric of rsavq. */
 export type FisherMetric = "kfac" | "empirical";
 
 /** Settings of the vector-quantization methods (kmeans, vptq, rsavq). */
@@ -52,9 +59,10 @@ export interface VqSettings {
   edsgMode: EdsgMode;
   /** Fisher metric of rsavq: K-FAC diagonal G_rr A_jj, or the empirical diagonal. */
   fisherMetric: FisherMetric;
-  /** Where nearest-codeword assignment during error feedback runs. */
-  assignOn: "auto" | "gpu" | "cpu";
-  /** WebGPU context for k-means and large assignments, or null for TypeScript only. */
+  /** When k-means and assignment run on the GPU: "auto" only for work large enough to
+   * outweigh a GPU round trip (milliseconds each on a software adapter). */
+  gpuUse: GpuUse;
+  /** WebGPU context, or null for TypeScript only. */
   gpu: GpuContext | null;
   /** Seeded generator (advanced by every codebook trained). */
   rng: Rng;
@@ -70,7 +78,7 @@ export interface VqGroupSpec {
   residualSize: number;
 }
 
-/** What quantizing one layer produces. */
+/** Result of quantizing one layer. */
 export interface QuantizedLayer {
   /** Metadata stored under `layers`. */
   desc: LayerDesc;
@@ -109,7 +117,7 @@ export interface VqLayerJob {
   weight: Float32Array;
   rows: number;
   cols: number;
-  /** Channel groups (one group of all rows in order unless a WCSG plan says otherwise). */
+  /** Channel groups (one group of all rows in order unless a WCSG plan specifies others). */
   groups: VqGroupSpec[];
   /** Whether the channel order is stored (plans reorder rows). */
   storeChannelOrder: boolean;

@@ -63,7 +63,11 @@ export function groupParams(values: ArrayLike<number>, bits: number): UniformGro
  * @param p Group parameters.
  * @param bits Code width.
  */
-export function quantizeValue(w: number, p: UniformGroupParams, bits: number): { code: number; value: number } {
+export function quantizeValue(
+  w: number,
+  p: UniformGroupParams,
+  bits: number,
+): { code: number; value: number } {
   const code = Math.min(2 ** bits - 1, Math.max(0, Math.round(w / p.scale + p.zero)));
   return { code, value: Math.fround(p.scale * (code - p.zero)) };
 }
@@ -93,7 +97,9 @@ export function uniformLayer(
 ): QuantizedLayer {
   const wordsPerRow = Math.ceil((cols * bits) / 32);
   const packed = new Uint32Array(rows * wordsPerRow);
-  for (let r = 0; r < rows; r++) packed.set(packIndices(codes.subarray(r * cols, (r + 1) * cols), bits), r * wordsPerRow);
+  for (let r = 0; r < rows; r++) {
+    packed.set(packIndices(codes.subarray(r * cols, (r + 1) * cols), bits), r * wordsPerRow);
+  }
   const groups = Math.ceil(cols / groupSize);
   return {
     desc: { kind: "uniform", rows, cols, bits, groupSize },

@@ -1,8 +1,8 @@
 /**
- * The `vptq` method, after VPTQ (Liu et al., 2024): codebooks from k-means weighted by the
- * Hessian diagonal A_jj, codeword assignment under the same weights, and GPTQ-style error
- * feedback over column blocks of the vector length through the Cholesky factor of the
- * damped inverse of A.
+ * The `vptq` method, after VPTQ (Liu et al., 2024). Codebooks come from k-means weighted
+ * by the Hessian diagonal A_jj, and codewords are assigned under the same weights. Errors
+ * are fed back over column blocks of the vector length through the Cholesky factor of
+ * the damped inverse of A, as in GPTQ.
  *
  * @module
  */
@@ -17,10 +17,19 @@ import type { QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
  * @param settings VQ settings (lambda and the Fisher metric are ignored).
  * @throws {UsageError} Without statistics.
  */
-export function quantizeVptqLayer(job: VqLayerJob, settings: VqSettings): Promise<QuantizedLayer> {
-  if (!job.stats) throw new UsageError(`vptq needs calibration statistics for ${job.prefix}: run deno task calibrate and pass --fisher`);
+export async function quantizeVptqLayer(
+  job: VqLayerJob,
+  settings: VqSettings,
+): Promise<QuantizedLayer> {
+  if (!job.stats) {
+    throw new UsageError(
+      `vptq needs calibration statistics for ${job.prefix}: run deno task calibrate and pass --fisher`,
+    );
+  }
   const { rows, cols } = job, a = job.stats.A;
   const metric = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) metric[r * cols + j] = a[j * cols + j];
-  return quantizeVqLayer({ ...job, metric, hessian: a, direction: null }, settings);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) metric[r * cols + j] = a[j * cols + j];
+  }
+  return await quantizeVqLayer({ ...job, metric, hessian: a, direction: null }, settings);
 }

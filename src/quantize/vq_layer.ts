@@ -18,13 +18,26 @@ import { ShapeError } from "../errors.ts";
 import { indexBits, vqLayerBytes } from "./bpw.ts";
 import { normalizeDirection } from "./edsg.ts";
 import { weightedKmeans } from "./kmeans.ts";
-import { dampHessian, invertUpperBlock, upperCholeskyOfInverse } from "./linalg.ts";
-import { type NearestJob, nearestCodewordsCpu, nearestCodewordsGpu, type NearestResult } from "./nearest.ts";
+import { dampHessian, upperCholeskyOfInverse } from "./linalg.ts";
+import { edsgGuide, feedBack, gatherVectors, gatherWeights } from "./vq_blocks.ts";
+import {
+  nearestCodewordsCpu,
+  nearestCodewordsGpu,
+  type NearestJob,
+  type NearestResult,
+} from "./nearest.ts";
 import type { QuantizedLayer, VqGroupSpec, VqSettings } from "./types.ts";
 import { roundF16 } from "./uniform.ts";
 
-/** Multiply-adds above which "auto" assignment moves to the GPU (below, a round trip costs more). */
-const GPU_ASSIGN_WORK = 1 << 24;
+/** Multiply-adds per pass above which "auto" moves k-means and assignment to the GPU; below
+ * it, TypeScript finishes before one GPU round trip would. */
+const GPU_WORK = 1 << 24;
+
+/** Returns the GPU context to use for `work` multiply-adds, or null for TypeScript. */
+function deviceFor(settings: VqSettings, work: number) {
+  if (!settings.gpu || settings.gpuUse === "never") return null;
+  return settings.gpuUse === "always" || work >= GPU_WORK ? settings.gpu : null;
+}
 
 /** One layer to vector-quantize. */
 export interface VqLayerInput {
@@ -76,7 +89,10 @@ interface GroupState {
  * @param settings Vector length, k-means, EDSG and device settings.
  * @returns Layer metadata, tensors, dequantized weights and stored bytes.
  */
-export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings): Promise<QuantizedLayer> {
+export async function quantizeVqLayer(
+  input: VqLayerInput,
+  settings: VqSettings,
+): Promise<QuantizedLayer> {
   const { prefix, weight, rows, cols, groups } = input;
   const v = settings.vectorLength, perRow = Math.ceil(cols / v), padded = perRow * v;
   checkGroups(input);
@@ -89,15 +105,24 @@ export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings)
     let mean = 0;
     for (const m of metric) mean += Math.max(0, m) / metric.length;
     const scaled = new Float32Array(metric.length);
-    for (let i = 0; i < metric.length; i++) scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
+    for (let i = 0; i < metric.length; i++) {
+      scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
+    }
     metric = scaled;
   }
   const weights = new Float32Array(rows * padded);
   for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
+    for (let j = 0; j < cols; j++) {
+      weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
+    }
   }
   const direction = input.direction && settings.edsgMode !== "none"
-    ? normalizeDirection(input.direction, metric ?? new Float32Array(rows * cols).fill(1), rows, cols)
+    ? normalizeDirection(
+      input.direction,
+      metric ?? new Float32Array(rows * cols).fill(1),
+      rows,
+      cols,
+    )
     : null;
 
   // Train each group's codebooks on its initial normalized vectors.
@@ -107,14 +132,23 @@ export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings)
     const w = gatherWeights(weights, spec.rows, padded, 0, padded);
     const codebooks = [await trainCodebook(points, w, spec.codebookSize, settings)];
     if (spec.residualSize > 0) {
-      const [first] = await assign([{ vectorLength: v, points, weights: w, codebook: codebooks[0] }], settings);
+      const [first] = await assign([{
+        vectorLength: v,
+        points,
+        weights: w,
+        codebook: codebooks[0],
+      }], settings);
       const residual = points.slice();
       for (let i = 0; i < first.index.length; i++) {
         for (let d = 0; d < v; d++) residual[i * v + d] -= codebooks[0][first.index[i] * v + d];
       }
       codebooks.push(await trainCodebook(residual, w, spec.residualSize, settings));
     }
-    states.push({ spec, codebooks, indices: codebooks.map(() => new Uint32Array(spec.rows.length * perRow)) });
+    states.push({
+      spec,
+      codebooks,
+      indices: codebooks.map(() => new Uint32Array(spec.rows.length * perRow)),
+    });
   }
 
   // Assign column block by column block, feeding errors forward when a Hessian is given.
@@ -137,12 +171,31 @@ export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings)
       const jobs: NearestJob[] = active.map((s) => {
         const points = gatherVectors(target, scales, s.spec.rows, cols, v, q0, q1);
         for (let i = 0; i < s.spec.rows.length; i++) {
-          const c = chosen.subarray(s.spec.rows[i] * (q1 - q0) * v, (s.spec.rows[i] + 1) * (q1 - q0) * v);
+          const c = chosen.subarray(
+            s.spec.rows[i] * (q1 - q0) * v,
+            (s.spec.rows[i] + 1) * (q1 - q0) * v,
+          );
           for (let d = 0; d < c.length; d++) points[i * c.length + d] -= c[d];
         }
-        const job: NearestJob = { vectorLength: v, points, weights: gatherWeights(weights, s.spec.rows, padded, q0 * v, q1 * v), codebook: s.codebooks[stage] };
+        const job: NearestJob = {
+          vectorLength: v,
+          points,
+          weights: gatherWeights(weights, s.spec.rows, padded, q0 * v, q1 * v),
+          codebook: s.codebooks[stage],
+        };
         if (direction) {
-          job.guide = edsgGuide(s.spec.rows, target, weight, direction, scales, running, cols, v, q0, q1);
+          job.guide = edsgGuide(
+            s.spec.rows,
+            target,
+            weight,
+            direction,
+            scales,
+            running,
+            cols,
+            v,
+            q0,
+            q1,
+          );
           job.mode = settings.edsgMode;
           job.lambda = settings.lambda;
         }
@@ -156,7 +209,11 @@ export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings)
           for (let q = 0; q < span; q++) {
             const k = index[i * span + q];
             s.indices[stage][i * perRow + q0 + q] = k;
-            for (let d = 0; d < v; d++) chosen[(row * span + q) * v + d] = Math.fround(chosen[(row * span + q) * v + d] + codebook[k * v + d]);
+            for (let d = 0; d < v; d++) {
+              chosen[(row * span + q) * v + d] = Math.fround(
+                chosen[(row * span + q) * v + d] + codebook[k * v + d],
+              );
+            }
           }
         }
       });
@@ -165,7 +222,9 @@ export async function quantizeVqLayer(input: VqLayerInput, settings: VqSettings)
     for (let r = 0; r < rows; r++) {
       for (let j = j0; j < j1; j++) {
         out[r * cols + j] = Math.fround(scales[r] * chosen[(r * (q1 - q0)) * v + j - j0]);
-        if (direction) running[r] += (out[r * cols + j] - weight[r * cols + j]) * direction[r * cols + j];
+        if (direction) {
+          running[r] += (out[r * cols + j] - weight[r * cols + j]) * direction[r * cols + j];
+        }
       }
     }
     if (u) feedBack(target, out, u, rows, cols, j0, j1);
@@ -178,79 +237,40 @@ function checkGroups(input: VqLayerInput): void {
   let position = 0, natural = true;
   for (const g of input.groups) {
     for (const r of g.rows) {
-      if (r >= input.rows || seen[r]) throw new ShapeError(`${input.prefix}: channel groups must list every row 0..${input.rows - 1} exactly once; row ${r} is repeated or out of range`);
+      if (r >= input.rows || seen[r]) {
+        throw new ShapeError(
+          `${input.prefix}: channel groups must list every row 0..${
+            input.rows - 1
+          } exactly once; row ${r} is repeated or out of range`,
+        );
+      }
       seen[r] = 1;
       if (r !== position++) natural = false;
     }
   }
-  if (position !== input.rows) throw new ShapeError(`${input.prefix}: channel groups cover ${position} of ${input.rows} rows`);
-  if (!natural && !input.storeChannelOrder) throw new ShapeError(`${input.prefix}: groups reorder rows, so the channel order must be stored`);
-}
-
-/** Normalized vectors q0..q1 of the listed rows, [rows.length, q1 - q0, v], zero padded. */
-function gatherVectors(w: ArrayLike<number>, scales: Float32Array, rows: Uint32Array, cols: number, v: number, q0: number, q1: number): Float32Array {
-  const span = (q1 - q0) * v, out = new Float32Array(rows.length * span);
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i], inv = 1 / scales[r];
-    for (let j = q0 * v; j < Math.min(cols, q1 * v); j++) out[i * span + j - q0 * v] = w[r * cols + j] * inv;
+  if (position !== input.rows) {
+    throw new ShapeError(`${input.prefix}: channel groups cover ${position} of ${input.rows} rows`);
   }
-  return out;
-}
-
-/** Metric weights of columns j0..j1 of the listed rows. */
-function gatherWeights(weights: Float32Array, rows: Uint32Array, padded: number, j0: number, j1: number): Float32Array {
-  const out = new Float32Array(rows.length * (j1 - j0));
-  for (let i = 0; i < rows.length; i++) out.set(weights.subarray(rows[i] * padded + j0, rows[i] * padded + j1), i * (j1 - j0));
-  return out;
-}
-
-/**
- * EDSG guide [rows.length, v + 1] of one column block: s_r N_rj per element, then the
- * running sum of E_rj N_rj over assigned columns plus the error feedback has already put
- * into this block ((W' - W) N), so the kernel's (s + e . n) is the row's whole projection.
- */
-function edsgGuide(rows: Uint32Array, target: Float64Array, weight: Float32Array, direction: Float32Array, scales: Float32Array, running: Float64Array, cols: number, v: number, q0: number, q1: number): Float32Array {
-  if (q1 - q0 !== 1) throw new ShapeError("EDSG guides are built one column block at a time");
-  const out = new Float32Array(rows.length * (v + 1));
-  for (let i = 0; i < rows.length; i++) {
-    const r = rows[i];
-    let s = running[r];
-    for (let d = 0; d < v && q0 * v + d < cols; d++) {
-      const j = r * cols + q0 * v + d;
-      out[i * (v + 1) + d] = scales[r] * direction[j];
-      s += (target[j] - weight[j]) * direction[j];
-    }
-    out[i * (v + 1) + v] = s;
-  }
-  return out;
-}
-
-/** W'[:, j1:] -= (W'[:, j0:j1] - Q[:, j0:j1]) U_bb^{-1} U[j0:j1, j1:] (block OBS update). */
-function feedBack(target: Float64Array, out: Float32Array, u: Float64Array, rows: number, cols: number, j0: number, j1: number): void {
-  const bw = j1 - j0, binv = invertUpperBlock(u, cols, j0, j1), e = new Float64Array(bw), d = new Float64Array(bw);
-  for (let r = 0; r < rows; r++) {
-    for (let a = 0; a < bw; a++) e[a] = target[r * cols + j0 + a] - out[r * cols + j0 + a];
-    for (let b = 0; b < bw; b++) {
-      let s = 0;
-      for (let a = 0; a <= b; a++) s += e[a] * binv[a * bw + b];
-      d[b] = s;
-    }
-    for (let b = 0; b < bw; b++) {
-      if (d[b] === 0) continue;
-      const urow = (j0 + b) * cols;
-      for (let k = j1; k < cols; k++) target[r * cols + k] -= d[b] * u[urow + k];
-    }
+  if (!natural && !input.storeChannelOrder) {
+    throw new ShapeError(
+      `${input.prefix}: groups reorder rows, so the channel order must be stored`,
+    );
   }
 }
 
-async function trainCodebook(points: Float32Array, weights: Float32Array, k: number, settings: VqSettings): Promise<Float32Array> {
+async function trainCodebook(
+  points: Float32Array,
+  weights: Float32Array,
+  k: number,
+  settings: VqSettings,
+): Promise<Float32Array> {
   const { codebook } = await weightedKmeans(points, weights, {
     k,
     vectorLength: settings.vectorLength,
     iterations: settings.iterations,
     seedRounds: settings.seedRounds,
     rng: settings.rng,
-    gpu: settings.gpu,
+    gpu: deviceFor(settings, points.length * k),
   });
   return codebook.map(roundF16);
 }
@@ -258,13 +278,21 @@ async function trainCodebook(points: Float32Array, weights: Float32Array, k: num
 async function assign(jobs: NearestJob[], settings: VqSettings): Promise<NearestResult[]> {
   let work = 0;
   for (const j of jobs) work += j.points.length * (j.codebook.length / j.vectorLength);
-  const gpu = settings.gpu && (settings.assignOn === "gpu" || (settings.assignOn === "auto" && work >= GPU_ASSIGN_WORK));
-  return gpu ? await nearestCodewordsGpu(settings.gpu!, jobs) : jobs.map((j) => nearestCodewordsCpu(j));
+  const gpu = deviceFor(settings, work);
+  return gpu ? await nearestCodewordsGpu(gpu, jobs) : jobs.map((j) => nearestCodewordsCpu(j));
 }
 
-function assemble(input: VqLayerInput, settings: VqSettings, states: GroupState[], scales: Float32Array, out: Float32Array): QuantizedLayer {
+function assemble(
+  input: VqLayerInput,
+  settings: VqSettings,
+  states: GroupState[],
+  scales: Float32Array,
+  out: Float32Array,
+): QuantizedLayer {
   const { prefix, rows, cols } = input, v = settings.vectorLength;
-  const tensors: Record<string, TensorToWrite> = { [`${prefix}.scales`]: f16Tensor(scales, [rows]) };
+  const tensors: Record<string, TensorToWrite> = {
+    [`${prefix}.scales`]: f16Tensor(scales, [rows]),
+  };
   if (input.storeChannelOrder) {
     const order = new Uint32Array(rows);
     let p = 0;
@@ -277,7 +305,10 @@ function assemble(input: VqLayerInput, settings: VqSettings, states: GroupState[
     const end = start + s.spec.rows.length;
     const stages = s.codebooks.map((codebook, stage) => {
       const k = codebook.length / v, words = packIndices(s.indices[stage], indexBits(k));
-      const names = { codebook: `${prefix}.codebook.g${g}.s${stage}`, indices: `${prefix}.indices.g${g}.s${stage}` };
+      const names = {
+        codebook: `${prefix}.codebook.g${g}.s${stage}`,
+        indices: `${prefix}.indices.g${g}.s${stage}`,
+      };
       tensors[names.indices] = u32Tensor(words, [words.length]);
       tensors[names.codebook] = f16Tensor(codebook, [k, v]);
       return { ...names, size: k };
@@ -289,9 +320,25 @@ function assemble(input: VqLayerInput, settings: VqSettings, states: GroupState[
     rows,
     cols,
     vectorLength: v,
-    groups: states.map((s) => ({ rows: s.spec.rows.length, codebookSize: s.spec.codebookSize, residualCodebookSize: s.spec.residualSize })),
+    groups: states.map((s) => ({
+      rows: s.spec.rows.length,
+      codebookSize: s.spec.codebookSize,
+      residualCodebookSize: s.spec.residualSize,
+    })),
     scales: true,
     permutation: input.storeChannelOrder,
   });
-  return { desc: { kind: "vq", rows, cols, vectorLength: v, channelOrder: input.storeChannelOrder, groups }, tensors, dequantized: out, bytes };
+  return {
+    desc: {
+      kind: "vq",
+      rows,
+      cols,
+      vectorLength: v,
+      channelOrder: input.storeChannelOrder,
+      groups,
+    },
+    tensors,
+    dequantized: out,
+    bytes,
+  };
 }

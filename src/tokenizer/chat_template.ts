@@ -29,7 +29,7 @@ export interface ChatRenderOptions {
   eosToken?: string;
   /** Further template variables (for example `tools`). */
   extra?: Record<string, unknown>;
-  /** Where the template came from, named in errors. Default "chat template". */
+  /** Source of the template (a file name), used in errors. Default "chat template". */
   source?: string;
 }
 

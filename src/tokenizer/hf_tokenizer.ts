@@ -4,7 +4,7 @@
  * byte-level and Metaspace pre-tokenizers, added special tokens).
  *
  * BOS is never added by the tokenizer.json post-processor here: `encode` runs with
- * `add_special_tokens: false` and prepends `bosId` only when the caller asks, so every
+ * `add_special_tokens: false` and prepends `bosId` only on request, so every
  * tokenizer of the toolkit behaves the same way.
  *
  * @module
@@ -47,7 +47,11 @@ export class HfTokenizer implements Tokenizer {
   readonly eosToken: string;
   #lib: LibTokenizer;
 
-  private constructor(lib: LibTokenizer, config: Record<string, unknown>, defaults: HfTokenizerDefaults) {
+  private constructor(
+    lib: LibTokenizer,
+    config: Record<string, unknown>,
+    defaults: HfTokenizerDefaults,
+  ) {
     this.#lib = lib;
     let maxId = -1;
     for (const id of lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
@@ -79,7 +83,11 @@ export class HfTokenizer implements Tokenizer {
     try {
       lib = new LibTokenizer(json, tokenizerConfig);
     } catch (err) {
-      throw new FormatError(source, "", `Unsupported or invalid tokenizer description: ${(err as Error).message}`);
+      throw new FormatError(
+        source,
+        "",
+        `Unsupported or invalid tokenizer description: ${(err as Error).message}`,
+      );
     }
     return new HfTokenizer(lib, tokenizerConfig, defaults);
   }
@@ -92,12 +100,20 @@ export class HfTokenizer implements Tokenizer {
    * @returns The tokenizer, or null when the directory has no tokenizer.json.
    * @throws {FormatError} When a file is not valid JSON or not a supported tokenizer.
    */
-  static async fromDirectory(dir: string, defaults: HfTokenizerDefaults = {}): Promise<HfTokenizer | null> {
+  static async fromDirectory(
+    dir: string,
+    defaults: HfTokenizerDefaults = {},
+  ): Promise<HfTokenizer | null> {
     const jsonPath = join(dir, "tokenizer.json");
     const tokenizerJson = await readJsonIfPresent(jsonPath);
     if (tokenizerJson === undefined) return null;
     const config = await readJsonIfPresent(join(dir, "tokenizer_config.json")) ?? {};
-    return HfTokenizer.fromJson(tokenizerJson, config as Record<string, unknown>, jsonPath, defaults);
+    return HfTokenizer.fromJson(
+      tokenizerJson,
+      config as Record<string, unknown>,
+      jsonPath,
+      defaults,
+    );
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
@@ -108,7 +124,10 @@ export class HfTokenizer implements Tokenizer {
   decode(ids: readonly number[]): string {
     // The package rejects an empty list, so handle it here.
     if (ids.length === 0) return "";
-    return this.#lib.decode([...ids], { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+    return this.#lib.decode([...ids], {
+      skip_special_tokens: true,
+      clean_up_tokenization_spaces: false,
+    });
   }
 
   /**
@@ -124,7 +143,10 @@ export class HfTokenizer implements Tokenizer {
 /** Reads a special token given as a string or as an AddedToken object `{content}`. */
 function specialTokenText(value: unknown): string {
   if (typeof value === "string") return value;
-  if (value && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") {
+  if (
+    value && typeof value === "object" &&
+    typeof (value as { content?: unknown }).content === "string"
+  ) {
     return (value as { content: string }).content;
   }
   return "";

@@ -1,8 +1,8 @@
 /**
  * llama2.c `tokenizer.bin` reader. Layout (little-endian): i32 max_token_length, then for
  * each token: f32 score, i32 byte length, UTF-8 bytes. The file does not store the
- * vocabulary size; it is the number of entries up to the end of the file, and callers that
- * know the model's vocabulary size pass it to have it checked.
+ * vocabulary size, so it is the number of entries up to the end of the file. Callers that
+ * know the model's vocabulary size pass it to have the count checked.
  *
  * Encoding follows run.c: a leading space, score-merge BPE over characters, byte fallback
  * to `<0xXX>` pieces. Pieces store spaces as " " (llama2.c's export replaces "\u2581").
@@ -13,7 +13,7 @@
 import { FormatError } from "../errors.ts";
 import { ScoreBpeTokenizer } from "./score_bpe.ts";
 
-/** Longest piece accepted in bytes (llama2.c vocabularies stay under 64). */
+/** Maximum piece length in bytes (llama2.c vocabularies stay under 64). */
 const MAX_PIECE_BYTES = 1 << 16;
 /** Most tokens accepted. */
 const MAX_TOKENS = 1 << 22;
@@ -36,12 +36,26 @@ export interface Llama2cVocab {
  * @param vocabSize Expected number of tokens, when known.
  * @throws {FormatError} On a truncated entry, an invalid length or a count mismatch.
  */
-export function parseLlama2cTokenizer(bytes: Uint8Array, path: string, vocabSize?: number): Llama2cVocab {
+export function parseLlama2cTokenizer(
+  bytes: Uint8Array,
+  path: string,
+  vocabSize?: number,
+): Llama2cVocab {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.length < 4) throw new FormatError(path, "max_token_length", `File is ${bytes.length} bytes, too short for the header`);
+  if (bytes.length < 4) {
+    throw new FormatError(
+      path,
+      "max_token_length",
+      `File is ${bytes.length} bytes, too short for the header`,
+    );
+  }
   const maxTokenLength = view.getInt32(0, true);
   if (maxTokenLength <= 0 || maxTokenLength > MAX_PIECE_BYTES) {
-    throw new FormatError(path, "max_token_length", `Invalid value ${maxTokenLength}: expected 1 to ${MAX_PIECE_BYTES}; is this a llama2.c tokenizer.bin?`);
+    throw new FormatError(
+      path,
+      "max_token_length",
+      `Invalid value ${maxTokenLength}: expected 1 to ${MAX_PIECE_BYTES}; is this a llama2.c tokenizer.bin?`,
+    );
   }
   const pieces: string[] = [];
   const scores: number[] = [];
@@ -49,14 +63,30 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, path: string, vocabSize
   let pos = 4;
   while (pos < bytes.length && pieces.length < MAX_TOKENS) {
     const id = pieces.length;
-    if (pos + 8 > bytes.length) throw new FormatError(path, `token ${id}`, "Unexpected end of file inside the score and length: the file is truncated");
+    if (pos + 8 > bytes.length) {
+      throw new FormatError(
+        path,
+        `token ${id}`,
+        "Unexpected end of file inside the score and length: the file is truncated",
+      );
+    }
     const score = view.getFloat32(pos, true);
     const length = view.getInt32(pos + 4, true);
     pos += 8;
     if (length < 0 || length > maxTokenLength) {
-      throw new FormatError(path, `token ${id}`, `Invalid length ${length}: expected 0 to max_token_length ${maxTokenLength}`);
+      throw new FormatError(
+        path,
+        `token ${id}`,
+        `Invalid length ${length}: expected 0 to max_token_length ${maxTokenLength}`,
+      );
     }
-    if (pos + length > bytes.length) throw new FormatError(path, `token ${id}`, "Unexpected end of file inside the piece: the file is truncated");
+    if (pos + length > bytes.length) {
+      throw new FormatError(
+        path,
+        `token ${id}`,
+        "Unexpected end of file inside the piece: the file is truncated",
+      );
+    }
     if (!Number.isFinite(score)) throw new FormatError(path, `token ${id}`, `Score is ${score}`);
     pieces.push(decoder.decode(bytes.subarray(pos, pos + length)));
     scores.push(score);
@@ -64,7 +94,11 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, path: string, vocabSize
   }
   if (pos < bytes.length) throw new FormatError(path, "", `More than ${MAX_TOKENS} tokens`);
   if (vocabSize !== undefined && pieces.length !== vocabSize) {
-    throw new FormatError(path, "vocab_size", `File has ${pieces.length} tokens but the model's vocabulary has ${vocabSize}: use the tokenizer trained with this model`);
+    throw new FormatError(
+      path,
+      "vocab_size",
+      `File has ${pieces.length} tokens but the model's vocabulary has ${vocabSize}: use the tokenizer trained with this model`,
+    );
   }
   return { maxTokenLength, pieces, scores: new Float32Array(scores) };
 }
@@ -81,7 +115,10 @@ export function parseLlama2cTokenizer(bytes: Uint8Array, path: string, vocabSize
  * @param options `vocabSize` checks the token count against the model's.
  * @throws {FormatError} When the file is malformed.
  */
-export async function loadLlama2cTokenizer(path: string, options: { vocabSize?: number } = {}): Promise<ScoreBpeTokenizer> {
+export async function loadLlama2cTokenizer(
+  path: string,
+  options: { vocabSize?: number } = {},
+): Promise<ScoreBpeTokenizer> {
   const vocab = parseLlama2cTokenizer(await Deno.readFile(path), path, options.vocabSize);
   return llama2cTokenizer(vocab);
 }
@@ -92,7 +129,13 @@ export async function loadLlama2cTokenizer(path: string, options: { vocabSize?: 
  * @param vocab Parsed tokenizer.bin.
  */
 export function llama2cTokenizer(vocab: Llama2cVocab): ScoreBpeTokenizer {
-  return new ScoreBpeTokenizer({ pieces: vocab.pieces, scores: vocab.scores, spaceSymbol: " ", bosId: 1, eosIds: [2] });
+  return new ScoreBpeTokenizer({
+    pieces: vocab.pieces,
+    scores: vocab.scores,
+    spaceSymbol: " ",
+    bosId: 1,
+    eosIds: [2],
+  });
 }
 
 /**
@@ -102,7 +145,10 @@ export function llama2cTokenizer(vocab: Llama2cVocab): ScoreBpeTokenizer {
  * @param scores Merge score of each id.
  * @returns File bytes.
  */
-export function encodeLlama2cTokenizer(pieces: readonly string[], scores: ArrayLike<number>): Uint8Array {
+export function encodeLlama2cTokenizer(
+  pieces: readonly string[],
+  scores: ArrayLike<number>,
+): Uint8Array {
   const encoded = pieces.map((p) => new TextEncoder().encode(p));
   const maxLength = Math.max(1, ...encoded.map((e) => e.length));
   const out = new Uint8Array(4 + encoded.reduce((sum, e) => sum + 8 + e.length, 0));

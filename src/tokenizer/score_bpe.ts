@@ -1,8 +1,8 @@
 /**
  * SentencePiece-style BPE driven by piece scores, as llama2.c's `run.c` and llama.cpp's
- * SPM tokenizer encode: the text (with a leading space prepended) is split into Unicode
- * characters, then the adjacent pair whose concatenation is a vocabulary piece with the
- * highest score is merged, leftmost first on ties, until no pair is in the vocabulary.
+ * SPM tokenizer encode. The text, with a leading space prepended, is split into Unicode
+ * characters. Then the adjacent pair whose concatenation is the vocabulary piece with the
+ * highest score is merged (leftmost first on ties), until no pair is in the vocabulary.
  * Symbols left outside the vocabulary fall back to their UTF-8 bytes as `<0xXX>` pieces.
  *
  * @module
@@ -23,6 +23,8 @@ export interface ScoreBpeOptions {
   eosIds?: readonly number[];
   /** Ids never produced by encoding and dropped by decoding (control tokens). */
   controlIds?: Iterable<number>;
+  /** Ids whose piece text is matched verbatim in the input and encoded as that one id. */
+  specialIds?: Iterable<number>;
   /** Id for a byte without a `<0xXX>` piece. Default 0. */
   unkId?: number;
   /** Prepend a space to the text, as SentencePiece's add_dummy_prefix does. Default true. */
@@ -61,6 +63,9 @@ export class ScoreBpeTokenizer implements Tokenizer {
   #byteIds = new Int32Array(256).fill(-1);
   #byteOfId = new Map<number, number>();
   #hidden: Set<number>;
+  /** Matches any special piece, longest first; null when there are none. */
+  #specialPattern: RegExp | null;
+  #specialIds = new Map<string, number>();
   #space: string;
   #unk: number;
   #prefix: boolean;
@@ -91,12 +96,41 @@ export class ScoreBpeTokenizer implements Tokenizer {
         this.#ids.set(piece, id);
       }
     });
+    for (const id of options.specialIds ?? []) {
+      const piece = options.pieces[id];
+      if (piece) this.#specialIds.set(piece, id);
+    }
+    const specials = [...this.#specialIds.keys()].sort((a, b) => b.length - a.length);
+    this.#specialPattern = specials.length
+      ? new RegExp(specials.map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|"), "g")
+      : null;
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
     const out: number[] = options.addBos && this.bosId !== undefined ? [this.bosId] : [];
-    if (text.length === 0) return out;
-    const spaced = (this.#prefix ? " " + text : text).replaceAll(" ", this.#space);
+    if (!this.#specialPattern) {
+      this.#encodeText(text, this.#prefix, out);
+      return out;
+    }
+    // Special pieces become their ids. As in llama.cpp, the space prefix goes on the
+    // text at the start and on text right after a special piece.
+    let start = 0, afterSpecial = true;
+    for (const match of text.matchAll(this.#specialPattern)) {
+      if (match.index > start) {
+        this.#encodeText(text.slice(start, match.index), this.#prefix && afterSpecial, out);
+      }
+      out.push(this.#specialIds.get(match[0])!);
+      start = match.index + match[0].length;
+      afterSpecial = true;
+    }
+    if (start < text.length) this.#encodeText(text.slice(start), this.#prefix && afterSpecial, out);
+    return out;
+  }
+
+  /** Encodes text without special pieces, appending the ids to `out`. */
+  #encodeText(text: string, addPrefix: boolean, out: number[]): void {
+    if (text.length === 0) return;
+    const spaced = (addPrefix ? " " + text : text).replaceAll(" ", this.#space);
     const symbols = this.#merge(Array.from(spaced));
     const encoder = new TextEncoder();
     for (const symbol of symbols) {
@@ -105,9 +139,10 @@ export class ScoreBpeTokenizer implements Tokenizer {
         out.push(id);
         continue;
       }
-      for (const byte of encoder.encode(symbol)) out.push(this.#byteIds[byte] >= 0 ? this.#byteIds[byte] : this.#unk);
+      for (const byte of encoder.encode(symbol)) {
+        out.push(this.#byteIds[byte] >= 0 ? this.#byteIds[byte] : this.#unk);
+      }
     }
-    return out;
   }
 
   decode(ids: readonly number[]): string {
@@ -121,7 +156,9 @@ export class ScoreBpeTokenizer implements Tokenizer {
         continue;
       }
       const piece = this.#pieces[id];
-      if (piece === undefined) throw new RangeError(`Token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+      if (piece === undefined) {
+        throw new RangeError(`Token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+      }
       for (const b of encoder.encode(piece.replaceAll(this.#space, " "))) bytes.push(b);
     }
     const text = new TextDecoder().decode(new Uint8Array(bytes));
@@ -140,13 +177,20 @@ export class ScoreBpeTokenizer implements Tokenizer {
       if (left < 0 || right < 0) return;
       const id = this.#ids.get(text[left] + text[right]);
       if (id === undefined) return;
-      heapPush(heap, { left, right, score: this.#scores[id], length: text[left].length + text[right].length });
+      heapPush(heap, {
+        left,
+        right,
+        score: this.#scores[id],
+        length: text[left].length + text[right].length,
+      });
     };
     for (let i = 0; i + 1 < chars.length; i++) consider(i, i + 1);
     while (heap.length > 0) {
       const c = heapPop(heap);
       // Skip candidates whose symbols changed since they were queued.
-      if (next[c.left] !== c.right || text[c.left].length + text[c.right].length !== c.length) continue;
+      if (next[c.left] !== c.right || text[c.left].length + text[c.right].length !== c.length) {
+        continue;
+      }
       text[c.left] += text[c.right];
       text[c.right] = "";
       next[c.left] = next[c.right];

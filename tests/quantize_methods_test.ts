@@ -1,0 +1,110 @@
+import assert from "node:assert/strict";
+import { loadModel } from "../src/model/load.ts";
+import { linearPrefixes, quantizeModel } from "../src/quantize/quantize_model.ts";
+import { syntheticStatistics } from "../src/quantize/statistics.ts";
+import { QUANT_METHODS } from "../src/quantize/types.ts";
+import { quantizeRtnLayer } from "../src/quantize/rtn.ts";
+import { quantizeGptqLayer } from "../src/quantize/gptq.ts";
+import { Rng } from "../src/util/rng.ts";
+import { STORIES_260K } from "./_helpers.ts";
+
+async function storiesWithStats() {
+  const model = await loadModel(STORIES_260K);
+  const layers = linearPrefixes(model).map((prefix) => {
+    const [rows, cols] = model.weights.shape(`${prefix}.weight`);
+    return { prefix, rows, cols };
+  });
+  return { model, stats: syntheticStatistics(layers, new Rng(1)) };
+}
+
+Deno.test("quantizeModel runs every method on all stories260K layers within the target bpw", async () => {
+  const { model, stats } = await storiesWithStats();
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const method of QUANT_METHODS) {
+      for (const bits of [2, 3]) {
+        const out = `${dir}/${method}-${bits}.safetensors`;
+        const result = await quantizeModel(model, stats, {
+          method,
+          bits,
+          out,
+          quiet: true,
+          gpu: null,
+          iterations: 4,
+        });
+        assert.equal(result.layers.length, 35, method);
+        assert.ok(result.bpw <= bits, `${method} at ${bits}: ${result.bpw} bpw`);
+        for (const layer of result.layers) {
+          assert.ok(layer.bpw <= bits, `${method} ${layer.prefix}: ${layer.bpw} bpw`);
+          assert.ok(
+            layer.relativeError > 0 && layer.relativeError < 1,
+            `${method} ${layer.prefix}: relative error ${layer.relativeError}`,
+          );
+        }
+        const reloaded = await loadModel(out);
+        assert.equal(reloaded.format, "quantized");
+        assert.deepEqual(reloaded.config, model.config);
+        reloaded.weights.close();
+      }
+    }
+  } finally {
+    model.weights.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("quantizeModel rejects gptq, vptq and rsavq without statistics, naming deno task calibrate", async () => {
+  const model = await loadModel(STORIES_260K);
+  try {
+    for (const method of ["gptq", "vptq", "rsavq"] as const) {
+      await assert.rejects(
+        () =>
+          quantizeModel(model, null, {
+            method,
+            bits: 3,
+            out: "/nonexistent/x.safetensors",
+            quiet: true,
+          }),
+        /deno task calibrate/,
+      );
+    }
+  } finally {
+    model.weights.close();
+  }
+});
+
+Deno.test("quantizeGptqLayer equals RTN when A is diagonal and beats it in output error otherwise", async () => {
+  const { model, stats } = await storiesWithStats();
+  try {
+    const prefix = "model.layers.1.mlp.down_proj";
+    const [rows, cols] = model.weights.shape(`${prefix}.weight`);
+    const w = await model.weights.read(`${prefix}.weight`);
+    const options = { bits: 3, groupSize: 64, damp: 0.01 };
+    const identity = new Float32Array(cols * cols);
+    for (let j = 0; j < cols; j++) identity[j * cols + j] = 1 + (j % 3);
+    const rtn = quantizeRtnLayer(prefix, w, rows, cols, options);
+    assert.deepEqual(
+      quantizeGptqLayer(prefix, w, rows, cols, identity, options).dequantized,
+      rtn.dequantized,
+    );
+    const a = (await stats.layer(prefix)).A;
+    const outputError = (q: Float32Array) => {
+      let total = 0;
+      for (let r = 0; r < rows; r++) {
+        for (let i = 0; i < cols; i++) {
+          let s = 0;
+          for (let j = 0; j < cols; j++) s += a[i * cols + j] * (q[r * cols + j] - w[r * cols + j]);
+          total += (q[r * cols + i] - w[r * cols + i]) * s;
+        }
+      }
+      return total;
+    };
+    const gptq = quantizeGptqLayer(prefix, w, rows, cols, a, options);
+    assert.ok(
+      outputError(gptq.dequantized) < 0.8 * outputError(rtn.dequantized),
+      `GPTQ ${outputError(gptq.dequantized)} vs RTN ${outputError(rtn.dequantized)}`,
+    );
+  } finally {
+    model.weights.close();
+  }
+});
