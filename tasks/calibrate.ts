@@ -43,6 +43,8 @@ Options:
   --out FILE           Output statistics file (.safetensors)
   --resume             Continue an interrupted run from FILE.partial
   --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)
+  --sample-engine E    Engine that samples --sample-tokens: ${ENGINES.join(" | ")} (default: --engine);
+                       sampling decodes one token per step, so the reference is faster for tiny models
   --checkpoint-seconds S  Seconds between checkpoints to FILE.partial (default 60)
   --quiet              No progress on stderr
   --help               Show this help`;
@@ -54,6 +56,7 @@ interface CalibrateArgs {
   fullG: boolean;
   resume: boolean;
   engine: string;
+  sampleEngine?: string;
   checkpointSeconds: number;
   quiet: boolean;
 }
@@ -75,6 +78,7 @@ function parse(argv: string[]): CalibrateArgs | null {
       out: { type: "string" },
       resume: { type: "boolean", default: false },
       engine: { type: "string", default: "gpu" },
+      "sample-engine": { type: "string" },
       "checkpoint-seconds": { type: "string", default: "60" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -98,6 +102,7 @@ function parse(argv: string[]): CalibrateArgs | null {
     fullG: values["full-g"],
     resume: values.resume,
     engine: values.engine,
+    sampleEngine: values["sample-engine"],
     checkpointSeconds: Number(values["checkpoint-seconds"]),
     quiet: values.quiet,
   };
@@ -111,6 +116,7 @@ function integer(flag: string, text: string, min: number): number {
 
 async function run(args: CalibrateArgs): Promise<void> {
   const engineName = parseEngine(args.engine);
+  const sampleEngine = parseEngine(args.sampleEngine ?? args.engine);
   if (!(args.checkpointSeconds > 0)) throw new UsageError(`Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`);
   let model: LoadedModel | undefined;
   let gpu: GpuContext | undefined;
@@ -119,9 +125,9 @@ async function run(args: CalibrateArgs): Promise<void> {
     const loaded = model;
     const spec: DataSpec = { ...args.spec, seqLen: args.spec.seqLen ?? Math.min(DEFAULT_SEQ_LEN, loaded.config.maxSeqLen) };
     validateDataSpec(loaded, spec);
-    if (engineName === "gpu") gpu = await GpuContext.create();
+    if (engineName === "gpu" || (sampleEngine === "gpu" && spec.sampleTokens !== undefined)) gpu = await GpuContext.create();
     const data = await loadCalibrationData(loaded, spec, {
-      sampler: () => createCausalLM(loaded, engineName, { gpu, contextLength: spec.seqLen }),
+      sampler: () => createCausalLM(loaded, sampleEngine, { gpu, contextLength: spec.seqLen }),
       progress: (total) => new Progress("sample", total, { quiet: args.quiet, unit: "tokens" }),
     });
     const engine = await createEngine(loaded, engineName, { gpu, fullG: args.fullG });

@@ -14,6 +14,7 @@ import { checkContextLength, type EvalResult, evaluate } from "../src/eval/evalu
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { Progress } from "../src/util/progress.ts";
 import { GpuContext } from "../src/gpu/device.ts";
+import { openQuantizedModel } from "../src/formats/quantized.ts";
 import { UsageError } from "../src/errors.ts";
 
 const HELP =
@@ -160,6 +161,7 @@ async function run(args: EvalArgs): Promise<void> {
     progress.finish();
     const seconds = (performance.now() - started) / 1000;
     const fileBytes = await checkpointBytes(args.model);
+    const quantization = model.format === "quantized" ? await quantizationSummary(args.model) : {};
 
     const report = {
       model: args.model,
@@ -169,6 +171,7 @@ async function run(args: EvalArgs): Promise<void> {
         ? `sampled from ${args.ref ? "ref" : "model"}, seed ${args.seed}`
         : args.data,
       ...result,
+      ...quantization,
       file_bytes: fileBytes,
       seconds: round(seconds, 3),
     };
@@ -193,6 +196,31 @@ async function readData(
   return documents;
 }
 
+/** Report fields the human-readable summary shows besides the {@linkcode EvalResult}. */
+interface SummaryFields {
+  model: string;
+  ref: string | null;
+  engine: string;
+  data: string | string[];
+  method?: string;
+  target_bpw?: number;
+  bpw?: number;
+}
+
+/** Method, target and achieved bpw stored in a quantized model's metadata. */
+async function quantizationSummary(
+  path: string,
+): Promise<{ method?: string; target_bpw?: number; bpw?: number }> {
+  const file = await openQuantizedModel(path);
+  file.file.close();
+  const q = file.quantization;
+  return {
+    method: typeof q.method === "string" ? q.method : undefined,
+    target_bpw: typeof q.targetBpw === "number" ? q.targetBpw : undefined,
+    bpw: typeof q.bpw === "number" ? q.bpw : undefined,
+  };
+}
+
 /** Bytes of the checkpoint on disk (all files of a folder), or null when unreadable. */
 async function checkpointBytes(path: string): Promise<number | null> {
   try {
@@ -208,29 +236,33 @@ async function checkpointBytes(path: string): Promise<number | null> {
   }
 }
 
-function summary(
-  report: { model: string; ref: string | null; engine: string; data: string | string[] },
-  r: EvalResult,
-): string {
+function summary(report: SummaryFields, r: EvalResult): string {
+  const data = Array.isArray(report.data) ? report.data.join(", ") : report.data;
+  const pplError = (r.ppl * r.nll_stderr).toFixed(4);
   const lines = [
     `model    ${report.model} (${report.engine} engine)`,
-    `data     ${
-      Array.isArray(report.data) ? report.data.join(", ") : report.data
-    }: ${r.windows} windows of up to ${r.ctx} tokens`,
-    `ppl      ${r.ppl.toFixed(4)} ± ${(r.ppl * r.nll_stderr).toFixed(4)}   (nll ${
+    `data     ${data}: ${r.windows} windows of up to ${r.ctx} tokens`,
+    `ppl      ${r.ppl.toFixed(4)} ± ${pplError}   (nll ${
       r.nll.toFixed(5)
     } nats/token over ${r.tokens} tokens)`,
   ];
+  if (report.bpw !== undefined) {
+    lines.push(
+      `quant    ${report.method} at ${report.bpw.toFixed(4)} bpw (target ${report.target_bpw})`,
+    );
+  }
   if (report.ref !== null && r.kld_mean !== undefined) {
+    const kld = [
+      `mean ${r.kld_mean.toFixed(6)} ± ${r.kld_stderr!.toFixed(6)}`,
+      `median ${r.kld_median!.toFixed(6)}`,
+      `p99 ${r.kld_p99!.toFixed(6)}`,
+      `max ${r.kld_max!.toFixed(6)}`,
+    ];
+    const top1 = `${(100 * r.top1_agreement!).toFixed(2)}% ± ${(100 * r.top1_stderr!).toFixed(2)}%`;
     lines.push(
       `ref      ${report.ref}: ppl ${r.ref_ppl!.toFixed(4)}`,
-      `KLD      mean ${r.kld_mean.toFixed(6)} ± ${r.kld_stderr!.toFixed(6)}   median ${
-        r.kld_median!.toFixed(6)
-      }   ` +
-        `p99 ${r.kld_p99!.toFixed(6)}   max ${r.kld_max!.toFixed(6)}`,
-      `top-1    ${(100 * r.top1_agreement!).toFixed(2)}% ± ${
-        (100 * r.top1_stderr!).toFixed(2)
-      }% agreement with the reference`,
+      `KLD      ${kld.join("   ")}`,
+      `top-1    ${top1} agreement with the reference`,
     );
   }
   return lines.join("\n");

@@ -13,7 +13,7 @@ import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
-import { readPlan } from "../src/quantize/plan.ts";
+import { readWcsgPlan } from "../src/quantize/plan.ts";
 import { QUANTIZE_DEFAULTS, quantizeModel } from "../src/quantize/quantize_model.ts";
 import { totalBytes } from "../src/quantize/layer_report.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
-  const plan = values.plan ? await readPlan(values.plan) : null;
+  const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const gpuUse = oneOf<GpuUse>("--gpu", values.gpu, ["auto", "always", "never"])!;
   const gpu = gpuUse === "never" || method === "rtn" || method === "gptq"
     ? null

@@ -6,6 +6,8 @@
  */
 import { parseArgs } from "node:util";
 import { trainModel, type TrainModelOptions } from "../src/train/train_model.ts";
+import { GpuGradientEngine } from "../src/train/gpu_gradient_engine.ts";
+import { GpuContext } from "../src/gpu/device.ts";
 import { UsageError } from "../src/errors.ts";
 
 const HELP = `Usage: deno task train --out DIR [options]
@@ -34,12 +36,16 @@ Options:
   --eval-every N      held-out loss and checkpoint every N steps (default 100)
   --eval-windows N    held-out windows per periodic check (default 16)
   --final-eval-windows N  held-out windows of the final perplexity (default 256)
+  --engine E          gpu (WebGPU backward pass) or reference (f64 TypeScript) (default gpu)
   --resume            continue from DIR.work/checkpoint.safetensors
   --out DIR           output directory (must not exist)
   --quiet             print nothing
   -h, --help          show this help`;
 
-function parseCommandLine(argv: string[]): TrainModelOptions | null {
+/** Parsed command line: the library's options plus the engine choice. */
+type Args = TrainModelOptions & { engine: "gpu" | "reference" };
+
+function parseCommandLine(argv: string[]): Args | null {
   const { values } = parseArgs({
     args: argv,
     strict: true,
@@ -63,6 +69,7 @@ function parseCommandLine(argv: string[]): TrainModelOptions | null {
       "eval-every": { type: "string", default: "100" },
       "eval-windows": { type: "string", default: "16" },
       "final-eval-windows": { type: "string", default: "256" },
+      engine: { type: "string", default: "gpu" },
       resume: { type: "boolean", default: false },
       out: { type: "string" },
       quiet: { type: "boolean", default: false },
@@ -73,6 +80,8 @@ function parseCommandLine(argv: string[]): TrainModelOptions | null {
   if (!values.out) throw new UsageError("Missing --out: pass the output directory (see --help)");
   const sources = values["data-source"] ?? ["npm"];
   if (sources.includes("npm") && sources.length > 1) throw new UsageError(`Invalid --data-source: "npm" cannot be combined with files, got ${sources.join(", ")}`);
+  const engine = values.engine;
+  if (engine !== "gpu" && engine !== "reference") throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
   const int = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { integer: true, min });
   const num = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { min });
   return {
@@ -97,6 +106,7 @@ function parseCommandLine(argv: string[]): TrainModelOptions | null {
     resume: values.resume,
     out: values.out,
     quiet: values.quiet,
+    engine,
   };
 }
 
@@ -117,7 +127,16 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  const r = await trainModel(options);
+  const gpu = options.engine === "gpu" ? await GpuContext.create() : null;
+  let r;
+  try {
+    r = await trainModel({
+      ...options,
+      createEngine: gpu ? (config, params) => GpuGradientEngine.create(gpu, config, params) : undefined,
+    });
+  } finally {
+    gpu?.destroy();
+  }
   if (!options.quiet && r.heldOut) {
     console.error(`wrote ${options.out}: ${r.step} steps, ${r.tokensPerSecond.toFixed(1)} tokens/s, held-out perplexity ${Math.exp(r.heldOut.loss).toFixed(2)}`);
   }

@@ -141,13 +141,14 @@ Deno.test("GpuModel matches the reference at SmolLM-like sizes", async () => {
 
 Deno.test("GpuModel attends correctly past the loop cap", async () => {
   // at position 1100 one query's scores take 1100 * 64 = 70400 > 65535 multiply-adds;
-  // a small vocabulary keeps the reference's per-token head cheap
+  // heads of 64 with GQA 3:1 as at the SmolLM-like sizes, but a narrower model and a
+  // small vocabulary keep the reference's 1100 steps fast
   const config = tinyConfig({
-    dim: 576,
-    nHeads: 9,
-    nKvHeads: 3,
+    dim: 192,
+    nHeads: 3,
+    nKvHeads: 1,
     headDim: 64,
-    hiddenDim: 1536,
+    hiddenDim: 320,
     vocabSize: 97,
     maxSeqLen: 2048,
     nLayers: 1,
@@ -201,6 +202,30 @@ Deno.test("GpuModel truncate continues from a shared prefix", async () => {
     assert.throws(() => lm.truncate(6), UsageError);
   } finally {
     lm.dispose();
+    gpu.destroy();
+  }
+});
+
+Deno.test("GpuModel rejects a KV cache larger than one binding", async () => {
+  const gpu = await GpuContext.create();
+  try {
+    // one key/value head of 1024: each cached position takes 4 KiB
+    const fits = Math.floor(gpu.limits.maxStorageBufferBindingSize / 4096);
+    const config = tinyConfig({
+      dim: 8,
+      nHeads: 1,
+      nKvHeads: 1,
+      headDim: 1024,
+      maxSeqLen: fits + 1,
+    });
+    await assert.rejects(
+      () => GpuModel.create(gpu, config, randomWeights(config, 10)),
+      (err: Error) => err instanceof UsageError && err.message.includes(`at most ${fits}`),
+    );
+    const lm = await GpuModel.create(gpu, config, randomWeights(config, 10), { contextLength: 16 });
+    assert.equal(lm.contextLength, 16);
+    lm.dispose();
+  } finally {
     gpu.destroy();
   }
 });

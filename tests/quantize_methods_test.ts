@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import { linearPrefixes, quantizeModel } from "../src/quantize/quantize_model.ts";
 import { syntheticStatistics } from "../src/quantize/statistics.ts";
@@ -17,7 +18,7 @@ async function storiesWithStats() {
   return { model, stats: syntheticStatistics(layers, new Rng(1)) };
 }
 
-Deno.test("quantizeModel runs every method on all stories260K layers within the target bpw", async () => {
+Deno.test("quantizeModel runs every method on stories260K", async () => {
   const { model, stats } = await storiesWithStats();
   const dir = await Deno.makeTempDir();
   try {
@@ -53,7 +54,7 @@ Deno.test("quantizeModel runs every method on all stories260K layers within the 
   }
 });
 
-Deno.test("quantizeModel rejects gptq, vptq and rsavq without statistics, naming deno task calibrate", async () => {
+Deno.test("quantizeModel requires statistics for gptq, vptq, rsavq", async () => {
   const model = await loadModel(STORIES_260K);
   try {
     for (const method of ["gptq", "vptq", "rsavq"] as const) {
@@ -73,7 +74,7 @@ Deno.test("quantizeModel rejects gptq, vptq and rsavq without statistics, naming
   }
 });
 
-Deno.test("quantizeGptqLayer equals RTN when A is diagonal and beats it in output error otherwise", async () => {
+Deno.test("quantizeGptqLayer feeds errors back through A", async () => {
   const { model, stats } = await storiesWithStats();
   try {
     const prefix = "model.layers.1.mlp.down_proj";
@@ -106,5 +107,38 @@ Deno.test("quantizeGptqLayer equals RTN when A is diagonal and beats it in outpu
     );
   } finally {
     model.weights.close();
+  }
+});
+
+Deno.test("quantizeModel agrees on GPU and CPU", async () => {
+  const { model, stats } = await storiesWithStats();
+  const gpu = await GpuContext.create();
+  const dir = await Deno.makeTempDir();
+  try {
+    const layers = ["model.layers.2.self_attn.v_proj", "model.layers.2.mlp.down_proj"];
+    const run = (gpuUse: "always" | "never") =>
+      quantizeModel(model, stats, {
+        method: "rsavq",
+        bits: 3,
+        residual: 8,
+        lambda: 0.1,
+        layers,
+        out: `${dir}/${gpuUse}.safetensors`,
+        quiet: true,
+        gpu,
+        gpuUse,
+        iterations: 3,
+      });
+    const onGpu = await run("always"), onCpu = await run("never");
+    for (let i = 0; i < layers.length; i++) {
+      assert.deepEqual(onGpu.layers[i].bytes, onCpu.layers[i].bytes);
+      // Seeding and Lloyd take the same path on both, so the errors differ only by f32 rounding.
+      const [a, b] = [onGpu.layers[i].relativeError, onCpu.layers[i].relativeError];
+      assert.ok(Math.abs(a - b) < 0.05 * b, `${layers[i]}: ${a} on GPU vs ${b} in TypeScript`);
+    }
+  } finally {
+    gpu.destroy();
+    model.weights.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });

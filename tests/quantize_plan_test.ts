@@ -4,7 +4,7 @@ import { openQuantizedModel } from "../src/formats/quantized.ts";
 import { loadModel } from "../src/model/load.ts";
 import { vqLayerBytes } from "../src/quantize/bpw.ts";
 import { chooseCodebookSize, chooseUniformBits, vqLayerBpw } from "../src/quantize/budget.ts";
-import { validatePlan, type WcsgPlan } from "../src/quantize/plan.ts";
+import { validateWcsgPlan, type WcsgPlan } from "../src/quantize/plan.ts";
 import { linearPrefixes, quantizeModel } from "../src/quantize/quantize_model.ts";
 import { syntheticStatistics } from "../src/quantize/statistics.ts";
 import { uniformLayerBytes } from "../src/quantize/bpw.ts";
@@ -20,7 +20,7 @@ function shuffled(n: number, rng: Rng): number[] {
   return a;
 }
 
-Deno.test("quantizeModel follows a WCSG plan exactly and spends the plan's bpw", async () => {
+Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
   const model = await loadModel(STORIES_260K);
   const rng = new Rng(6);
   const prefixes = linearPrefixes(model).slice(4, 7); // gate, up, down of block 0
@@ -53,7 +53,7 @@ Deno.test("quantizeModel follows a WCSG plan exactly and spends the plan's bpw",
     const result = await quantizeModel(model, stats, {
       method: "rsavq",
       bits: 8,
-      plan: validatePlan(plan, "plan"),
+      plan: validateWcsgPlan(plan, "plan"),
       out,
       layers: prefixes,
       quiet: true,
@@ -109,7 +109,7 @@ Deno.test("quantizeModel follows a WCSG plan exactly and spends the plan's bpw",
   }
 });
 
-Deno.test("validatePlan rejects plans that are not a partition of a permutation", () => {
+Deno.test("validateWcsgPlan rejects malformed plans", () => {
   const base = {
     rows: 4,
     cols: 8,
@@ -128,7 +128,7 @@ Deno.test("validatePlan rejects plans that are not a partition of a permutation"
   for (const [change, field] of cases) {
     assert.throws(
       () =>
-        validatePlan(
+        validateWcsgPlan(
           { format: "rsavq-plan", version: 1, layers: { l: { ...base, ...change } } },
           "p.json",
         ),
@@ -136,10 +136,10 @@ Deno.test("validatePlan rejects plans that are not a partition of a permutation"
       field,
     );
   }
-  assert.throws(() => validatePlan({ format: "other" }, "p.json"), /rsavq-plan/);
+  assert.throws(() => validateWcsgPlan({ format: "other" }, "p.json"), /rsavq-plan/);
 });
 
-Deno.test("chooseCodebookSize and chooseUniformBits pick the largest setting within the target", () => {
+Deno.test("budget choosers pick the largest fitting setting", () => {
   // case table: rows, cols, v, target bpw, residual
   const cases: [number, number, number, number, number][] = [
     [64, 64, 4, 2, 0],
@@ -161,5 +161,40 @@ Deno.test("chooseCodebookSize and chooseUniformBits pick the largest setting wit
     assert.ok(
       b === 8 || uniformLayerBytes(rows, cols, b + 1, group).total * 8 > bits * rows * cols,
     );
+  }
+});
+
+Deno.test("quantizeModel rejects a plan above the target bits", async () => {
+  const model = await loadModel(STORIES_260K);
+  const prefix = "model.layers.0.self_attn.k_proj";
+  const plan: WcsgPlan = {
+    format: "rsavq-plan",
+    version: 1,
+    layers: {
+      [prefix]: {
+        rows: 32,
+        cols: 64,
+        vectorLength: 4,
+        channelOrder: Array.from({ length: 32 }, (_, i) => i),
+        groups: [{ start: 0, end: 32, codebookSize: 256 }],
+      },
+    },
+  };
+  try {
+    await assert.rejects(
+      () =>
+        quantizeModel(model, null, {
+          method: "kmeans",
+          bits: 3,
+          plan,
+          out: "/nonexistent/q.safetensors",
+          layers: [prefix],
+          quiet: true,
+          gpu: null,
+        }),
+      /rerun deno task allocate/,
+    );
+  } finally {
+    model.weights.close();
   }
 });

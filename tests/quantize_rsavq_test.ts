@@ -51,7 +51,7 @@ function settings(
   };
 }
 
-Deno.test("quantizeRsavqLayer with lambda 0 equals Fisher-weighted VQ bit for bit, on CPU and GPU", async () => {
+Deno.test("quantizeRsavqLayer lambda 0 equals Fisher-weighted VQ", async () => {
   const job = await fixture();
   const gpu = await GpuContext.create();
   try {
@@ -71,7 +71,7 @@ Deno.test("quantizeRsavqLayer with lambda 0 equals Fisher-weighted VQ bit for bi
   }
 });
 
-Deno.test("quantizeRsavqLayer with EDSG shrinks the error's projection on the natural gradient", async () => {
+Deno.test("quantizeRsavqLayer EDSG shrinks the projection", async () => {
   const job = await fixture();
   const { gradMean, gDiag, A } = job.stats!;
   const metric = new Float32Array(ROWS * COLS);
@@ -120,7 +120,7 @@ Deno.test("quantizeRsavqLayer with EDSG shrinks the error's projection on the na
   );
 });
 
-Deno.test("quantizeRsavqLayer rejects lambda > 0 without a mean gradient", async () => {
+Deno.test("quantizeRsavqLayer requires grad_mean for lambda > 0", async () => {
   const job = await fixture();
   job.stats = { A: job.stats!.A, gDiag: job.stats!.gDiag };
   await assert.rejects(

@@ -23,7 +23,7 @@ function assertClose(actual: Float32Array, expected: Float32Array, tol: number, 
   }
 }
 
-Deno.test("weightedCentroidsGpu equals the TypeScript update across passes and workgroups", async () => {
+Deno.test("weightedCentroidsGpu matches the TypeScript update", async () => {
   const gpu = await GpuContext.create();
   try {
     const rng = new Rng(3);
@@ -62,7 +62,7 @@ Deno.test("weightedCentroidsGpu equals the TypeScript update across passes and w
   }
 });
 
-Deno.test("weightedKmeans objective never increases across Lloyd iterations, on GPU and CPU", async () => {
+Deno.test("weightedKmeans objective never increases", async () => {
   const gpu = await GpuContext.create();
   try {
     for (const device of [gpu, null]) {
@@ -101,7 +101,7 @@ Deno.test("weightedKmeans objective never increases across Lloyd iterations, on 
   }
 });
 
-Deno.test("weightedKmeans is deterministic for a seed and recovers every distinct vector when K equals their count", async () => {
+Deno.test("weightedKmeans recovers every distinct vector", async () => {
   const gpu = await GpuContext.create();
   try {
     const rng = new Rng(4);

@@ -154,6 +154,9 @@ export async function evaluate(
   const ctx = options.ctx ?? lm.config.maxSeqLen;
   checkContextLength(ctx, lm.config, "the model");
   if (ref) {
+    if (ref === lm) {
+      throw new UsageError("The reference model must be a separate instance: both share one KV cache otherwise");
+    }
     checkContextLength(ctx, ref.config, "the reference model");
     if (ref.config.vocabSize !== vocab) {
       throw new UsageError(

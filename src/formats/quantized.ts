@@ -1,15 +1,15 @@
 /**
  * The quantized-model file: one safetensors file whose metadata describes every quantized
  * linear layer, with the unquantized tensors (embeddings, norms, head) stored as they were.
- * docs/format.md specifies it in full; this module writes it, validates it and
+ * docs/format.md specifies it in full. This module writes it, validates it and
  * dequantizes its layers lazily behind the ordinary {@linkcode WeightStore} interface.
  *
- * Tensors of a vector-quantized layer with prefix P (for example
- * "model.layers.0.self_attn.q_proj"): `P.scales` F16 [rows], optional `P.channel_order`
- * U32 [rows], per channel group g and stage s packed indices `P.indices.g{g}.s{s}` U32
- * [words], and codebooks F16 [K, v] that groups reference by tensor name (so one codebook
- * can serve several groups and layers). A uniformly quantized layer stores `P.qweight`
- * U32 [rows, words per row], `P.scales` and `P.zeros` F16 [rows, groups].
+ * A vector-quantized layer with prefix P (for example "model.layers.0.self_attn.q_proj")
+ * stores `P.scales` F16 [rows] and, when rows are reordered, `P.channel_order` U32 [rows].
+ * Each channel group g and stage s stores packed indices `P.indices.g{g}.s{s}` U32 [words].
+ * Groups name their F16 [K, v] codebooks by tensor name, so one codebook can serve several
+ * groups and layers. A uniformly quantized layer stores `P.qweight` U32
+ * [rows, words per row], and `P.scales` and `P.zeros` F16 [rows, groups].
  *
  * @module
  */
@@ -261,6 +261,7 @@ function validateLayer(file: SafetensorsFile, prefix: string, layer: LayerDesc):
     expectTensor(file, `${prefix}.zeros`, "F16", [layer.rows, groups]);
     return;
   }
+
   if (layer.kind !== "vq") {
     throw new FormatError(
       file.path,
@@ -276,8 +277,11 @@ function validateLayer(file: SafetensorsFile, prefix: string, layer: LayerDesc):
       `Expected a positive integer, got ${v}`,
     );
   }
+
   expectTensor(file, `${prefix}.scales`, "F16", [layer.rows]);
   if (layer.channelOrder) expectTensor(file, `${prefix}.channel_order`, "U32", [layer.rows]);
+
+  // Groups must partition the stored positions in order, and each stage's tensors must match.
   const vectorsPerRow = Math.ceil(layer.cols / v);
   let next = 0;
   for (const [g, group] of (layer.groups ?? []).entries()) {

@@ -8,19 +8,26 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { expectedTensors, type ModelConfig, tensorNames } from "./config.ts";
+import type { ModelConfig } from "./config.ts";
 import type { CausalLM, ForwardOptions } from "./causal_lm.ts";
 import type { WeightStore } from "./model.ts";
-import { GpuError, ShapeError, UsageError } from "../errors.ts";
-import { Progress } from "../util/progress.ts";
+import { UsageError } from "../errors.ts";
 import { add } from "../ops/add.ts";
-import { attention, attentionScratchBytes } from "../ops/attention.ts";
+import { attention } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
-import { type GpuMatrix, releaseMatrix, uploadMatrix } from "../ops/gpu_matrix.ts";
 import { linear } from "../ops/linear.ts";
 import { rmsnorm } from "../ops/rmsnorm.ts";
-import { rope, ropeTable } from "../ops/rope.ts";
+import { rope } from "../ops/rope.ts";
 import { swiglu } from "../ops/swiglu.ts";
+import {
+  allocateRunBuffers,
+  checkShapes,
+  type ModelWeights,
+  releaseRunBuffers,
+  releaseWeights,
+  type RunBuffers,
+  uploadWeights,
+} from "./gpu_model_buffers.ts";
 
 /** Options of {@linkcode GpuModel.create}. */
 export interface GpuModelOptions {
@@ -36,39 +43,6 @@ export interface GpuModelOptions {
   maxChunkBytes?: number;
   /** Report the weight upload on stderr. Default false. */
   progress?: boolean;
-}
-
-/** Weights of one transformer block on the GPU. */
-interface BlockWeights {
-  attnNorm: GPUBuffer; // [dim]
-  wq: GpuMatrix; // [nHeads * headDim, dim]
-  wk: GpuMatrix; // [nKvHeads * headDim, dim]
-  wv: GpuMatrix; // [nKvHeads * headDim, dim]
-  wo: GpuMatrix; // [dim, nHeads * headDim]
-  bq: GPUBuffer | null; // [nHeads * headDim] (qkvBias only)
-  bk: GPUBuffer | null; // [nKvHeads * headDim]
-  bv: GPUBuffer | null; // [nKvHeads * headDim]
-  ffnNorm: GPUBuffer; // [dim]
-  wGate: GpuMatrix; // [hiddenDim, dim]
-  wUp: GpuMatrix; // [hiddenDim, dim]
-  wDown: GpuMatrix; // [dim, hiddenDim]
-}
-
-/** Activations of one pass of up to `tokens` rows, and the KV cache. */
-interface RunBuffers {
-  tokens: number; // rows per pass
-  ids: GPUBuffer; // [contextLength] u32 token ids of the current call
-  x: GPUBuffer; // [tokens, dim] residual stream
-  xb: GPUBuffer; // [tokens, dim] normed input
-  q: GPUBuffer; // [tokens, nHeads * headDim]
-  att: GPUBuffer; // [tokens, nHeads * headDim] attention output
-  gate: GPUBuffer; // [tokens, hiddenDim] gate projection, then the SwiGLU activation
-  up: GPUBuffer; // [tokens, hiddenDim]
-  logits: GPUBuffer; // [tokens, vocabSize]
-  scratch: GPUBuffer; // attention partial states
-  ropeTable: GPUBuffer; // [contextLength, headDim / 2, 2]
-  keyCache: GPUBuffer[]; // per layer [contextLength, nKvHeads * headDim], rotated keys
-  valueCache: GPUBuffer[]; // per layer [contextLength, nKvHeads * headDim]
 }
 
 /**
@@ -88,26 +62,21 @@ export class GpuModel implements CausalLM {
   /** Positions the KV cache holds. */
   readonly contextLength: number;
   #gpu: GpuContext;
-  #embed: GpuMatrix; // [vocabSize, dim]
-  #head: GpuMatrix; // [vocabSize, dim]; the embedding when tied
-  #finalNorm: GPUBuffer; // [dim]
-  #blocks: BlockWeights[];
+  #weights: ModelWeights;
   #run: RunBuffers;
   #pos = 0;
 
-  private constructor(gpu: GpuContext, config: ModelConfig, contextLength: number, weights: {
-    embed: GpuMatrix;
-    head: GpuMatrix;
-    finalNorm: GPUBuffer;
-    blocks: BlockWeights[];
-  }, run: RunBuffers) {
+  private constructor(
+    gpu: GpuContext,
+    config: ModelConfig,
+    contextLength: number,
+    weights: ModelWeights,
+    run: RunBuffers,
+  ) {
     this.#gpu = gpu;
     this.config = config;
     this.contextLength = contextLength;
-    this.#embed = weights.embed;
-    this.#head = weights.head;
-    this.#finalNorm = weights.finalNorm;
-    this.#blocks = weights.blocks;
+    this.#weights = weights;
     this.#run = run;
   }
 
@@ -129,15 +98,7 @@ export class GpuModel implements CausalLM {
     weights: WeightStore,
     options: GpuModelOptions = {},
   ): Promise<GpuModel> {
-    const expected = expectedTensors(config);
-    for (const [name, shape] of expected) {
-      const actual = weights.shape(name);
-      if (actual.length !== shape.length || actual.some((v, i) => v !== shape[i])) {
-        throw new ShapeError(
-          `${weights.source}: ${name}: shape [${actual}] does not match the config's [${shape}]`,
-        );
-      }
-    }
+    checkShapes(config, weights);
     const contextLength = options.contextLength ?? config.maxSeqLen;
     if (
       !Number.isSafeInteger(contextLength) || contextLength < 1 || contextLength > config.maxSeqLen
@@ -147,46 +108,13 @@ export class GpuModel implements CausalLM {
       );
     }
     const run = allocateRunBuffers(gpu, config, contextLength, options.maxBatchTokens ?? 128);
-
-    const progress = new Progress("upload weights", expected.size, {
-      quiet: !options.progress,
-      unit: "tensors",
-    });
-    const read = async (name: string) => {
-      const data = await weights.read(name);
-      progress.advance(1, name);
-      return data;
-    };
-    const vector = async (name: string) => gpu.upload(await read(name), name);
-    const matrix = async (name: string) => {
-      const [rows, cols] = expected.get(name)!;
-      return uploadMatrix(gpu, await read(name), rows, cols, name, options.maxChunkBytes);
-    };
-
-    const embed = await matrix(tensorNames.embed);
-    const blocks: BlockWeights[] = [];
-    for (let l = 0; l < config.nLayers; l++) {
-      const bias = (projection: "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj") =>
-        config.qkvBias ? vector(tensorNames.bias(l, projection)) : Promise.resolve(null);
-      blocks.push({
-        attnNorm: await vector(tensorNames.attnNorm(l)),
-        wq: await matrix(tensorNames.linear(l, "self_attn.q_proj")),
-        wk: await matrix(tensorNames.linear(l, "self_attn.k_proj")),
-        wv: await matrix(tensorNames.linear(l, "self_attn.v_proj")),
-        wo: await matrix(tensorNames.linear(l, "self_attn.o_proj")),
-        bq: await bias("self_attn.q_proj"),
-        bk: await bias("self_attn.k_proj"),
-        bv: await bias("self_attn.v_proj"),
-        ffnNorm: await vector(tensorNames.ffnNorm(l)),
-        wGate: await matrix(tensorNames.linear(l, "mlp.gate_proj")),
-        wUp: await matrix(tensorNames.linear(l, "mlp.up_proj")),
-        wDown: await matrix(tensorNames.linear(l, "mlp.down_proj")),
-      });
+    try {
+      const uploaded = await uploadWeights(gpu, config, weights, options);
+      return new GpuModel(gpu, config, contextLength, uploaded, run);
+    } catch (err) {
+      releaseRunBuffers(gpu, run);
+      throw err;
     }
-    const finalNorm = await vector(tensorNames.finalNorm);
-    const head = config.tiedEmbeddings ? embed : await matrix(tensorNames.lmHead);
-    progress.finish();
-    return new GpuModel(gpu, config, contextLength, { embed, head, finalNorm, blocks }, run);
   }
 
   get position(): number {
@@ -243,7 +171,7 @@ export class GpuModel implements CausalLM {
       await embedding(gpu, batch, {
         ids: run.ids,
         idsOffset: t0,
-        table: this.#embed,
+        table: this.#weights.embed,
         out: run.x,
         tokens: n,
       });
@@ -257,14 +185,14 @@ export class GpuModel implements CausalLM {
       const rows = options.lastOnly ? 1 : n;
       await rmsnorm(gpu, batch, {
         x: run.x,
-        weight: this.#finalNorm,
+        weight: this.#weights.finalNorm,
         out: run.xb,
         rows,
         dim: c.dim,
         eps: c.normEps,
         xOffset: (n - rows) * c.dim,
       });
-      await linear(gpu, batch, { x: run.xb, w: this.#head, y: run.logits, rows });
+      await linear(gpu, batch, { x: run.xb, w: this.#weights.head, y: run.logits, rows });
       reads.push({
         row: options.lastOnly ? 0 : t0,
         rows,
@@ -280,37 +208,13 @@ export class GpuModel implements CausalLM {
   }
 
   dispose(): void {
-    const gpu = this.#gpu, run = this.#run;
-    releaseMatrix(gpu, this.#embed);
-    if (this.#head !== this.#embed) releaseMatrix(gpu, this.#head);
-    gpu.release(this.#finalNorm);
-    for (const b of this.#blocks) {
-      for (const m of [b.wq, b.wk, b.wv, b.wo, b.wGate, b.wUp, b.wDown]) releaseMatrix(gpu, m);
-      for (const v of [b.attnNorm, b.ffnNorm, b.bq, b.bk, b.bv]) if (v) gpu.release(v);
-    }
-    for (
-      const buffer of [
-        run.ids,
-        run.x,
-        run.xb,
-        run.q,
-        run.att,
-        run.gate,
-        run.up,
-        run.logits,
-        run.scratch,
-        run.ropeTable,
-      ]
-    ) {
-      gpu.release(buffer);
-    }
-    for (const buffer of [...run.keyCache, ...run.valueCache]) gpu.release(buffer);
-    this.#blocks = [];
+    releaseWeights(this.#gpu, this.#weights);
+    releaseRunBuffers(this.#gpu, this.#run);
   }
 
   // x += Wo @ attention(rope(Wq xb), rope(Wk xb), Wv xb), with xb = rmsnorm(x), for n rows at pos
   async #attentionBlock(batch: GpuBatch, l: number, n: number, pos: number): Promise<void> {
-    const c = this.config, run = this.#run, gpu = this.#gpu, w = this.#blocks[l];
+    const c = this.config, run = this.#run, gpu = this.#gpu, w = this.#weights.blocks[l];
     const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
     const keys = run.keyCache[l], values = run.valueCache[l];
     const cacheRow = pos * kvDim;
@@ -373,7 +277,7 @@ export class GpuModel implements CausalLM {
 
   // x += W_down @ (silu(W_gate @ xb) * (W_up @ xb)), with xb = rmsnorm(x)
   async #feedForwardBlock(batch: GpuBatch, l: number, n: number): Promise<void> {
-    const c = this.config, run = this.#run, gpu = this.#gpu, w = this.#blocks[l];
+    const c = this.config, run = this.#run, gpu = this.#gpu, w = this.#weights.blocks[l];
     await rmsnorm(gpu, batch, {
       x: run.x,
       weight: w.ffnNorm,
@@ -387,62 +291,4 @@ export class GpuModel implements CausalLM {
     await swiglu(gpu, batch, { gate: run.gate, up: run.up, n: n * c.hiddenDim });
     await linear(gpu, batch, { x: run.gate, w: w.wDown, y: run.x, rows: n, accumulate: true });
   }
-}
-
-// Sizes the pass so every activation fits one storage binding, then allocates them and the cache.
-function allocateRunBuffers(
-  gpu: GpuContext,
-  c: ModelConfig,
-  contextLength: number,
-  maxBatchTokens: number,
-): RunBuffers {
-  if (!Number.isSafeInteger(maxBatchTokens) || maxBatchTokens < 1) {
-    throw new UsageError(`maxBatchTokens must be a positive integer, got ${maxBatchTokens}`);
-  }
-  const limit = gpu.limits.maxStorageBufferBindingSize;
-
-  const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
-  const widest = Math.max(c.dim, qDim, c.hiddenDim, c.vocabSize);
-  const tokens = Math.min(maxBatchTokens, contextLength, Math.floor(limit / (4 * widest)));
-  if (tokens < 1) {
-    throw new GpuError(
-      `One row of ${widest} f32 does not fit the device's ${limit}-byte storage binding limit`,
-    );
-  }
-
-  const perLayerCache = contextLength * kvDim * 4;
-  const tableBytes = contextLength * c.headDim * 4;
-  if (perLayerCache > limit || tableBytes > limit) {
-    const fits = Math.floor(limit / (4 * Math.max(kvDim, c.headDim)));
-    throw new UsageError(
-      `A KV cache of ${contextLength} positions does not fit the device's ${limit}-byte storage binding limit: use a context length of at most ${fits}`,
-    );
-  }
-
-  const scratch = Math.min(
-    attentionScratchBytes(tokens, contextLength, c.nHeads, c.headDim),
-    limit,
-  );
-  const f32 = (count: number, label: string) => gpu.createBuffer(count * 4, label);
-  return {
-    tokens,
-    ids: f32(contextLength, "ids"),
-    x: f32(tokens * c.dim, "x"),
-    xb: f32(tokens * c.dim, "xb"),
-    q: f32(tokens * qDim, "q"),
-    att: f32(tokens * qDim, "att"),
-    gate: f32(tokens * c.hiddenDim, "gate"),
-    up: f32(tokens * c.hiddenDim, "up"),
-    logits: f32(tokens * c.vocabSize, "logits"),
-    scratch: gpu.createBuffer(scratch, "attention scratch"),
-    ropeTable: gpu.upload(ropeTable(contextLength, c.headDim, c.ropeTheta), "rope table"),
-    keyCache: Array.from(
-      { length: c.nLayers },
-      (_, l) => f32(contextLength * kvDim, `key cache ${l}`),
-    ),
-    valueCache: Array.from(
-      { length: c.nLayers },
-      (_, l) => f32(contextLength * kvDim, `value cache ${l}`),
-    ),
-  };
 }

@@ -16,7 +16,7 @@ import type { VqGroupSpec } from "./types.ts";
 import { MAX_CODEBOOK_SIZE } from "./budget.ts";
 
 /** One layer of a plan. */
-export interface PlanLayer {
+export interface WcsgPlanLayer {
   rows: number;
   cols: number;
   vectorLength: number;
@@ -31,7 +31,7 @@ export interface WcsgPlan {
   format: "rsavq-plan";
   version: 1;
   /** Layers by prefix ("model.layers.0.self_attn.q_proj"). */
-  layers: Record<string, PlanLayer>;
+  layers: Record<string, WcsgPlanLayer>;
 }
 
 /**
@@ -40,14 +40,14 @@ export interface WcsgPlan {
  * @param path Plan JSON path.
  * @throws {FormatError} Naming the layer and field that is wrong.
  */
-export async function readPlan(path: string): Promise<WcsgPlan> {
+export async function readWcsgPlan(path: string): Promise<WcsgPlan> {
   let raw: unknown;
   try {
     raw = JSON.parse(await Deno.readTextFile(path));
   } catch (err) {
     throw new FormatError(path, "", `Cannot read the plan: ${(err as Error).message}`);
   }
-  return validatePlan(raw, path);
+  return validateWcsgPlan(raw, path);
 }
 
 /**
@@ -57,7 +57,7 @@ export async function readPlan(path: string): Promise<WcsgPlan> {
  * @param raw Parsed JSON.
  * @param path Source, for errors.
  */
-export function validatePlan(raw: unknown, path: string): WcsgPlan {
+export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
   const plan = raw as WcsgPlan;
   if (plan?.format !== "rsavq-plan") {
     throw new FormatError(
@@ -128,7 +128,7 @@ export function validatePlan(raw: unknown, path: string): WcsgPlan {
  *
  * @param layer Validated plan layer.
  */
-export function planGroups(layer: PlanLayer): VqGroupSpec[] {
+export function planGroups(layer: WcsgPlanLayer): VqGroupSpec[] {
   return layer.groups.map((g) => ({
     rows: Uint32Array.from(layer.channelOrder.slice(g.start, g.end)),
     codebookSize: g.codebookSize,

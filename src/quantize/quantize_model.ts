@@ -149,9 +149,10 @@ export async function quantizeModel(
 ): Promise<QuantizeResult> {
   const o = { ...QUANTIZE_DEFAULTS, ...stripUndefined(options) } as ResolvedOptions;
   checkOptions(o, stats);
+
   const start = performance.now();
-  const wanted = new Set(o.layers ?? linearPrefixes(model));
-  const prefixes = linearPrefixes(model).filter((p) => wanted.has(p));
+  const selected = new Set(o.layers ?? linearPrefixes(model));
+  const prefixes = linearPrefixes(model).filter((p) => selected.has(p));
   const settings: VqSettings = {
     vectorLength: o.vectorLength,
     iterations: o.iterations,
@@ -169,6 +170,8 @@ export async function quantizeModel(
     unit: "layers",
     intervalSeconds: 0,
   });
+
+  // Quantize the selected linear layers one at a time, keeping only their packed tensors.
   const tensors: Record<string, TensorToWrite> = {};
   const layers: Record<string, QuantizedLayer["desc"]> = {};
   const results: LayerResult[] = [];
@@ -202,6 +205,8 @@ export async function quantizeModel(
       }`,
     );
   }
+
+  // Store every other tensor (embeddings, norms, head, unselected layers) as it was.
   const quantized = new Set(prefixes.map((p) => `${p}.weight`));
   for (const name of model.weights.names()) {
     if (quantized.has(name)) continue;
@@ -212,7 +217,16 @@ export async function quantizeModel(
       data: encodeFromF32(data, o.unquantizedDtype),
     };
   }
+
   const bpw = bitsPerWeight(results.map((r) => ({ bytes: r.bytes, weights: r.rows * r.cols })));
+  if (bpw > o.bits) {
+    // Only a plan can overspend: without one every layer is sized to fit on its own.
+    throw new UsageError(
+      `The plan spends ${
+        bpw.toFixed(4)
+      } bpw, above --bits ${o.bits}: rerun deno task allocate with --bits ${o.bits} or raise --bits`,
+    );
+  }
   await writeQuantizedModel(o.out, {
     config: model.config,
     layers,
@@ -249,6 +263,7 @@ export async function quantizeModel(
       ),
     },
   });
+
   const seconds = (performance.now() - start) / 1000;
   progress.finish(`${bpw.toFixed(4)} bpw (target ${o.bits}) written to ${o.out}`);
   return { path: o.out, method: o.method, targetBpw: o.bits, bpw, layers: results, seconds };

@@ -76,6 +76,18 @@ export interface VqGroupSpec {
   codebookSize: number;
   /** Residual-stage codebook size, 0 for none. */
   residualSize: number;
+  /** Codebooks trained elsewhere and shared with other layers, one per stage: they are used
+   * as given, stored once under their names by the caller, and not counted in this layer's
+   * bytes. Omitted: the group trains and stores its own. */
+  shared?: SharedCodebook[];
+}
+
+/** A codebook stored once and used by several groups or layers. */
+export interface SharedCodebook {
+  /** Tensor name in the quantized file. */
+  name: string;
+  /** f16-exact codewords [K, v] in the scale-normalized space. */
+  codebook: Float32Array;
 }
 
 /** Result of quantizing one layer. */

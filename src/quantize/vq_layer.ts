@@ -93,45 +93,20 @@ export async function quantizeVqLayer(
   input: VqLayerInput,
   settings: VqSettings,
 ): Promise<QuantizedLayer> {
-  const { prefix, weight, rows, cols, groups } = input;
+  const { weight, rows, cols, groups } = input;
   const v = settings.vectorLength, perRow = Math.ceil(cols / v), padded = perRow * v;
   checkGroups(input);
-  const scales = new Float32Array(rows);
-  for (let r = 0; r < rows; r++) scales[r] = rowScale(weight.subarray(r * cols, (r + 1) * cols));
-
-  // Metric weights in the normalized space [rows, padded]; padding weighs 0.
-  let metric = input.metric;
-  if (metric) {
-    let mean = 0;
-    for (const m of metric) mean += Math.max(0, m) / metric.length;
-    const scaled = new Float32Array(metric.length);
-    for (let i = 0; i < metric.length; i++) {
-      scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
-    }
-    metric = scaled;
-  }
-  const weights = new Float32Array(rows * padded);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) {
-      weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
-    }
-  }
-  const direction = input.direction && settings.edsgMode !== "none"
-    ? normalizeDirection(
-      input.direction,
-      metric ?? new Float32Array(rows * cols).fill(1),
-      rows,
-      cols,
-    )
-    : null;
+  const { scales, weights, direction } = prepareLayer(input, settings);
 
   // Train each group's codebooks on its initial normalized vectors.
   const states: GroupState[] = [];
   for (const spec of groups) {
     const points = gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow);
     const w = gatherWeights(weights, spec.rows, padded, 0, padded);
-    const codebooks = [await trainCodebook(points, w, spec.codebookSize, settings)];
-    if (spec.residualSize > 0) {
+    const codebooks = spec.shared
+      ? sharedCodebooks(input.prefix, spec, v)
+      : [await trainCodebook(points, w, spec.codebookSize, settings)];
+    if (spec.residualSize > 0 && !spec.shared) {
       const [first] = await assign([{
         vectorLength: v,
         points,
@@ -232,6 +207,73 @@ export async function quantizeVqLayer(
   return assemble(input, settings, states, scales, out);
 }
 
+/** Scale-normalized metric weights and EDSG direction of a layer. */
+interface PreparedLayer {
+  /** Power-of-two row scales [rows]. */
+  scales: Float32Array;
+  /** Metric weights in the normalized space [rows, padded columns], 0 on padding. */
+  weights: Float32Array;
+  /** Normalized EDSG direction [rows, cols], or null without EDSG. */
+  direction: Float32Array | null;
+}
+
+function prepareLayer(input: VqLayerInput, settings: VqSettings): PreparedLayer {
+  const { weight, rows, cols } = input;
+  const v = settings.vectorLength, perRow = Math.ceil(cols / v), padded = perRow * v;
+  const scales = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) scales[r] = rowScale(weight.subarray(r * cols, (r + 1) * cols));
+
+  // Metric weights in the normalized space [rows, padded]; padding weighs 0.
+  let metric = input.metric;
+  if (metric) {
+    let mean = 0;
+    for (const m of metric) mean += Math.max(0, m) / metric.length;
+    const scaled = new Float32Array(metric.length);
+    for (let i = 0; i < metric.length; i++) {
+      scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
+    }
+    metric = scaled;
+  }
+  const weights = new Float32Array(rows * padded);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) {
+      weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
+    }
+  }
+  const direction = input.direction && settings.edsgMode !== "none"
+    ? normalizeDirection(
+      input.direction,
+      metric ?? new Float32Array(rows * cols).fill(1),
+      rows,
+      cols,
+    )
+    : null;
+
+  return { scales, weights, direction };
+}
+
+/**
+ * Gathers the scale-normalized vectors and metric weights each group trains its codebooks
+ * on, so that a caller can train one codebook on several layers and pass it back through
+ * {@linkcode VqGroupSpec.shared}.
+ *
+ * @param input The layer, as for {@linkcode quantizeVqLayer}.
+ * @param settings VQ settings (vector length, EDSG mode).
+ * @returns Per group: vectors [rows in group * vectors per row, v] and weights of the same shape.
+ */
+export function layerTrainingVectors(
+  input: VqLayerInput,
+  settings: VqSettings,
+): { points: Float32Array; weights: Float32Array }[] {
+  checkGroups(input);
+  const { scales, weights } = prepareLayer(input, settings);
+  const v = settings.vectorLength, perRow = Math.ceil(input.cols / v);
+  return input.groups.map((spec) => ({
+    points: gatherVectors(input.weight, scales, spec.rows, input.cols, v, 0, perRow),
+    weights: gatherWeights(weights, spec.rows, perRow * v, 0, perRow * v),
+  }));
+}
+
 function checkGroups(input: VqLayerInput): void {
   const seen = new Uint8Array(input.rows);
   let position = 0, natural = true;
@@ -256,6 +298,21 @@ function checkGroups(input: VqLayerInput): void {
       `${input.prefix}: groups reorder rows, so the channel order must be stored`,
     );
   }
+}
+
+function sharedCodebooks(prefix: string, spec: VqGroupSpec, v: number): Float32Array[] {
+  const sizes = [spec.codebookSize, ...(spec.residualSize > 0 ? [spec.residualSize] : [])];
+  if (
+    spec.shared!.length !== sizes.length ||
+    spec.shared!.some((s, i) => s.codebook.length !== sizes[i] * v)
+  ) {
+    throw new ShapeError(
+      `${prefix}: shared codebooks must be one per stage with shapes ${
+        sizes.map((k) => `[${k}, ${v}]`).join(", ")
+      }`,
+    );
+  }
+  return spec.shared!.map((s) => s.codebook);
 }
 
 async function trainCodebook(
@@ -305,12 +362,14 @@ function assemble(
     const end = start + s.spec.rows.length;
     const stages = s.codebooks.map((codebook, stage) => {
       const k = codebook.length / v, words = packIndices(s.indices[stage], indexBits(k));
+      const shared = s.spec.shared?.[stage];
       const names = {
-        codebook: `${prefix}.codebook.g${g}.s${stage}`,
+        codebook: shared ? shared.name : `${prefix}.codebook.g${g}.s${stage}`,
         indices: `${prefix}.indices.g${g}.s${stage}`,
       };
       tensors[names.indices] = u32Tensor(words, [words.length]);
-      tensors[names.codebook] = f16Tensor(codebook, [k, v]);
+      // A shared codebook is stored once by whoever shares it, not with each layer.
+      if (!shared) tensors[names.codebook] = f16Tensor(codebook, [k, v]);
       return { ...names, size: k };
     });
     groups.push({ start, end, stages });
@@ -324,6 +383,7 @@ function assemble(
       rows: s.spec.rows.length,
       codebookSize: s.spec.codebookSize,
       residualCodebookSize: s.spec.residualSize,
+      ownsCodebook: !s.spec.shared,
     })),
     scales: true,
     permutation: input.storeChannelOrder,

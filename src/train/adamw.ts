@@ -34,8 +34,8 @@ export interface AdamWState {
 }
 
 /**
- * Whether weight decay applies to a tensor: matrices (embedding, linears, head) decay;
- * RMSNorm gains and biases do not, since shrinking them toward 0 is not a useful prior.
+ * Returns true when weight decay applies to a tensor. Matrices (embedding, linears, head)
+ * decay. RMSNorm gains and biases do not, because shrinking them toward 0 is no useful prior.
  *
  * @param name Canonical tensor name.
  * @param shape Tensor shape.

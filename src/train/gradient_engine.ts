@@ -21,6 +21,8 @@ export interface BatchGradients {
 export interface GradientEngine {
   /** Hyperparameters. */
   readonly config: ModelConfig;
+  /** Short description for logs and the model card, such as "WebGPU (llvmpipe)". */
+  readonly label: string;
   /**
    * Replaces the engine's copy of the weights (called after every optimizer step).
    *
@@ -56,6 +58,7 @@ export interface GradientEngine {
  */
 export class ReferenceGradientEngine implements GradientEngine {
   readonly config: ModelConfig;
+  readonly label = "f64 TypeScript reference";
   #ref: ReferenceBackward;
 
   private constructor(config: ModelConfig, ref: ReferenceBackward) {

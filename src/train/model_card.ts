@@ -32,6 +32,8 @@ export interface ModelCardFacts {
   heldOut: { loss: number; windows: number };
   /** One line per data source. */
   sources: string[];
+  /** Gradient engine's label. */
+  engine: string;
 }
 
 /**
@@ -65,7 +67,7 @@ export function modelCard(f: ModelCardFacts): string {
     "## Training",
     `- ${o.steps} steps of ${o.batchSize} windows of ${o.seqLen} tokens ([BOS, ${o.seqLen - 1} text tokens]), ${seen} tokens seen`,
     `- AdamW (beta 0.9/0.95, weight decay ${o.weightDecay ?? 0.1} on matrices only), peak lr ${o.lr}, ${o.warmup} warmup steps, cosine decay to ${o.minLrRatio ?? 0.1} x peak, gradient clipping at ${o.clip ?? 1}`,
-    `- seed ${o.seed}; wall time ${formatDuration(f.result.history.seconds)}`,
+    `- seed ${o.seed}; wall time ${formatDuration(f.result.history.seconds)} on the ${f.engine} gradient engine`,
     "",
     "## Held-out loss",
     "| step | loss (nats/token) | perplexity |",

@@ -3,9 +3,10 @@
  * position and the loss history in one safetensors file, written atomically, so a
  * resumed run continues bit for bit where the interrupted one stopped.
  *
- * Layout: tensors `param/NAME`, `adam_m/NAME`, `adam_v/NAME` (f32, the parameter's
- * shape); metadata `format`, `version`, `step` (optimizer steps done), `identity` (JSON
- * of the settings a resume must share) and `history` (JSON of logged losses).
+ * Layout:
+ * - tensors `param/NAME`, `adam_m/NAME` and `adam_v/NAME`, f32 in the parameter's shape;
+ * - metadata `format`, `version`, `step` (optimizer steps done), `identity` (JSON of the
+ *   settings a resume must share) and `history` (JSON of the logged losses).
  *
  * @module
  */

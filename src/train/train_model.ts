@@ -3,9 +3,9 @@
  * byte-level BPE tokenizer on the training part, tokenize, train a Llama model, and write
  * a Hugging Face directory with a model card.
  *
- * Work files live in `OUT.work/` beside the output (tokenizer.json, the token streams
- * and checkpoint.safetensors), so an interrupted run resumes with `resume: true` on the
- * very same tokens; the output directory itself appears only when training is done.
+ * Work files (tokenizer.json, the token streams and checkpoint.safetensors) live in
+ * `OUT.work/` beside the output, so an interrupted run resumes with `resume: true` on the
+ * very same tokens. The output directory itself appears only when training is done.
  *
  * @module
  */
@@ -57,7 +57,7 @@ export interface TrainModelOptions extends ModelShape, Omit<TrainOptions, "check
   stopAfter?: number;
 }
 
-/** What {@linkcode trainModel} reports. */
+/** Result of {@linkcode trainModel}. */
 export interface TrainModelResult extends TrainResult {
   /** Model config written to config.json. */
   config: ModelConfig;
@@ -84,7 +84,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainModel
   const work = `${out}.work`;
   if (await exists(out)) throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
   if (await exists(join(work, "checkpoint.safetensors")) && !options.resume) {
-    throw new UsageError(`Work folder ${work} holds a checkpoint: pass --resume to continue it, or remove the folder`);
+    throw new UsageError(`Work folder ${work} contains a checkpoint: pass --resume to continue it, or remove the folder`);
   }
   await Deno.mkdir(work, { recursive: true });
   const log = (line: string) => options.quiet || console.error(line);
@@ -121,6 +121,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainModel
 
   const params = initParams(config, options.seed);
   const engine = await (options.createEngine ?? ReferenceGradientEngine.create)(config, params);
+  log(`gradient engine: ${engine.label}`);
   try {
     const data = { train: streams.train, heldOut: streams.heldOut, bosId: eot };
     const result = await train(engine, params, data, { ...options, checkpointPath: join(work, "checkpoint.safetensors") });
@@ -132,7 +133,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainModel
     const loss = await meanLoss(engine, windows, options.batchSize);
     log(`final held-out loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)} over ${windows.length} windows of ${options.seqLen} tokens`);
     const heldOut = { loss, windows: windows.length };
-    const card = modelCard({ options, config, tokens, result, heldOut, sources: sourceLines(options) });
+    const card = modelCard({ options, config, tokens, result, heldOut, sources: sourceLines(options), engine: engine.label });
     const shapes = expectedTensors(config);
     const tensors = new Map([...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
     const encoder = new TextEncoder();

@@ -3,8 +3,8 @@
  * cosine decay and global-norm clipping, periodic held-out loss, and checkpoints that
  * resume exactly.
  *
- * Batching: step s (0-based) draws its B window starts from `new Rng(mixSeed(seed, s))`,
- * so the batch of a step depends only on the seed and the step number; the "RNG state"
+ * Batching: step s (0-based) draws its B window starts from `new Rng(mixSeed(seed, s))`.
+ * The batch of a step thus depends only on the seed and the step number, so the RNG state
  * a checkpoint needs is the step count. Each window is [BOS, T - 1 tokens of the stream],
  * so the model always reads from BOS at position 0, and evaluation does the same.
  *
@@ -69,7 +69,7 @@ export interface TrainOptions {
   quiet?: boolean;
 }
 
-/** What {@linkcode train} returns. */
+/** Result of {@linkcode train}. */
 export interface TrainResult {
   /** Optimizer steps done. */
   step: number;
@@ -119,7 +119,7 @@ export function mixSeed(seed: number, step: number): number {
 }
 
 /**
- * The batch of optimizer step `step`: B windows [bosId, T - 1 stream tokens].
+ * Draws the batch of optimizer step `step`: B windows [bosId, T - 1 stream tokens].
  *
  * @param stream Training tokens, at least T - 1 of them.
  * @param step Optimizer step (0-based).

@@ -1,0 +1,220 @@
+/**
+ * `deno task compare`: calibrate a model, quantize it with every method at several target
+ * bit widths, evaluate each result against the full model on held-out tokens, and write
+ * the Markdown table.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { GpuContext } from "../src/gpu/device.ts";
+import { compareQuantizers, type CompareRow, DEFAULT_COMPARE_CTX } from "../src/eval/compare.ts";
+import { formatCompareTable } from "../src/eval/compare_table.ts";
+import { ENGINES, parseEngine } from "../src/eval/engine.ts";
+import { type GpuUse, QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
+import { writeTextFileAtomic } from "../src/util/atomic_write.ts";
+import { UsageError } from "../src/errors.ts";
+
+const HELP = `Usage: deno task compare --model PATH --out FILE.md [options]
+
+Calibrates on a stream sampled from the model (--calib-seed), quantizes with each method at
+each target, and evaluates every quantized model against the full model on a held-out
+stream sampled with another seed (--eval-seed): perplexity, mean and 99th-percentile KL
+divergence, top-1 agreement, achieved bpw and quantization time. Prints the Markdown table
+and writes it to --out.
+
+Options:
+  --model PATH          Full-precision model (llama2.c .bin, GGUF, HF folder)
+  --out FILE            Markdown output file
+  --methods LIST        Comma-separated methods (default ${QUANT_METHODS.join(",")})
+  --bits LIST           Comma-separated target bits per weight (default 2,3,4)
+  --calib-tokens N      Calibration tokens sampled from the model (default 4096)
+  --calib-seed S        Seed of the calibration stream (default 1)
+  --fisher FILE         Use this statistics file instead of calibrating
+  --eval-tokens N       Held-out evaluation tokens (default 4096)
+  --eval-seed S         Seed of the evaluation stream, different from --calib-seed (default 2)
+  --ctx N               Evaluation window and calibration sequence length
+                        (default: the model's context, at most ${DEFAULT_COMPARE_CTX})
+  --vector-length V     Vector length of the VQ methods (default: the quantizer's)
+  --group-size G        Columns per scale group of rtn and gptq (default: the quantizer's)
+  --lambda L            EDSG weight of rsavq (default: the quantizer's)
+  --quantize-seed S     Seed of k-means++ (default: the quantizer's)
+  --engine E            Forward and backward engine: ${ENGINES.join(" | ")} (default gpu)
+  --gpu MODE            Device use of k-means and assignment: auto | always | never (default auto)
+  --work-dir DIR        Folder for the statistics file and quantized models (default: a temporary
+                        folder, removed at the end)
+  --keep                Keep the quantized models in --work-dir
+  --json                Print the rows as JSON instead of the table (the file stays Markdown)
+  --quiet               No progress on stderr
+  --help                Show this help`;
+
+function parse(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      out: { type: "string" },
+      methods: { type: "string" },
+      bits: { type: "string" },
+      "calib-tokens": { type: "string", default: "4096" },
+      "calib-seed": { type: "string", default: "1" },
+      fisher: { type: "string" },
+      "eval-tokens": { type: "string", default: "4096" },
+      "eval-seed": { type: "string", default: "2" },
+      ctx: { type: "string" },
+      "vector-length": { type: "string" },
+      "group-size": { type: "string" },
+      lambda: { type: "string" },
+      "quantize-seed": { type: "string" },
+      engine: { type: "string", default: "gpu" },
+      gpu: { type: "string", default: "auto" },
+      "work-dir": { type: "string" },
+      keep: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) return null;
+  if (!values.model) {
+    throw new UsageError("Missing --model: pass the full-precision model (see --help)");
+  }
+  if (!values.out) {
+    throw new UsageError("Missing --out: pass the Markdown file to write the table to");
+  }
+  if (values.keep && !values["work-dir"]) {
+    throw new UsageError("--keep needs --work-dir: the default folder is temporary");
+  }
+  const gpu = values.gpu;
+  if (gpu !== "auto" && gpu !== "always" && gpu !== "never") {
+    throw new UsageError(`Invalid --gpu ${JSON.stringify(gpu)}: expected auto, always or never`);
+  }
+  return {
+    model: values.model,
+    out: values.out,
+    methods: values.methods === undefined ? undefined : parseMethods(values.methods),
+    bits: values.bits === undefined
+      ? undefined
+      : values.bits.split(",").map((b) => number("--bits", b)),
+    calibTokens: integer("--calib-tokens", values["calib-tokens"], 1),
+    calibSeed: integer("--calib-seed", values["calib-seed"], 0),
+    fisher: values.fisher,
+    evalTokens: integer("--eval-tokens", values["eval-tokens"], 2),
+    evalSeed: integer("--eval-seed", values["eval-seed"], 0),
+    ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
+    quantize: {
+      vectorLength: optional(values["vector-length"], (v) => integer("--vector-length", v, 1)),
+      groupSize: optional(values["group-size"], (v) => integer("--group-size", v, 1)),
+      lambda: optional(values.lambda, (v) => number("--lambda", v)),
+      seed: optional(values["quantize-seed"], (v) => integer("--quantize-seed", v, 0)),
+    },
+    engine: parseEngine(values.engine),
+    gpuUse: gpu as GpuUse,
+    workDir: values["work-dir"],
+    keep: values.keep,
+    json: values.json,
+    quiet: values.quiet,
+  };
+}
+
+function parseMethods(list: string): QuantMethod[] {
+  return list.split(",").map((m) => {
+    const method = m.trim();
+    if (!(QUANT_METHODS as readonly string[]).includes(method)) {
+      throw new UsageError(
+        `Invalid method ${JSON.stringify(method)} in --methods: expected ${
+          QUANT_METHODS.join(", ")
+        }`,
+      );
+    }
+    return method as QuantMethod;
+  });
+}
+
+function integer(flag: string, text: string, min: number): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(
+      `Invalid ${flag} ${JSON.stringify(text)}: expected an integer${
+        min > -Infinity ? ` >= ${min}` : ""
+      }`,
+    );
+  }
+  return value;
+}
+
+function number(flag: string, text: string): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value)) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a number`);
+  }
+  return value;
+}
+
+function optional<T>(text: string | undefined, convert: (text: string) => T): T | undefined {
+  return text === undefined ? undefined : convert(text);
+}
+
+async function run(args: NonNullable<ReturnType<typeof parse>>): Promise<void> {
+  const workDir = args.workDir ?? await Deno.makeTempDir({ prefix: "rsavq-compare-" });
+  if (args.workDir) await Deno.mkdir(workDir, { recursive: true });
+  const needsGpu = args.engine === "gpu" || args.gpuUse !== "never";
+  const gpu = needsGpu ? await GpuContext.create() : null;
+  try {
+    const result = await compareQuantizers({
+      model: args.model,
+      methods: args.methods,
+      bits: args.bits,
+      calibTokens: args.calibTokens,
+      calibSeed: args.calibSeed,
+      fisher: args.fisher,
+      evalTokens: args.evalTokens,
+      evalSeed: args.evalSeed,
+      ctx: args.ctx,
+      engine: args.engine,
+      gpu,
+      gpuUse: args.gpuUse,
+      workDir,
+      keepModels: args.keep,
+      quantize: args.quantize,
+      quiet: args.quiet,
+      onRow: (row) => {
+        if (!args.quiet) console.error(describeRow(row));
+      },
+    });
+    const machine =
+      `${navigator.hardwareConcurrency} CPU threads, Deno ${Deno.version.deno} on ${Deno.build.target}` +
+      (gpu ? `, WebGPU adapter ${gpu.adapterName}` : "");
+    const command = ["deno task compare", ...Deno.args.map(quoteArg)].join(" ");
+    const table = formatCompareTable(result, { command, machine });
+    await writeTextFileAtomic(args.out, table);
+    console.log(args.json ? JSON.stringify(result) : table.trimEnd());
+  } finally {
+    gpu?.destroy();
+    if (!args.workDir) await Deno.remove(workDir, { recursive: true }).catch(() => {});
+  }
+}
+
+function describeRow(row: CompareRow): string {
+  const name = row.targetBits === null ? row.method : `${row.method} at ${row.targetBits} bits`;
+  if (!row.result) return `${name}: failed: ${row.error}`;
+  const kld = row.result.kld_mean === undefined ? "" : `, KL ${row.result.kld_mean.toFixed(4)}`;
+  const bpw = row.bpw === null ? "" : `, ${row.bpw.toFixed(3)} bpw`;
+  return `${name}: ppl ${row.result.ppl.toFixed(3)}${kld}${bpw}`;
+}
+
+function quoteArg(arg: string): string {
+  return /^[\w./,=:-]+$/.test(arg) ? arg : `'${arg.replaceAll("'", "'\\''")}'`;
+}
+
+if (import.meta.main) {
+  try {
+    const args = parse(Deno.args);
+    if (args === null) console.log(HELP);
+    else await run(args);
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}
