@@ -12,6 +12,7 @@ import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { createCausalLM } from "../src/eval/engine.ts";
+import { quantizeModel } from "../src/quantize/quantize_model.ts";
 import { STORIES_260K, tinyConfig } from "./_helpers.ts";
 
 const EVAL_TASK = fileURLToPath(new URL("../tasks/eval.ts", import.meta.url));
@@ -398,6 +399,34 @@ Deno.test("eval task evaluates a token file on the gpu", async () => {
   assertClose(report.ppl, expected.ppl, 1e-5 * expected.ppl, "ppl");
   assert.ok(report.kld_mean <= 1e-6, `kld_mean ${report.kld_mean}`);
   assert.deepEqual(report.data, [path]);
+});
+
+Deno.test("eval task reports the bpw of a quantized model", async () => {
+  const model = await loadLlama2c(STORIES_260K);
+  const out = `${await Deno.makeTempDir()}/rtn.safetensors`;
+  const quantized = await quantizeModel(model, null, { method: "rtn", bits: 4, out, quiet: true });
+  model.weights.close();
+
+  const { code, stdout, stderr } = await runEvalTask([
+    "--model",
+    out,
+    "--ref",
+    STORIES_260K,
+    "--sample-tokens",
+    "128",
+    "--ctx",
+    "64",
+    "--engine",
+    "reference",
+    "--json",
+    "--quiet",
+  ]);
+  assert.equal(code, 0, stderr);
+  const report = JSON.parse(stdout);
+  assert.equal(report.method, "rtn");
+  assert.equal(report.target_bpw, 4);
+  assert.equal(report.bpw, quantized.bpw);
+  assert.ok(report.kld_mean > 0, `kld_mean ${report.kld_mean}`);
 });
 
 Deno.test("eval task prints a summary without --json", async () => {

@@ -142,6 +142,8 @@ export class GpuContext {
    * @param offset Byte offset, a multiple of 4.
    */
   write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    // Deno 2.9.6 panics on a zero-length writeBuffer, and there is nothing to copy anyway.
+    if (data.byteLength === 0) return;
     let bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4) {
       const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);

@@ -34,6 +34,7 @@ export class Progress {
   done = 0;
   #start = performance.now();
   #lastPrint = 0;
+  #lastPrinted = -1;
   #quiet: boolean;
   #unit: string;
   #interval: number;
@@ -67,6 +68,7 @@ export class Progress {
     if (this.#quiet) return;
     if (this.#tty || now - this.#lastPrint >= this.#interval || this.done >= this.total) {
       this.#lastPrint = now;
+      this.#lastPrinted = this.done;
       this.#print(this.#line(now, note));
     }
   }
@@ -74,6 +76,8 @@ export class Progress {
   /** Prints the final line (with a newline on a terminal). */
   finish(note = ""): void {
     if (this.#quiet) return;
+    // A plain (non-terminal) log already has the final line unless a note was added.
+    if (!this.#tty && this.#lastPrinted === this.done && !note) return;
     this.#print(this.#line(performance.now(), note));
     if (this.#tty) Deno.stderr.writeSync(new TextEncoder().encode("\n"));
   }
