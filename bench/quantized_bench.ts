@@ -4,9 +4,10 @@
  *
  * `deno bench -A bench/quantized_bench.ts` runs them as benchmarks; `deno run -A
  * bench/quantized_bench.ts` prints a table with weight bytes and achieved bytes per
- * second (weight bytes read per second; activations are negligible at these shapes).
- * Each measurement records REPS products into one batch and submits once, so the
- * per-submit round trip is spread over REPS products.
+ * second (weight bytes read per second; activations are negligible at these shapes);
+ * `--decode-only` skips the prefill column there.
+ * Each measurement records several products (REPS) into one batch and submits once, so
+ * the per-submit round trip is spread over them.
  *
  * @module
  */
@@ -17,8 +18,8 @@ import { memoryTensors, QuantizedLinear } from "../src/ops/quantized_linear.ts";
 import { Rng } from "../src/util/rng.ts";
 import { randomInputs, randomUniformLayer, randomVqLayer } from "../tests/_quantized_layers.ts";
 
-/** Products recorded per submit. */
-const REPS = 8;
+/** Products recorded per submit: decode, prefill. */
+const REPS = { decode: 8, prefill: 2 };
 /** Tokens of the prefill measurement. */
 const PREFILL_TOKENS = 64;
 /** Memory-bound shapes [rows, cols]: a square projection and an MLP projection of a 1B-class model. */
@@ -63,13 +64,14 @@ async function subjects(gpu: GpuContext, rows: number, cols: number): Promise<Su
   return list;
 }
 
-/** Seconds per product: REPS products in one submit. */
+/** Seconds per product, from several products in one submit. */
 async function timeProduct(gpu: GpuContext, subject: Subject, x: GPUBuffer, y: GPUBuffer, tokens: number): Promise<number> {
+  const reps = tokens === 1 ? REPS.decode : REPS.prefill;
   const batch = gpu.batch();
-  for (let r = 0; r < REPS; r++) await subject.record(gpu, batch, x, y, tokens);
+  for (let r = 0; r < reps; r++) await subject.record(gpu, batch, x, y, tokens);
   const start = performance.now();
   await batch.submit();
-  return (performance.now() - start) / 1000 / REPS;
+  return (performance.now() - start) / 1000 / reps;
 }
 
 const gpu = await GpuContext.create();
@@ -81,18 +83,19 @@ for (const [rows, cols] of SHAPES) {
 }
 
 if (import.meta.main) {
-  // table mode: median of 5 measurements after one warm-up (pipeline compilation)
-  console.log(`adapter: ${gpu.adapterName}; ${REPS} products per submit; prefill T = ${PREFILL_TOKENS}`);
+  // table mode: median of 3 measurements after one warm-up (pipeline compilation)
+  console.log(`adapter: ${gpu.adapterName}; products per submit: ${REPS.decode} decode, ${REPS.prefill} prefill; prefill T = ${PREFILL_TOKENS}`);
   console.log("shape        | layer                | weight MiB |   bpw | decode ms | decode GB/s | prefill ms | prefill tok/s");
   for (const c of cases) {
     for (const s of c.subjects) {
       const median = async (tokens: number) => {
         await timeProduct(gpu, s, c.x, c.y, tokens);
         const times = [];
-        for (let i = 0; i < 5; i++) times.push(await timeProduct(gpu, s, c.x, c.y, tokens));
-        return times.sort((a, b) => a - b)[2];
+        for (let i = 0; i < 3; i++) times.push(await timeProduct(gpu, s, c.x, c.y, tokens));
+        return times.sort((a, b) => a - b)[1];
       };
-      const decode = await median(1), prefill = await median(PREFILL_TOKENS);
+      const decode = await median(1);
+      const prefill = Deno.args.includes("--decode-only") ? NaN : await median(PREFILL_TOKENS);
       console.log([
         `${c.shape[0]}x${c.shape[1]}`.padEnd(12),
         s.name.padEnd(20),
@@ -111,10 +114,10 @@ if (import.meta.main) {
     for (const s of c.subjects) {
       const shape = `${c.shape[0]}x${c.shape[1]}`;
       const mib = (s.weightBytes / 2 ** 20).toFixed(2);
-      Deno.bench(`${shape} ${s.name} (${mib} MiB) decode x${REPS}`, { group: `${shape} decode` }, async () => {
+      Deno.bench(`${shape} ${s.name} (${mib} MiB) decode x${REPS.decode}`, { group: `${shape} decode` }, async () => {
         await timeProduct(gpu, s, c.x, c.y, 1);
       });
-      Deno.bench(`${shape} ${s.name} (${mib} MiB) prefill T=${PREFILL_TOKENS} x${REPS}`, { group: `${shape} prefill` }, async () => {
+      Deno.bench(`${shape} ${s.name} (${mib} MiB) prefill T=${PREFILL_TOKENS} x${REPS.prefill}`, { group: `${shape} prefill` }, async () => {
         await timeProduct(gpu, s, c.x, c.y, PREFILL_TOKENS);
       });
     }

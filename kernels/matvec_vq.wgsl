@@ -14,18 +14,20 @@
 // against maxComputeWorkgroupStorageSize), otherwise every read goes to storage. Padding
 // elements of the last vector (when cols is not a multiple of V) meet x = 0.
 //
-// One invocation computes one output row. It runs CB_WORDS / WG copy iterations plus
-// q1 - q0 vector iterations; the host keeps that sum below the 65535-iteration cap.
+// One invocation computes four output rows (consecutive stored positions), so each x
+// value is loaded once per four rows; positions past the group are clamped on load and
+// skipped on store. It runs CB_WORDS / WG copy iterations plus q1 - q0 vector
+// iterations; the host keeps that sum below the 65535-iteration cap.
 
 override V: u32 = 4;               // vector length, 1 to 8
-override WG: u32 = 64;             // invocations per workgroup, one row each
+override WG: u32 = 64;             // invocations per workgroup, four rows each
 override CB_SHARED: bool = true;   // codebook copied into workgroup memory
 override CB_WORDS: u32 = 1;        // u32 words of the workgroup copy: ceil(K * V / 2), or 1
 override HAS_ORDER: bool = false;  // rows are permuted by channel_order
 override ACCUMULATE: bool = false; // add to y instead of overwriting it
 
 struct Params {
-  count: u32,    // stored positions of this group (invocations needed)
+  count: u32,    // stored positions of this group
   pos0: u32,     // first stored position of this group
   per_row: u32,  // vectors per row, ceil(cols / V)
   q0: u32,       // first vector of this dispatch's column slice
@@ -81,17 +83,32 @@ fn x_pair(c: u32, j: u32, tail: bool) -> vec2<f32> {
   return vec2<f32>(x0, x1);
 }
 
-// Dot product of codeword `index` with the V inputs that start at column c (unrolled: no loop).
-fn vector_dot(index: u32, c: u32, tail: bool) -> f32 {
-  var acc = dot(codeword_pair(index, 0u), x_pair(c, 0u, tail));
+// The V inputs that start at column c, as up to four pairs (unrolled: loops count toward the cap).
+fn x_vector(c: u32, tail: bool) -> array<vec2<f32>, 4> {
+  var xs = array<vec2<f32>, 4>(x_pair(c, 0u, tail), vec2<f32>(0.0), vec2<f32>(0.0), vec2<f32>(0.0));
   if (V > 2u) {
-    acc += dot(codeword_pair(index, 1u), x_pair(c, 1u, tail));
+    xs[1] = x_pair(c, 1u, tail);
   }
   if (V > 4u) {
-    acc += dot(codeword_pair(index, 2u), x_pair(c, 2u, tail));
+    xs[2] = x_pair(c, 2u, tail);
   }
   if (V > 6u) {
-    acc += dot(codeword_pair(index, 3u), x_pair(c, 3u, tail));
+    xs[3] = x_pair(c, 3u, tail);
+  }
+  return xs;
+}
+
+// Dot product of codeword `index` with the inputs `xs` of one vector.
+fn vector_dot(index: u32, xs: array<vec2<f32>, 4>) -> f32 {
+  var acc = dot(codeword_pair(index, 0u), xs[0]);
+  if (V > 2u) {
+    acc += dot(codeword_pair(index, 1u), xs[1]);
+  }
+  if (V > 4u) {
+    acc += dot(codeword_pair(index, 2u), xs[2]);
+  }
+  if (V > 6u) {
+    acc += dot(codeword_pair(index, 3u), xs[3]);
   }
   return acc;
 }
@@ -111,6 +128,23 @@ fn scale_of(row: u32) -> f32 {
   return unpack2x16float(src3[row >> 1u])[row & 1u];
 }
 
+// Stores the output of the group's position i (skipped past the group).
+fn store(i: u32, value: f32) {
+  if (i >= params.count) {
+    return;
+  }
+  let p = params.pos0 + i;
+  var row = p;
+  if (HAS_ORDER) {
+    row = src4[p];
+  }
+  if (ACCUMULATE) {
+    dst[params.y_offset + row] += scale_of(row) * value;
+  } else {
+    dst[params.y_offset + row] = scale_of(row) * value;
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   // every invocation helps copy the codebook before any may return (barrier in uniform flow)
@@ -120,34 +154,42 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation
     }
   }
   workgroupBarrier();
-  let i = gid.x;
-  if (i >= params.count) {
+  let i0 = gid.x * 4u;
+  if (i0 >= params.count) {
     return;
   }
 
-  let mask = select((1u << params.bits) - 1u, 0xffffffffu, params.bits >= 32u);
+  // stream bits of the four positions' first indices; positions past the group repeat the last one
+  let last = params.count - 1u;
+  let i = vec4<u32>(i0, min(i0 + 1u, last), min(i0 + 2u, last), min(i0 + 3u, last));
   var bit = (i * params.per_row + params.q0) * params.bits;
+  let mask = select((1u << params.bits) - 1u, 0xffffffffu, params.bits >= 32u);
   // vectors that lie wholly inside cols; a padded last vector is handled after the loop
   let full_end = min(params.q1, params.cols / V);
-  var acc = 0.0;
+  var acc = vec4<f32>(0.0);
   var q = params.q0;
   for (; q < full_end; q++) {
-    acc += vector_dot(index_at(bit, mask), q * V, false);
+    let xs = x_vector(q * V, false);
+    acc += vec4<f32>(
+      vector_dot(index_at(bit.x, mask), xs),
+      vector_dot(index_at(bit.y, mask), xs),
+      vector_dot(index_at(bit.z, mask), xs),
+      vector_dot(index_at(bit.w, mask), xs),
+    );
     bit += params.bits;
   }
   if (q < params.q1) {
-    acc += vector_dot(index_at(bit, mask), q * V, true);
+    let xs = x_vector(q * V, true);
+    acc += vec4<f32>(
+      vector_dot(index_at(bit.x, mask), xs),
+      vector_dot(index_at(bit.y, mask), xs),
+      vector_dot(index_at(bit.z, mask), xs),
+      vector_dot(index_at(bit.w, mask), xs),
+    );
   }
 
-  let p = params.pos0 + i;
-  var row = p;
-  if (HAS_ORDER) {
-    row = src4[p];
-  }
-  let value = scale_of(row) * acc;
-  if (ACCUMULATE) {
-    dst[params.y_offset + row] += value;
-  } else {
-    dst[params.y_offset + row] = value;
-  }
+  store(i0, acc.x);
+  store(i0 + 1u, acc.y);
+  store(i0 + 2u, acc.z);
+  store(i0 + 3u, acc.w);
 }

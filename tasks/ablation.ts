@@ -1,10 +1,11 @@
 /**
  * `deno run -A tasks/ablation.ts`: the RSAVQ ablation. At each budget it quantizes a model
- * four ways with the rsavq method: plain Fisher-weighted VQ (lambda 0, one codebook per
+ * with the rsavq method five ways and compares each with the full-precision model on
+ * held-out tokens. The variants are plain Fisher-weighted VQ (lambda 0, one codebook per
  * layer), + EDSG (the error-direction term), + WCSG (an allocation plan of per-group
- * codebook sizes), and + both, plus the WCSG groups with equal codebook sizes, which
- * isolates WCSG's storage overhead from its allocation. It then prints perplexity and KL divergence against the
- * full-precision model on held-out tokens, as a Markdown table with each row's bpw.
+ * codebook sizes) and + both. A fifth variant, a plan with one group per layer, separates
+ * WCSG's permutation overhead and budget scope from its channel groups. The output is a
+ * Markdown table of perplexity and KL divergence with each row's bpw.
  *
  * @module
  */
@@ -12,7 +13,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { allocateBits } from "../src/allocate/allocate_bits.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
-import { type Plan, planBitsPerWeight, type PlanScope } from "../src/allocate/plan.ts";
+import type { Plan, PlanScope } from "../src/allocate/plan.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
@@ -28,12 +29,12 @@ const HELP = `Usage: deno run -A tasks/ablation.ts --model PATH --fisher FILE --
 Quantizes the model with rsavq five ways at every --bits value and evaluates each one
 against the full-precision model on held-out tokens sampled from it (seed --eval-seed,
 which must differ from the calibration seed):
-  plain VQ   Fisher-weighted VQ, lambda 0, one codebook per layer
-  + EDSG     error-direction term with --lambda
-  + WCSG     per-group codebook sizes from deno task allocate's method, lambda 0
-  + both     WCSG plan and EDSG term
-  WCSG groups, equal K   the WCSG groups with one codebook size per layer (storage
-             overhead of WCSG without its allocation)
+  plain VQ        Fisher-weighted VQ, lambda 0, one codebook per layer
+  + EDSG          error-direction term with --lambda
+  + WCSG          per-group codebook sizes from deno task allocate's method, lambda 0
+  + both          WCSG plan and EDSG term
+  WCSG, 1 group   a plan with one group per layer: the permutation overhead and the
+                  budget scope of WCSG without its channel groups
 Prints a Markdown table: rows with their bpw, perplexity, mean and 99th-percentile KL
 divergence (nats per token) and top-1 agreement.
 
@@ -56,8 +57,8 @@ Options:
 interface Variant {
   name: string;
   edsg: boolean;
-  /** "none": one codebook per layer; "wcsg": the allocation plan; "equal": the plan's groups, one K per layer. */
-  plan: "none" | "wcsg" | "equal";
+  /** "none": one codebook per layer, no plan; "wcsg": the allocation plan; "single": a plan with one group per layer. */
+  plan: "none" | "wcsg" | "single";
 }
 
 const VARIANTS: Variant[] = [
@@ -65,9 +66,9 @@ const VARIANTS: Variant[] = [
   { name: "+ EDSG", edsg: true, plan: "none" },
   { name: "+ WCSG", edsg: false, plan: "wcsg" },
   { name: "+ both", edsg: true, plan: "wcsg" },
-  // Same groups, permutation and codebook count as WCSG but no sensitivity-driven sizes:
-  // separates what the allocation gains from what its storage overhead costs.
-  { name: "WCSG groups, equal K", edsg: false, plan: "equal" },
+  // One group per layer through the same plan, scope and stored permutation as WCSG:
+  // separates the permutation overhead and the budget scope from the channel groups.
+  { name: "WCSG, 1 group", edsg: false, plan: "single" },
 ];
 
 interface Row {
@@ -124,17 +125,18 @@ async function main(argv: string[]): Promise<void> {
   for (const bits of budgets) {
     const plan = await makePlan(values.model, values.fisher, bits, groups, vectorLength, values.scope as PlanScope, quiet);
     await writePlan(join(outDir, `plan_${bits}.json`), plan);
-    const equal = equalSizePlan(plan, bits);
-    await writePlan(join(outDir, `plan_${bits}_equal.json`), equal);
+    const single = await makePlan(values.model, values.fisher, bits, 1, vectorLength, values.scope as PlanScope, quiet);
+    await writePlan(join(outDir, `plan_${bits}_1group.json`), single);
     for (const variant of VARIANTS) {
       const out = join(outDir, `rsavq_${bits}_${variant.name.replace(/[^a-z]+/gi, "_")}.safetensors`);
+      const plans = { none: null, wcsg: plan, single };
       const stats = await openStatistics(values.fisher);
       const quantized = await quantizeModel(model, stats, {
         method: "rsavq",
         bits,
         out,
         vectorLength,
-        plan: variant.plan === "wcsg" ? plan : variant.plan === "equal" ? equal : null,
+        plan: plans[variant.plan],
         lambda: variant.edsg ? lambda : 0,
         edsgMode: variant.edsg ? "projection" : "none",
         quiet,
@@ -164,24 +166,6 @@ async function makePlan(modelPath: string, fisher: string, bits: number, groups:
     stats.close();
     model.weights.close();
   }
-}
-
-/**
- * Copies `plan` with every group of a layer at one codebook size: the largest whose layer
- * bits per weight stay within `bits` (the smallest size when none fits).
- */
-function equalSizePlan(plan: Plan, bits: number): Plan {
-  const layers: Plan["layers"] = {};
-  for (const [name, layer] of Object.entries(plan.layers)) {
-    let best = { ...layer, groups: layer.groups.map((g) => ({ ...g, codebookSize: 2 })) };
-    for (let k = 2; k <= 16; k++) {
-      const candidate = { ...layer, groups: layer.groups.map((g) => ({ ...g, codebookSize: 2 ** k })) };
-      if (planBitsPerWeight([candidate]) <= bits) best = candidate;
-    }
-    layers[name] = { ...best, bpw: planBitsPerWeight([best]) };
-  }
-  const bpw = planBitsPerWeight(Object.values(layers));
-  return { ...plan, scope: "layer", bits: Math.max(bits, bpw), bpw, solver: "equal sizes", layers };
 }
 
 function positive(flag: string, text: string): number {

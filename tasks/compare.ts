@@ -38,6 +38,8 @@ Options:
   --group-size G        Columns per scale group of rtn and gptq (default: the quantizer's)
   --lambda L            EDSG weight of rsavq (default: the quantizer's)
   --quantize-seed S     Seed of k-means++ (default: the quantizer's)
+  --tasks FILES         Multiple-choice JSONL task files, comma-separated or repeated: adds
+                        zero-shot acc and acc_norm columns (see deno task eval --help)
   --engine E            Forward and backward engine: ${ENGINES.join(" | ")} (default gpu)
   --gpu MODE            Device use of k-means and assignment: auto | always | never (default auto)
   --work-dir DIR        Folder for the statistics file and quantized models (default: a temporary
@@ -67,6 +69,7 @@ function parse(argv: string[]) {
       "group-size": { type: "string" },
       lambda: { type: "string" },
       "quantize-seed": { type: "string" },
+      tasks: { type: "string", multiple: true },
       engine: { type: "string", default: "gpu" },
       gpu: { type: "string", default: "auto" },
       "work-dir": { type: "string" },
@@ -109,6 +112,7 @@ function parse(argv: string[]) {
       lambda: optional(values.lambda, (v) => number("--lambda", v)),
       seed: optional(values["quantize-seed"], (v) => integer("--quantize-seed", v, 0)),
     },
+    choiceTasks: values.tasks?.flatMap((t) => t.split(",")).filter((t) => t !== ""),
     engine: parseEngine(values.engine),
     gpuUse: gpu as GpuUse,
     workDir: values["work-dir"],
@@ -178,6 +182,7 @@ async function run(args: NonNullable<ReturnType<typeof parse>>): Promise<void> {
       workDir,
       keepModels: args.keep,
       quantize: args.quantize,
+      choiceTasks: args.choiceTasks,
       quiet: args.quiet,
       onRow: (row) => {
         if (!args.quiet) console.error(describeRow(row));
@@ -201,7 +206,8 @@ function describeRow(row: CompareRow): string {
   if (!row.result) return `${name}: failed: ${row.error}`;
   const kld = row.result.kld_mean === undefined ? "" : `, KL ${row.result.kld_mean.toFixed(4)}`;
   const bpw = row.bpw === null ? "" : `, ${row.bpw.toFixed(3)} bpw`;
-  return `${name}: ppl ${row.result.ppl.toFixed(3)}${kld}${bpw}`;
+  const acc = row.zeroShot ? `, zero-shot acc ${(100 * row.zeroShot.acc).toFixed(1)}%` : "";
+  return `${name}: ppl ${row.result.ppl.toFixed(3)}${kld}${bpw}${acc}`;
 }
 
 function quoteArg(arg: string): string {

@@ -1,6 +1,7 @@
 /**
  * `deno task eval`: perplexity of a model on token data and, with --ref, the KL
- * divergence of its next-token distribution from a reference model's.
+ * divergence of its next-token distribution from a reference model's. With --tasks it
+ * measures zero-shot multiple-choice accuracy instead.
  *
  * @module
  */
@@ -10,19 +11,28 @@ import type { LoadedModel } from "../src/model/model.ts";
 import type { CausalLM } from "../src/model/causal_lm.ts";
 import { readTokenFile } from "../src/data/token_files.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
-import { checkContextLength, type EvalResult, evaluate } from "../src/eval/evaluate.ts";
+import { readChoiceTasks } from "../src/data/choice_tasks.ts";
+import { checkContextLength, evaluate } from "../src/eval/evaluate.ts";
+import {
+  type ChoiceModelResult,
+  evaluateChoiceTasks,
+  type LengthUnit,
+} from "../src/eval/zero_shot.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
+import { formatChoiceSummary, formatPerplexitySummary } from "../src/eval/eval_summary.ts";
 import { Progress } from "../src/util/progress.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { openQuantizedModel } from "../src/formats/quantized.ts";
 import { UsageError } from "../src/errors.ts";
 
 const HELP =
-  `Usage: deno task eval --model PATH (--data FILE... | --sample-tokens N [--seed S]) [options]
+  `Usage: deno task eval --model PATH (--data FILE... | --sample-tokens N [--seed S] | --tasks FILE,...) [options]
 
-Measures perplexity over non-overlapping windows of --ctx tokens, each starting at
-position 0 with an empty KV cache, and with --ref the KL divergence KL(P_ref || P_model),
-its 99th percentile and top-1 agreement on the same tokens.
+Perplexity (--data, --sample-tokens): non-overlapping windows of --ctx tokens, each
+starting at position 0 with an empty KV cache; with --ref also the KL divergence
+KL(P_ref || P_model), its 99th percentile and top-1 agreement on the same tokens.
+Zero-shot (--tasks): each choice scored by the summed log-likelihood of its tokens given
+the context; acc and acc_norm per task and averaged, and with --ref the paired difference.
 
 Options:
   --model PATH         Model to evaluate (llama2.c .bin, GGUF, quantized .safetensors, HF folder)
@@ -32,7 +42,13 @@ Options:
                        in windows of --ctx that each start with BOS
   --seed S             Seed of the sampled stream (default 1)
   --ctx N              Window length in tokens, 2..the model's context (default: the context)
-  --ref PATH           Reference model (usually the full-precision one) for KL divergence
+  --tasks FILES        Multiple-choice JSONL task files, comma-separated or repeated (native,
+                       PIQA, ARC, HellaSwag and WinoGrande layouts, detected per line)
+  --skip-invalid       Skip malformed task lines (listed on stderr) instead of stopping
+  --add-bos            Prepend BOS to every task context (default: as lm-evaluation-harness, none)
+  --length-unit U      acc_norm divisor of text choices: bytes | chars (default bytes)
+  --samples            With --json and --tasks, include every question's scores
+  --ref PATH           Reference model (usually the full-precision one) to compare with
   --engine E           Forward engine: ${ENGINES.join(" | ")} (default gpu)
   --json               Print one JSON object instead of a summary
   --quiet              No progress on stderr
@@ -44,6 +60,11 @@ interface EvalArgs {
   sampleTokens?: number;
   seed: number;
   ctx?: number;
+  tasks: string[];
+  skipInvalid: boolean;
+  addBos: boolean;
+  lengthUnit: LengthUnit;
+  samples: boolean;
   ref?: string;
   engine: string;
   json: boolean;
@@ -61,6 +82,11 @@ function parse(argv: string[]): EvalArgs | null {
       "sample-tokens": { type: "string" },
       seed: { type: "string", default: "1" },
       ctx: { type: "string" },
+      tasks: { type: "string", multiple: true },
+      "skip-invalid": { type: "boolean", default: false },
+      "add-bos": { type: "boolean", default: false },
+      "length-unit": { type: "string", default: "bytes" },
+      samples: { type: "boolean", default: false },
       ref: { type: "string" },
       engine: { type: "string", default: "gpu" },
       json: { type: "boolean", default: false },
@@ -73,11 +99,20 @@ function parse(argv: string[]): EvalArgs | null {
     throw new UsageError("Missing --model: pass the checkpoint to evaluate (see --help)");
   }
   const data = values.data ?? [];
+  const tasks = (values.tasks ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
   const sampleTokens = values["sample-tokens"] === undefined
     ? undefined
     : integer("--sample-tokens", values["sample-tokens"], 1);
-  if ((data.length > 0) === (sampleTokens !== undefined)) {
-    throw new UsageError("Pass exactly one of --data FILE or --sample-tokens N");
+  const modes =
+    [data.length > 0, sampleTokens !== undefined, tasks.length > 0].filter(Boolean).length;
+  if (modes !== 1) {
+    throw new UsageError("Pass exactly one of --data FILE, --sample-tokens N or --tasks FILE");
+  }
+  const lengthUnit = values["length-unit"];
+  if (lengthUnit !== "bytes" && lengthUnit !== "chars") {
+    throw new UsageError(
+      `Invalid --length-unit ${JSON.stringify(lengthUnit)}: expected bytes or chars`,
+    );
   }
   return {
     model: values.model,
@@ -85,6 +120,11 @@ function parse(argv: string[]): EvalArgs | null {
     sampleTokens,
     seed: integer("--seed", values.seed, 0),
     ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
+    tasks,
+    skipInvalid: values["skip-invalid"],
+    addBos: values["add-bos"],
+    lengthUnit,
+    samples: values.samples,
     ref: values.ref,
     engine: values.engine,
     json: values.json,
@@ -94,117 +134,166 @@ function parse(argv: string[]): EvalArgs | null {
 
 function integer(flag: string, text: string, min: number): number {
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(
-      `Invalid ${flag} ${JSON.stringify(text)}: expected an integer${
-        min > -Infinity ? ` >= ${min}` : ""
-      }`,
-    );
+  if (text.trim() === "" || !Number.isSafeInteger(value) || value < min) {
+    const bound = min > -Infinity ? ` >= ${min}` : "";
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer${bound}`);
   }
   return value;
 }
 
+/** Models and device of one run, released together. */
+interface Session {
+  model: LoadedModel;
+  refModel?: LoadedModel;
+  gpu: GpuContext | null;
+  lms: CausalLM[];
+}
+
 async function run(args: EvalArgs): Promise<void> {
   const engine = parseEngine(args.engine);
-  const opened: LoadedModel[] = [];
-  const models: CausalLM[] = [];
-  let gpu: GpuContext | null = null;
+  const session: Session = { model: await loadModel(args.model), gpu: null, lms: [] };
   try {
-    const model = await loadModel(args.model);
-    opened.push(model);
-    const refModel = args.ref ? await loadModel(args.ref) : undefined;
-    if (refModel) opened.push(refModel);
-
-    // validate the window and vocabulary before reading any weights
-    const ctx = args.ctx ?? model.config.maxSeqLen;
-    checkContextLength(ctx, model.config, args.model);
-    if (refModel) {
-      checkContextLength(ctx, refModel.config, args.ref!);
-      if (refModel.config.vocabSize !== model.config.vocabSize) {
-        throw new UsageError(
-          `${args.ref} has a vocabulary of ${refModel.config.vocabSize} but ${args.model} has ${model.config.vocabSize}: --ref must use the same tokenizer`,
-        );
-      }
+    if (args.ref) session.refModel = await loadModel(args.ref);
+    const { model, refModel } = session;
+    if (refModel && refModel.config.vocabSize !== model.config.vocabSize) {
+      throw new UsageError(
+        `${args.ref} has a vocabulary of ${refModel.config.vocabSize} but ${args.model} has ` +
+          `${model.config.vocabSize}: --ref must use the same tokenizer`,
+      );
     }
-    const documents = await readData(args, model, refModel);
-
-    // one device serves both models; the KV caches only need one window
-    if (engine === "gpu") gpu = await GpuContext.create();
-    const lmOptions = { gpu: gpu ?? undefined, contextLength: ctx, progress: !args.quiet };
-    const lm = await createCausalLM(model, engine, lmOptions);
-    models.push(lm);
-    const ref = refModel ? await createCausalLM(refModel, engine, lmOptions) : undefined;
-    if (ref) models.push(ref);
-
-    let tokens = documents;
-    if (args.sampleTokens !== undefined) {
-      // a quantized model is judged on text from the full model, so sample from --ref
-      const progress = new Progress("sample", args.sampleTokens, {
-        quiet: args.quiet,
-        unit: "tokens",
-      });
-      tokens = [
-        await sampleTokenStream(ref ?? lm, {
-          tokens: args.sampleTokens,
-          windowLength: ctx,
-          seed: args.seed,
-          progress,
-        }),
-      ];
-      progress.finish();
-    }
-
-    const total = tokens.reduce((sum, doc) => sum + doc.length, 0);
-    const progress = new Progress("eval", total, { quiet: args.quiet, unit: "tokens" });
-    const started = performance.now();
-    const result = await evaluate(lm, tokens, { ctx, ref, progress });
-    progress.finish();
-    const seconds = (performance.now() - started) / 1000;
-    const fileBytes = await checkpointBytes(args.model);
-    const quantization = model.format === "quantized" ? await quantizationSummary(args.model) : {};
-
-    const report = {
-      model: args.model,
-      ref: args.ref ?? null,
-      engine,
-      data: args.sampleTokens !== undefined
-        ? `sampled from ${args.ref ? "ref" : "model"}, seed ${args.seed}`
-        : args.data,
-      ...result,
-      ...quantization,
-      file_bytes: fileBytes,
-      seconds: round(seconds, 3),
-    };
-    console.log(args.json ? JSON.stringify(report) : summary(report, result));
+    if (args.tasks.length > 0) await runChoiceTasks(args, session, engine);
+    else await runPerplexity(args, session, engine);
   } finally {
-    for (const m of models) m.dispose();
-    gpu?.destroy();
-    for (const m of opened) m.weights.close();
+    for (const lm of session.lms) lm.dispose();
+    session.gpu?.destroy();
+    session.model.weights.close();
+    session.refModel?.weights.close();
   }
 }
 
-async function readData(
+/** Creates the model and the reference on `engine`, sharing one device. */
+async function createModels(
+  session: Session,
+  engine: "gpu" | "reference",
+  contextLength: number | undefined,
+  quiet: boolean,
+): Promise<{ lm: CausalLM; ref?: CausalLM }> {
+  if (engine === "gpu") session.gpu = await GpuContext.create();
+  const options = { gpu: session.gpu ?? undefined, contextLength, progress: !quiet };
+  const lm = await createCausalLM(session.model, engine, options);
+  session.lms.push(lm);
+  if (!session.refModel) return { lm };
+  const ref = await createCausalLM(session.refModel, engine, options);
+  session.lms.push(ref);
+  return { lm, ref };
+}
+
+async function runPerplexity(
   args: EvalArgs,
-  model: LoadedModel,
-  refModel: LoadedModel | undefined,
-): Promise<Int32Array[]> {
-  const documents: Int32Array[] = [];
+  session: Session,
+  engine: "gpu" | "reference",
+): Promise<void> {
+  const { model, refModel } = session;
+
+  // validate the window and the data before reading any weights
+  const ctx = args.ctx ?? model.config.maxSeqLen;
+  checkContextLength(ctx, model.config, args.model);
+  if (refModel) checkContextLength(ctx, refModel.config, args.ref!);
   const tokenizer = model.tokenizer ?? refModel?.tokenizer ?? null;
+  let tokens: Int32Array[] = [];
   for (const path of args.data) {
-    documents.push(...await readTokenFile(path, { vocabSize: model.config.vocabSize, tokenizer }));
+    tokens.push(...await readTokenFile(path, { vocabSize: model.config.vocabSize, tokenizer }));
   }
-  return documents;
+
+  // the KV caches only need one window
+  const { lm, ref } = await createModels(session, engine, ctx, args.quiet);
+  if (args.sampleTokens !== undefined) {
+    // a quantized model is judged on text from the full model, so sample from --ref
+    const sampling = new Progress("sample", args.sampleTokens, {
+      quiet: args.quiet,
+      unit: "tokens",
+    });
+    const stream = await sampleTokenStream(ref ?? lm, {
+      tokens: args.sampleTokens,
+      windowLength: ctx,
+      seed: args.seed,
+      progress: sampling,
+    });
+    sampling.finish();
+    tokens = [stream];
+  }
+
+  const total = tokens.reduce((sum, doc) => sum + doc.length, 0);
+  const progress = new Progress("eval", total, { quiet: args.quiet, unit: "tokens" });
+  const started = performance.now();
+  const result = await evaluate(lm, tokens, { ctx, ref, progress });
+  progress.finish();
+  const seconds = (performance.now() - started) / 1000;
+
+  const report = {
+    model: args.model,
+    ref: args.ref ?? null,
+    engine,
+    data: args.sampleTokens !== undefined
+      ? `sampled from ${args.ref ? "ref" : "model"}, seed ${args.seed}`
+      : args.data,
+    ...result,
+    ...(model.format === "quantized" ? await quantizationSummary(args.model) : {}),
+    file_bytes: await checkpointBytes(args.model),
+    seconds: round(seconds, 3),
+  };
+  console.log(args.json ? JSON.stringify(report) : formatPerplexitySummary(report, result));
 }
 
-/** Report fields the human-readable summary shows besides the {@linkcode EvalResult}. */
-interface SummaryFields {
-  model: string;
-  ref: string | null;
-  engine: string;
-  data: string | string[];
-  method?: string;
-  target_bpw?: number;
-  bpw?: number;
+async function runChoiceTasks(
+  args: EvalArgs,
+  session: Session,
+  engine: "gpu" | "reference",
+): Promise<void> {
+  // every task file is parsed before any weights are read, so a bad line costs nothing
+  const { questions, invalid } = await readChoiceTasks(args.tasks, {
+    skipInvalid: args.skipInvalid,
+  });
+  for (const error of invalid) console.error(`skipped: ${error.message}`);
+  const tokenizer = session.model.tokenizer ?? session.refModel?.tokenizer ?? null;
+
+  const { lm, ref } = await createModels(session, engine, undefined, args.quiet);
+  const progress = new Progress("zero-shot", questions.length * (ref ? 2 : 1), {
+    quiet: args.quiet,
+    unit: "questions",
+  });
+  const started = performance.now();
+  const result = await evaluateChoiceTasks(lm, tokenizer, questions, {
+    ref,
+    addBos: args.addBos,
+    lengthUnit: args.lengthUnit,
+    progress,
+  });
+  progress.finish();
+  const seconds = (performance.now() - started) / 1000;
+
+  if (!args.json) {
+    console.log(formatChoiceSummary(args.model, result));
+    return;
+  }
+  // per-question samples can be large, so they are printed only on request
+  const scores = (r: ChoiceModelResult) => ({
+    tasks: r.tasks,
+    average: r.average,
+    forwarded_tokens: r.forwarded_tokens,
+    samples: args.samples ? r.samples : undefined,
+  });
+  console.log(JSON.stringify({
+    model: args.model,
+    ref: args.ref ?? null,
+    engine,
+    task_files: args.tasks,
+    skipped_lines: invalid.length,
+    ...scores(result),
+    ref_scores: result.ref ? scores(result.ref) : undefined,
+    comparison: result.comparison,
+    seconds: round(seconds, 3),
+  }));
 }
 
 /** Method, target and achieved bpw stored in a quantized model's metadata. */
@@ -234,38 +323,6 @@ async function checkpointBytes(path: string): Promise<number | null> {
   } catch {
     return null;
   }
-}
-
-function summary(report: SummaryFields, r: EvalResult): string {
-  const data = Array.isArray(report.data) ? report.data.join(", ") : report.data;
-  const pplError = (r.ppl * r.nll_stderr).toFixed(4);
-  const lines = [
-    `model    ${report.model} (${report.engine} engine)`,
-    `data     ${data}: ${r.windows} windows of up to ${r.ctx} tokens`,
-    `ppl      ${r.ppl.toFixed(4)} ± ${pplError}   (nll ${
-      r.nll.toFixed(5)
-    } nats/token over ${r.tokens} tokens)`,
-  ];
-  if (report.bpw !== undefined) {
-    lines.push(
-      `quant    ${report.method} at ${report.bpw.toFixed(4)} bpw (target ${report.target_bpw})`,
-    );
-  }
-  if (report.ref !== null && r.kld_mean !== undefined) {
-    const kld = [
-      `mean ${r.kld_mean.toFixed(6)} ± ${r.kld_stderr!.toFixed(6)}`,
-      `median ${r.kld_median!.toFixed(6)}`,
-      `p99 ${r.kld_p99!.toFixed(6)}`,
-      `max ${r.kld_max!.toFixed(6)}`,
-    ];
-    const top1 = `${(100 * r.top1_agreement!).toFixed(2)}% ± ${(100 * r.top1_stderr!).toFixed(2)}%`;
-    lines.push(
-      `ref      ${report.ref}: ppl ${r.ref_ppl!.toFixed(4)}`,
-      `KLD      ${kld.join("   ")}`,
-      `top-1    ${top1} agreement with the reference`,
-    );
-  }
-  return lines.join("\n");
 }
 
 function round(value: number, digits: number): number {

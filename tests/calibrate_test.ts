@@ -189,7 +189,7 @@ Deno.test("loadCalibrationData rejects bad sizes", async () => {
   assert.throws(() => validateDataSpec(model, { seqLen: 32 }), /either --data/);
   assert.throws(() => validateDataSpec(model, { sampleTokens: 100, seqLen: 32 }), /--seed/);
   assert.throws(() => validateDataSpec(model, { sampleTokens: 10, seed: 1, seqLen: 32 }), /shorter than one sequence/);
-  await assert.rejects(() => loadCalibrationData(model, { files: [ids], seqLen: 32 }), /holds 10 tokens, shorter than one sequence/);
+  await assert.rejects(() => loadCalibrationData(model, { files: [ids], seqLen: 32 }), /contains 10 tokens, shorter than one sequence/);
   await assert.rejects(() => loadCalibrationData(model, { files: [ids], seqLen: 4, sequences: 3 }), /--sequences 3/);
 
   const data = await loadCalibrationData(model, { files: [ids, ids], seqLen: 6 });
@@ -338,4 +338,25 @@ Deno.test("calibrate on the gpu engine agrees with the reference and resumes exa
     model.weights.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("calibrate task writes statistics from a token-id file", async () => {
+  const dir = await tempDir();
+  const out = join(dir, "f.safetensors");
+  const ids = join(dir, "ids.bin");
+  const stream = Uint32Array.from({ length: 100 }, (_, i) => (i % 32 === 0 ? 1 : (i * 37) % 512));
+  await Deno.writeFile(ids, new Uint8Array(stream.buffer));
+  const cmd = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tasks/calibrate.ts", "--model", STORIES_260K, "--engine", "reference", "--data", ids, "--seq-len", "32", "--quiet", "--out", out],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { code, stderr } = await cmd.output();
+  assert.equal(code, 0, new TextDecoder().decode(stderr));
+  const stats = await readFisherStats(out);
+  assert.equal(stats.metadata.sequences, 3);
+  assert.equal(stats.metadata.tokens, 96);
+  assert.match(stats.metadata.data, /ids\.bin \(100 tokens\)/);
+  assert.equal(stats.metadata.seed, null);
+  await Deno.remove(dir, { recursive: true });
 });

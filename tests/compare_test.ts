@@ -7,6 +7,7 @@ import { UsageError } from "../src/errors.ts";
 import { STORIES_260K } from "./_helpers.ts";
 
 const COMPARE_TASK = fileURLToPath(new URL("../tasks/compare.ts", import.meta.url));
+const CHOICE_IDS = fileURLToPath(new URL("./fixtures/choice_ids.jsonl", import.meta.url));
 
 /** Layer 0's linear layers: quantizing only these keeps the tests fast. */
 const LAYER_0 = ["q_proj", "k_proj", "v_proj", "o_proj"].map((p) => `model.layers.0.self_attn.${p}`)
@@ -94,6 +95,27 @@ Deno.test("formatCompareTable renders rows and marks the best", () => {
   ]);
 });
 
+Deno.test("formatCompareTable adds zero-shot columns", () => {
+  const zeroShot = { acc: 0.5, acc_norm: 0.625, tasks: 2, questions: 8 };
+  const result: CompareResult = {
+    model: "m.bin",
+    ctx: 64,
+    engine: "reference",
+    calibration: { tokens: 128, seed: 1 },
+    evaluation: { tokens: 128, seed: 2 },
+    calibrateSeconds: 1,
+    rows: [
+      { method: "full", targetBits: null, bpw: null, quantizeSeconds: null, result: evalResult(10), zeroShot },
+      { method: "rtn", targetBits: 3, bpw: null, quantizeSeconds: null, error: "failed to fit" },
+    ],
+  };
+  const text = formatCompareTable(result);
+  assert.ok(text.includes("unweighted means over 2 tasks (8 questions)"));
+  assert.ok(text.includes("| quantize s | acc | acc_norm |"));
+  assert.ok(text.includes("| full | — | — | 10.00 | — | — | — | — | 50.0% | 62.5% |"));
+  assert.ok(text.includes("| rtn | 3 | — | failed: failed to fit | — | — | — | — | — | — |"));
+});
+
 Deno.test("formatCompareTable names a given statistics file", () => {
   const result: CompareResult = {
     model: "m.bin",
@@ -122,6 +144,7 @@ Deno.test("compareQuantizers evaluates each method and target", async () => {
     gpu: null,
     workDir,
     quantize: { layers: LAYER_0, iterations: 3 },
+    choiceTasks: [CHOICE_IDS],
     quiet: true,
   });
   assert.equal(result.ctx, 64);
@@ -134,6 +157,7 @@ Deno.test("compareQuantizers evaluates each method and target", async () => {
 
   const full = result.rows[0].result!;
   assert.equal(full.tokens, 2 * 63);
+  assert.equal(result.rows[0].zeroShot!.questions, 6, "zero-shot questions of the full model");
   assert.equal(full.kld_mean, undefined, "the full model is the reference");
   for (const row of result.rows.slice(1, 4)) {
     assert.equal(row.result, undefined, `${row.method} cannot fit 0.5 bits`);
@@ -151,6 +175,9 @@ Deno.test("compareQuantizers evaluates each method and target", async () => {
     assert.ok(r.kld_p99! >= r.kld_median!, `${row.method} p99 below the median`);
     assert.ok(r.top1_agreement! > 0, `${row.method} top-1 ${r.top1_agreement}`);
     assert.ok(r.top1_agreement! <= 1, `${row.method} top-1 ${r.top1_agreement}`);
+    assert.equal(row.zeroShot!.tasks, 2, `${row.method} zero-shot tasks`);
+    assert.ok(row.zeroShot!.acc >= 0, `${row.method} acc ${row.zeroShot!.acc}`);
+    assert.ok(row.zeroShot!.acc <= 1, `${row.method} acc ${row.zeroShot!.acc}`);
   }
 
   // only the statistics file remains: quantized models are deleted after evaluation

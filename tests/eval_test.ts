@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { logSoftmax } from "../src/eval/log_softmax.ts";
 import { NllStats, standardError, windowPerplexity } from "../src/eval/perplexity.ts";
 import { klDivergence, KldStats, percentile } from "../src/eval/kl_divergence.ts";
@@ -12,10 +11,7 @@ import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { createCausalLM } from "../src/eval/engine.ts";
-import { quantizeModel } from "../src/quantize/quantize_model.ts";
 import { STORIES_260K, tinyConfig } from "./_helpers.ts";
-
-const EVAL_TASK = fileURLToPath(new URL("../tasks/eval.ts", import.meta.url));
 
 /**
  * A two-token model with planted logits: at position p the logits are [0, p * ln 2], so
@@ -258,6 +254,18 @@ Deno.test("evaluate rejects bad windows and ids", async () => {
   );
 });
 
+Deno.test("evaluate rejects NaN logits", async () => {
+  const tokens = new Int32Array([0, 1, 1]);
+  await assert.rejects(
+    evaluate(new PlantedLM(4, [NaN, 0]), tokens, { ctx: 3 }),
+    /Non-finite log-likelihood NaN in window 0 at position 0: the model produced/,
+  );
+  await assert.rejects(
+    evaluate(new PlantedLM(4), tokens, { ctx: 3, ref: new PlantedLM(4, [0, NaN]) }),
+    /the reference model produced NaN/,
+  );
+});
+
 Deno.test("evaluate of stories260K against itself has zero KL", async () => {
   const model = await loadLlama2c(STORIES_260K);
   const lm = await ReferenceModel.create(model.config, model.weights);
@@ -295,188 +303,5 @@ Deno.test("evaluate of the gpu engine matches the reference", async () => {
   } finally {
     gpu.destroy();
     model.weights.close();
-  }
-});
-
-/** Runs `deno task eval` in a subprocess and returns its exit code, stdout and stderr. */
-async function runEvalTask(
-  args: string[],
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", EVAL_TASK, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return {
-    code: output.code,
-    stdout: decoder.decode(output.stdout),
-    stderr: decoder.decode(output.stderr),
-  };
-}
-
-Deno.test("eval task prints the perplexity of a sampled stream", async () => {
-  const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--sample-tokens",
-    "4096",
-    "--seed",
-    "1",
-    "--json",
-    "--engine",
-    "reference",
-    "--quiet",
-  ]);
-  assert.equal(code, 0, stderr);
-  assert.equal(stderr, "", "--quiet prints no progress");
-  const report = JSON.parse(stdout);
-
-  // the same stream and evaluation through the library
-  const model = await loadLlama2c(STORIES_260K);
-  const lm = await ReferenceModel.create(model.config, model.weights);
-  model.weights.close();
-  const tokens = await sampleTokenStream(lm, { tokens: 4096, windowLength: 512, seed: 1 });
-  const expected = await evaluate(lm, tokens, { ctx: 512 });
-  assert.equal(report.ppl, expected.ppl);
-  assert.equal(report.nll, expected.nll);
-  assert.equal(report.tokens, 8 * 511);
-  assert.equal(report.windows, 8);
-  assert.equal(report.ctx, 512);
-  assert.equal(report.kld_mean, undefined);
-});
-
-Deno.test("eval task reports zero KL against itself", async () => {
-  const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--ref",
-    STORIES_260K,
-    "--sample-tokens",
-    "512",
-    "--ctx",
-    "256",
-    "--seed",
-    "1",
-    "--json",
-    "--engine",
-    "reference",
-  ]);
-  assert.equal(code, 0, stderr);
-  assert.match(stderr, /eval: 512\/512/, "progress on stderr");
-  const report = JSON.parse(stdout);
-  assert.ok(Math.abs(report.kld_mean) <= 1e-6, `kld_mean ${report.kld_mean}`);
-  assert.ok(Math.abs(report.kld_p99) <= 1e-6, `kld_p99 ${report.kld_p99}`);
-  assert.equal(report.top1_agreement, 1);
-  assert.equal(report.ref, STORIES_260K);
-});
-
-Deno.test("eval task evaluates a token file on the gpu", async () => {
-  const model = await loadLlama2c(STORIES_260K);
-  const lm = await ReferenceModel.create(model.config, model.weights);
-  model.weights.close();
-  const tokens = await sampleTokenStream(lm, { tokens: 256, windowLength: 128, seed: 4 });
-  const expected = await evaluate(lm, tokens, { ctx: 128 });
-  const path = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.writeTextFile(path, JSON.stringify([...tokens]));
-
-  const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--ref",
-    STORIES_260K,
-    "--data",
-    path,
-    "--ctx",
-    "128",
-    "--json",
-    "--quiet",
-  ]);
-  assert.equal(code, 0, stderr);
-  const report = JSON.parse(stdout);
-  assert.equal(report.engine, "gpu");
-  assert.equal(report.tokens, 2 * 127);
-  assertClose(report.ppl, expected.ppl, 1e-5 * expected.ppl, "ppl");
-  assert.ok(report.kld_mean <= 1e-6, `kld_mean ${report.kld_mean}`);
-  assert.deepEqual(report.data, [path]);
-});
-
-Deno.test("eval task reports the bpw of a quantized model", async () => {
-  const model = await loadLlama2c(STORIES_260K);
-  const out = `${await Deno.makeTempDir()}/rtn.safetensors`;
-  const quantized = await quantizeModel(model, null, { method: "rtn", bits: 4, out, quiet: true });
-  model.weights.close();
-
-  const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    out,
-    "--ref",
-    STORIES_260K,
-    "--sample-tokens",
-    "128",
-    "--ctx",
-    "64",
-    "--engine",
-    "reference",
-    "--json",
-    "--quiet",
-  ]);
-  assert.equal(code, 0, stderr);
-  const report = JSON.parse(stdout);
-  assert.equal(report.method, "rtn");
-  assert.equal(report.target_bpw, 4);
-  assert.equal(report.bpw, quantized.bpw);
-  assert.ok(report.kld_mean > 0, `kld_mean ${report.kld_mean}`);
-});
-
-Deno.test("eval task prints a summary without --json", async () => {
-  const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--sample-tokens",
-    "64",
-    "--ctx",
-    "32",
-    "--engine",
-    "reference",
-    "--quiet",
-  ]);
-  assert.equal(code, 0, stderr);
-  assert.match(stdout, /^ppl +\d+\.\d{4} ± /m);
-  assert.match(stdout, /2 windows of up to 32 tokens/);
-});
-
-Deno.test("eval task rejects bad input in one line", async () => {
-  const outOfVocab = await Deno.makeTempFile({ suffix: ".json" });
-  await Deno.writeTextFile(outOfVocab, "[1, 2, 600]");
-  const empty = await Deno.makeTempFile({ suffix: ".u32" });
-  // arguments                                        fragments of the error line
-  const cases: [string[], string[]][] = [
-    [["--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "600"], [
-      "--ctx 600",
-      STORIES_260K,
-      "512",
-    ]],
-    [["--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "1"], ["--ctx 1", "at least 2"]],
-    [["--model", STORIES_260K, "--data", outOfVocab], [outOfVocab, "[2]", "600"]],
-    [["--model", STORIES_260K, "--data", empty], [empty, "empty"]],
-    [["--model", STORIES_260K], ["--data", "--sample-tokens"]],
-    [["--model", STORIES_260K, "--sample-tokens", "x"], ["--sample-tokens", '"x"']],
-    [["--model", STORIES_260K, "--sample-tokens", "64", "--engine", "cuda"], [
-      "--engine",
-      "gpu, reference",
-    ]],
-    [["--sample-tokens", "64"], ["--model"]],
-  ];
-  for (const [args, fragments] of cases) {
-    const withEngine = args.includes("--engine") ? args : [...args, "--engine", "reference"];
-    const { code, stdout, stderr } = await runEvalTask(withEngine);
-    assert.equal(code, 1, args.join(" "));
-    assert.equal(stdout, "");
-    const lines = stderr.trim().split("\n");
-    assert.equal(lines.length, 1, `one line for ${args.join(" ")}: ${stderr}`);
-    for (const fragment of fragments) {
-      assert.ok(lines[0].includes(fragment), `"${fragment}" missing from: ${lines[0]}`);
-    }
   }
 });

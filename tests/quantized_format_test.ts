@@ -76,7 +76,7 @@ Deno.test("quantizeModel bpw equals stored bytes", async () => {
     ["kmeans", 2.5, { vectorLength: 6 }],
     ["vptq", 3, { residual: 16 }],
     ["rsavq", 24, { vectorLength: 8, codebookSize: 300 }],
-    ["rsavq", 2, { vectorLength: 2, lambda: 0.1, edsgMode: "linear" }],
+    ["rsavq", 2, { vectorLength: 2, lambda: 0.1, edsgMode: "linear", fisherMetric: "empirical" }],
   ];
   try {
     for (const [method, bits, extra] of cases) {

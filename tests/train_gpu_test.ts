@@ -15,7 +15,7 @@ function relativeError(got: Float32Array, want: Float32Array): number {
 
 const CONFIG = tinyConfig({ ropeStyle: "half", tiedEmbeddings: true, qkvBias: false, vocabSize: 41 });
 
-/** Two sequences of 9 and a stream for training, all seeded. */
+/** Two deterministic sequences of 9 token ids, varied by `seed`. */
 function sequences(seed: number): Int32Array[] {
   return [0, 1].map((b) => Int32Array.from({ length: 9 }, (_, t) => (seed * 7 + b * 13 + t * t * 5) % CONFIG.vocabSize));
 }

@@ -41,7 +41,7 @@ export interface CalibrateOptions {
   signal?: AbortSignal;
 }
 
-/** What a run did. */
+/** Outcome of a calibration run. */
 export interface CalibrateResult {
   /** Whether the statistics file was written (false when stopped early). */
   complete: boolean;

@@ -1,6 +1,6 @@
 /**
  * The resumable state of a calibration run: a sidecar file next to the output
- * (`<out>.partial`) that holds the accumulator's f64 sums exactly, the counts, and the
+ * (`<out>.partial`) that contains the accumulator's f64 sums exactly, the counts, and the
  * run's identity (model, data hash, sequence length, options). It is a safetensors file
  * whose tensors are U8 byte arrays of little-endian f64 values, because the sums must
  * survive a round trip bit for bit for a resumed run to write the same file as an
@@ -17,7 +17,7 @@ import { type FisherAccumulator, stateShapes } from "./accumulator.ts";
 export const PARTIAL_FORMAT = "rsavq-fisher-partial";
 const PARTIAL_VERSION = "1";
 
-/** What identifies a run: a resumed run must match every field. */
+/** Identity of a run: a resumed run must match every field. */
 export interface RunIdentity {
   /** Model path. */
   model: string;

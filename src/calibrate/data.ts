@@ -18,7 +18,7 @@ import { sampleTokenStream } from "../data/sample_stream.ts";
 import { readChatFile } from "./chat_data.ts";
 import type { Progress } from "../util/progress.ts";
 
-/** Where calibration tokens come from: files, or a stream sampled from the model. */
+/** Source of calibration tokens: files, or a stream sampled from the model. */
 export interface DataSpec {
   /** Data files (text, `.json` / `.bin` / `.u32` ids, or chat JSONL with `chat`). */
   files?: string[];
@@ -90,7 +90,7 @@ export function validateDataSpec(model: LoadedModel, spec: DataSpec): void {
  * @param model Loaded model (its tokenizer and chat template are used for text and chat).
  * @param spec Files or sampling, sequence length and count.
  * @param options Sampler factory and progress.
- * @throws {UsageError} When the data holds fewer tokens than one sequence, or fewer sequences than requested.
+ * @throws {UsageError} When the data contains fewer tokens than one sequence, or fewer sequences than requested.
  */
 export async function loadCalibrationData(model: LoadedModel, spec: DataSpec, options: LoadDataOptions = {}): Promise<CalibrationData> {
   validateDataSpec(model, spec);
@@ -117,13 +117,13 @@ export async function loadCalibrationData(model: LoadedModel, spec: DataSpec, op
     const kind = spec.chat ? "chat JSONL" : "files";
     description = `${kind}: ${spec.files!.map((f) => basename(f)).join(", ")} (${stream.length} tokens)`;
     if (stream.length < seqLen) {
-      throw new UsageError(`Data holds ${stream.length} tokens, shorter than one sequence of --seq-len ${seqLen} (${spec.files!.join(", ")}): add data or lower --seq-len`);
+      throw new UsageError(`Data contains ${stream.length} tokens, shorter than one sequence of --seq-len ${seqLen} (${spec.files!.join(", ")}): add data or lower --seq-len`);
     }
   }
   const available = Math.floor(stream.length / seqLen);
   const count = spec.sequences ?? available;
   if (count > available) {
-    throw new UsageError(`--sequences ${count} asks for more than the ${available} sequences of ${seqLen} tokens the data holds: lower --sequences or add data`);
+    throw new UsageError(`--sequences ${count} asks for more than the ${available} sequences of ${seqLen} tokens the data contains: lower --sequences or add data`);
   }
   const windows: Int32Array[] = [];
   for (let i = 0; i < count; i++) windows.push(stream.slice(i * seqLen, (i + 1) * seqLen));

@@ -231,7 +231,7 @@ function validateLayers(path: string, file: SafetensorsFile, fullG: boolean): Ma
     else if (file.tensors.has(`${prefix}.G`)) throw new FormatError(path, `${prefix}.G`, "Present although metadata full_g is false");
     layers.set(prefix, { inDim: n, outDim: m });
   }
-  if (layers.size === 0) throw new FormatError(path, "", "The file holds no layer statistics");
+  if (layers.size === 0) throw new FormatError(path, "", "The file contains no layer statistics");
   for (const name of file.tensors.keys()) {
     if (!layers.has(prefixOf(name))) throw new FormatError(path, name, "Tensor belongs to no layer: its layer has no .A tensor");
   }

@@ -15,7 +15,7 @@ export interface CalibratedLinear {
   prefix: string;
   /** Block index. */
   layer: number;
-  /** Which linear of the block. */
+  /** The block's linear layer. */
   linear: BlockLinear;
   /** Input width n. */
   inDim: number;

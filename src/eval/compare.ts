@@ -25,6 +25,9 @@ import { type GpuUse, QUANT_METHODS, type QuantMethod } from "../quantize/types.
 import { Progress } from "../util/progress.ts";
 import { createCausalLM, type Engine } from "./engine.ts";
 import { checkContextLength, type EvalResult, evaluate } from "./evaluate.ts";
+import { type ChoiceQuestion, readChoiceTasks } from "../data/choice_tasks.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { evaluateChoiceTasks } from "./zero_shot.ts";
 
 /** Maximum default length of the evaluation window and calibration sequence, in tokens. */
 export const DEFAULT_COMPARE_CTX = 2048;
@@ -70,6 +73,8 @@ export interface CompareOptions {
   keepModels?: boolean;
   /** Settings shared by every quantization. */
   quantize?: CompareQuantizeSettings;
+  /** Multiple-choice JSONL task files; each row then also reports zero-shot accuracy. */
+  choiceTasks?: string[];
   /** No progress on stderr. */
   quiet?: boolean;
   /** Called after each finished row, for live output. */
@@ -88,10 +93,22 @@ export interface CompareRow {
   quantizeSeconds: number | null;
   /** Evaluation against the full model, absent when the row failed. */
   result?: EvalResult;
+  /** Zero-shot accuracy averaged over the task files' tasks, with `choiceTasks`. */
+  zeroShot?: ZeroShotSummary;
   /** Error message when quantizing or evaluating this row failed. */
   error?: string;
   /** The quantized model file, when it was kept. */
   path?: string;
+}
+
+/** Unweighted mean accuracy over the tasks of the task files, as fractions. */
+export interface ZeroShotSummary {
+  acc: number;
+  acc_norm: number;
+  /** Number of tasks averaged. */
+  tasks: number;
+  /** Number of questions over all tasks. */
+  questions: number;
 }
 
 /** Everything the comparison measured, and how. */
@@ -135,12 +152,19 @@ export async function compareQuantizers(options: CompareOptions): Promise<Compar
   const calibTokens = options.calibTokens ?? 4096;
   checkOptions(options, methods, bitsList, calibSeed, evalSeed);
 
+  // task files are parsed first, so a malformed line fails before any work
+  const questions = options.choiceTasks
+    ? (await readChoiceTasks(options.choiceTasks)).questions
+    : [];
   const model = await loadModel(options.model);
   const open: { dispose(): void }[] = [];
   try {
     const ctx = options.ctx ?? Math.min(DEFAULT_COMPARE_CTX, model.config.maxSeqLen);
     checkContextLength(ctx, model.config, options.model);
-    const lmOptions = { gpu: options.gpu ?? undefined, contextLength: ctx };
+    const lmOptions = {
+      gpu: options.gpu ?? undefined,
+      contextLength: kvLength(model, ctx, questions),
+    };
     const full = await createCausalLM(model, options.engine, lmOptions);
     open.push(full);
 
@@ -175,13 +199,15 @@ export async function compareQuantizers(options: CompareOptions): Promise<Compar
       bpw: null,
       quantizeSeconds: null,
       result: fullResult,
+      zeroShot: await zeroShot(full, model.tokenizer, questions),
     });
 
     const stats = await openStatistics(fisher);
     open.push({ dispose: () => stats.close() });
     for (const bits of bitsList) {
       for (const method of methods) {
-        addRow(await compareOne(model, stats, full, tokens, { ...options, ctx }, method, bits));
+        const rowOptions = { ...options, ctx, questions, kvLength: lmOptions.contextLength };
+        addRow(await compareOne(model, stats, full, tokens, rowOptions, method, bits));
       }
     }
     return {
@@ -264,7 +290,7 @@ async function compareOne(
   stats: Awaited<ReturnType<typeof openStatistics>>,
   full: CausalLM,
   tokens: Int32Array,
-  options: CompareOptions & { ctx: number },
+  options: CompareOptions & { ctx: number; questions: ChoiceQuestion[]; kvLength: number },
   method: QuantMethod,
   bits: number,
 ): Promise<CompareRow> {
@@ -291,7 +317,7 @@ async function compareOne(
     quantized = await loadModel(path);
     lm = await createCausalLM(quantized, options.engine, {
       gpu: options.gpu ?? undefined,
-      contextLength: options.ctx,
+      contextLength: options.kvLength,
     });
     const progress = new Progress(`eval ${method} ${bits} bpw`, tokens.length, {
       quiet: options.quiet,
@@ -301,6 +327,7 @@ async function compareOne(
     // tokens * vocab floats, too much for large vocabularies.
     row.result = await evaluate(lm, tokens, { ctx: options.ctx, ref: full, progress });
     progress.finish();
+    row.zeroShot = await zeroShot(lm, model.tokenizer, options.questions);
     if (options.keepModels) row.path = path;
   } catch (err) {
     row.error = err instanceof Error ? err.message : String(err);
@@ -310,4 +337,31 @@ async function compareOne(
     if (!options.keepModels) await Deno.remove(path).catch(() => {});
   }
   return row;
+}
+
+/**
+ * KV cache length of every model: the evaluation window, or with zero-shot questions at
+ * least {@linkcode DEFAULT_COMPARE_CTX} positions (within the model's context).
+ */
+function kvLength(model: LoadedModel, ctx: number, questions: readonly ChoiceQuestion[]): number {
+  // NOTE: a question longer than this cache fails its row with "Context is full"; common
+  // benchmark questions are a few hundred tokens.
+  if (questions.length === 0) return ctx;
+  return Math.max(ctx, Math.min(DEFAULT_COMPARE_CTX, model.config.maxSeqLen));
+}
+
+/** Scores the questions with `lm`; undefined without questions. */
+async function zeroShot(
+  lm: CausalLM,
+  tokenizer: Tokenizer | null,
+  questions: readonly ChoiceQuestion[],
+): Promise<ZeroShotSummary | undefined> {
+  if (questions.length === 0) return undefined;
+  const { average } = await evaluateChoiceTasks(lm, tokenizer, questions);
+  return {
+    acc: average.acc,
+    acc_norm: average.acc_norm,
+    tasks: average.tasks,
+    questions: average.questions,
+  };
 }

@@ -54,13 +54,27 @@ export function formatCompareTable(
     `- bpw counts the stored indices, codebooks, scales and permutations of the quantized linear layers; ` +
       "embeddings, norms and the output head stay unquantized",
     `- Engine: ${result.engine}${context.machine ? `; machine: ${context.machine}` : ""}`,
+  );
+  const zeroShot = result.rows.find((r) => r.zeroShot)?.zeroShot;
+  if (zeroShot) {
+    lines.push(
+      `- Zero-shot: acc and acc_norm are unweighted means over ${zeroShot.tasks} tasks ` +
+        `(${zeroShot.questions} questions), each choice scored by its summed log-likelihood`,
+    );
+  }
+  const extraHeader = zeroShot ? " acc | acc_norm |" : "";
+  const extraAlign = zeroShot ? " ---: | ---: |" : "";
+  lines.push(
     "",
-    "| method | target bits | bpw | ppl | KL mean | KL p99 | top-1 | quantize s |",
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    `| method | target bits | bpw | ppl | KL mean | KL p99 | top-1 | quantize s |${extraHeader}`,
+    `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |${extraAlign}`,
   );
 
   const best = bestPerTarget(result.rows);
-  for (const row of result.rows) lines.push(formatRow(row, best.get(row.targetBits)));
+  for (const row of result.rows) {
+    const cells = formatRow(row, best.get(row.targetBits));
+    lines.push(zeroShot ? `${cells} ${formatZeroShot(row)}` : cells);
+  }
   return lines.join("\n") + "\n";
 }
 
@@ -94,6 +108,12 @@ function formatRow(row: CompareRow, best: { ppl: number; kld: number } | undefin
   const p99 = r.kld_p99 === undefined ? DASH : r.kld_p99.toFixed(4);
   const top1 = r.top1_agreement === undefined ? DASH : `${(100 * r.top1_agreement).toFixed(1)}%`;
   return `| ${row.method} | ${target} | ${bpw} | ${ppl} | ${kld} | ${p99} | ${top1} | ${seconds} |`;
+}
+
+function formatZeroShot(row: CompareRow): string {
+  if (!row.zeroShot) return `${DASH} | ${DASH} |`;
+  const percent = (x: number) => `${(100 * x).toFixed(1)}%`;
+  return `${percent(row.zeroShot.acc)} | ${percent(row.zeroShot.acc_norm)} |`;
 }
 
 function emphasize(text: string, bold: boolean): string {

@@ -155,7 +155,9 @@ export async function evaluate(
   checkContextLength(ctx, lm.config, "the model");
   if (ref) {
     if (ref === lm) {
-      throw new UsageError("The reference model must be a separate instance: both share one KV cache otherwise");
+      throw new UsageError(
+        "The reference model must be a separate instance: both share one KV cache otherwise",
+      );
     }
     checkContextLength(ctx, ref.config, "the reference model");
     if (ref.config.vocabSize !== vocab) {
@@ -167,11 +169,8 @@ export async function evaluate(
   docs.forEach((doc, d) => checkIds(doc, vocab, d));
   const windows = splitWindows(docs.map((d) => d.length), ctx);
   if (windows.length === 0) {
-    throw new UsageError(
-      `No window of at least 2 tokens: the data holds ${
-        docs.map((d) => d.length).join("+")
-      } tokens`,
-    );
+    const lengths = docs.map((d) => d.length).join(" + ");
+    throw new UsageError(`No window of at least 2 tokens: the data contains ${lengths} tokens`);
   }
 
   const rowsPerForward = Math.max(
@@ -198,17 +197,13 @@ export async function evaluate(
         const target = ids[c + r + 1];
         const top = logSoftmax(logits, r * vocab, vocab, logP);
         const loss = -logP[target];
-        if (!Number.isFinite(loss)) {
-          throw new Error(
-            `Non-finite log-likelihood ${loss} in window ${w} at position ${
-              c + r
-            }: the model produced NaN or infinite logits`,
-          );
-        }
+        checkFiniteLoss(loss, "model", w, c + r);
         nll.add(loss);
         if (refLogits) {
           const refTop = logSoftmax(refLogits, r * vocab, vocab, logPRef);
-          refNll.add(-logPRef[target]);
+          const refLoss = -logPRef[target];
+          checkFiniteLoss(refLoss, "reference model", w, c + r);
+          refNll.add(refLoss);
           kld.add(klDivergence(logPRef, logP), top === refTop);
         }
       }
@@ -237,6 +232,16 @@ export async function evaluate(
     result.top1_stderr = kld.top1Stderr;
   }
   return result;
+}
+
+/** Throws when a loss is NaN or infinite, which only broken weights or kernels produce. */
+function checkFiniteLoss(loss: number, source: string, window: number, position: number): void {
+  if (!Number.isFinite(loss)) {
+    throw new Error(
+      `Non-finite log-likelihood ${loss} in window ${window} at position ${position}: ` +
+        `the ${source} produced NaN or infinite logits`,
+    );
+  }
 }
 
 function checkIds(doc: Int32Array, vocab: number, d: number): void {

@@ -6,7 +6,7 @@
  *
  * Attention is computed one head at a time with matrix products: S = Q_h K_g^T, causal
  * softmax, O_h = P V_g. The backward pass recomputes P per head instead of keeping all
- * heads' [T, T] probabilities, so memory holds one head's two [T, T] matrices.
+ * heads' [T, T] probabilities, so memory keeps one head's two [T, T] matrices.
  *
  * @module
  */
@@ -45,7 +45,7 @@ import {
 export interface GpuLinearTap {
   /** Block index. */
   layer: number;
-  /** Which linear of the block. */
+  /** The block's linear layer. */
   linear: BlockLinear;
   /** Layer input x [T, in]. */
   x: GPUBuffer;

@@ -89,7 +89,7 @@ export function releaseTrainWeights(gpu: GpuContext, w: TrainWeights): void {
 
 async function read(weights: WeightStore, name: string, count: number): Promise<Float32Array> {
   const data = await weights.read(name);
-  if (data.length !== count) throw new ShapeError(`${weights.source}: ${name} holds ${data.length} values, expected ${count}`);
+  if (data.length !== count) throw new ShapeError(`${weights.source}: ${name} contains ${data.length} values, expected ${count}`);
   return data;
 }
 

@@ -27,7 +27,7 @@ export type BlockLinear = typeof BLOCK_LINEARS[number];
 export interface LinearTap {
   /** Block index. */
   layer: number;
-  /** Which linear of the block. */
+  /** The block's linear layer. */
   linear: BlockLinear;
   /** Layer input x [T, in]. */
   x: Float64Array;

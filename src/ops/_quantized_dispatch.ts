@@ -10,12 +10,14 @@
 import type { Binding, GpuBatch, GpuContext } from "../gpu/device.ts";
 import { flatGrid, LOOP_BUDGET, paramWords } from "./_common.ts";
 
-/** Invocations per workgroup of the quantized kernels (one output row each). */
+/** Invocations per workgroup of the quantized kernels. */
 export const QUANTIZED_WG = 64;
+/** Output rows one invocation of matvec_vq.wgsl and matmul_vq.wgsl covers (fixed by the WGSL). */
+const VQ_ROWS_PER_INVOCATION = 4;
 /** Tokens one invocation of the matmul kernels covers (fixed by the WGSL). */
 export const TOKENS_PER_INVOCATION = 8;
-/** Iterations kept free for the kernels' fixed loops (the 4-step store loop). */
-const FIXED_ITERATIONS = 8;
+/** Iterations kept free for the kernels' fixed loops (matmul_vq.wgsl stores 4 rows x 8 tokens). */
+const FIXED_ITERATIONS = 64;
 
 /** One stage of a channel group on the GPU. */
 export interface VqStageBuffers {
@@ -118,8 +120,9 @@ export async function recordVq(gpu: GpuContext, batch: GpuBatch, w: VqBuffers, a
           : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]));
         // without a channel order the kernel never reads binding 4; any buffer fills it
         const bindings = [stage.indices, stage.codebook, act.x, w.scales, w.order ?? w.scales, act.y, params];
-        const groups = Math.ceil(count / QUANTIZED_WG);
-        batch.dispatch(pipeline, bindings, decode ? [groups] : [groups, Math.ceil(act.tokens / TOKENS_PER_INVOCATION)]);
+        const rowGroups = Math.ceil(count / (VQ_ROWS_PER_INVOCATION * QUANTIZED_WG));
+        const grid: [number, number] = [rowGroups, decode ? 1 : Math.ceil(act.tokens / TOKENS_PER_INVOCATION)];
+        batch.dispatch(pipeline, bindings, grid);
       }
     }
   }

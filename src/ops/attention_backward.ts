@@ -1,5 +1,7 @@
 /**
- * Causal self-attention with grouped-query heads and its gradient, in double precision.
+ * Causal self-attention with grouped-query heads and its gradient: the double-precision
+ * reference, and the two WebGPU kernels the GPU path builds attention from (the scaled
+ * causal softmax and its backward; the products around them use kernels/matmul.wgsl).
  *
  * Query head h reads key/value head floor(h / (heads / kvHeads)). For each head:
  * s_tu = scale * q_t . k_u for u <= t, p_t = softmax(s_t), o_t = sum_u p_tu v_u.

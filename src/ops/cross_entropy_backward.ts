@@ -1,5 +1,6 @@
 /**
- * Mean next-token cross-entropy of one sequence and its gradient, in double precision.
+ * Mean next-token cross-entropy of one sequence and its gradient: the double-precision
+ * reference and the WebGPU kernel cross_entropy_backward.wgsl.
  *
  * Row t of the logits predicts token t + 1, so a sequence of T tokens has T - 1 predicted
  * positions: loss = 1/(T-1) sum_{t<T-1} (logsumexp(z_t) - z_t[tokens[t+1]]). The gradient

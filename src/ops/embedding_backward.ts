@@ -1,6 +1,7 @@
 /**
  * Token embedding lookup x_t = E[tokens[t]] and its gradient, a scatter-add of dx rows
- * into the rows of dE (a token that occurs twice receives both rows).
+ * into the rows of dE (a token that occurs twice receives both rows): the f64 reference
+ * and the WebGPU kernel embedding_backward.wgsl.
  *
  * Shapes: E, dE [vocab, dim]; x, dx [T, dim]; tokens [T].
  *

@@ -1,6 +1,7 @@
 /**
- * Linear layer y = x W^T + b and its gradients, in double precision: the reference the
- * WebGPU backward pass and the finite-difference tests are checked against.
+ * Linear layer y = x W^T + b and its gradients: the double-precision reference that the
+ * finite-difference tests check, and the WebGPU products of the backward pass (dx = dy W
+ * and dW = dy^T x over row-chunked weights, built on kernels/matmul.wgsl).
  *
  * Shapes: x [T, n] (T tokens, n = in), W [m, n] (m = out, Hugging Face layout), b [m],
  * y and dy [T, m], all row-major.

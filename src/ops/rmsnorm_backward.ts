@@ -1,5 +1,7 @@
 /**
- * RMSNorm y = x / sqrt(mean(x^2) + eps) * w and its gradients, in double precision.
+ * RMSNorm y = x / sqrt(mean(x^2) + eps) * w and its gradients: the double-precision
+ * reference, and the WebGPU kernels rmsnorm_backward.wgsl (dx) and
+ * rmsnorm_weight_backward.wgsl (dw) that compute the same in f32.
  *
  * With r = (mean(x^2) + eps)^(-1/2) per row, the backward pass is
  * dw_i = sum_t dy_ti x_ti r_t and

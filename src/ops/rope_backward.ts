@@ -1,8 +1,8 @@
 /**
- * Rotary position embedding and its gradient, in double precision. The forward pass
- * rotates each pair of a head by angle pos * theta^(-2j / headDim); the backward pass
- * rotates the gradient by the opposite angle, because a rotation's transpose is its
- * inverse. Pairs are (2j, 2j+1) in the "adjacent" style (llama2.c, GGUF) and
+ * Rotary position embedding and its gradient in double precision, and the table that runs
+ * the gradient on the GPU. The forward pass rotates each pair of a head by the angle
+ * pos * theta^(-2j / headDim). A rotation's transpose is its inverse, so the backward
+ * pass rotates the gradient by the opposite angle. Pairs are (2j, 2j+1) in the "adjacent" style (llama2.c, GGUF) and
  * (j, j + headDim/2) in the "half" style (Hugging Face `rotate_half`).
  *
  * Shapes: x, y, dy [T, heads * headDim]; row t is at position startPos + t.

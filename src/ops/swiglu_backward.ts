@@ -1,6 +1,6 @@
 /**
- * SwiGLU gate h = silu(g) * u with silu(g) = g * sigmoid(g), and its gradient, in double
- * precision: dg = dh * u * s * (1 + g * (1 - s)) with s = sigmoid(g), du = dh * silu(g).
+ * SwiGLU gate h = silu(g) * u with silu(g) = g * sigmoid(g), and its gradient (the f64
+ * reference and the WebGPU kernel swiglu_backward.wgsl): dg = dh * u * s * (1 + g * (1 - s)) with s = sigmoid(g), du = dh * silu(g).
  *
  * Shapes: g, u, h, dh [T, hidden].
  *

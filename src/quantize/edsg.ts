@@ -12,6 +12,7 @@ import { choleskyLower, dampHessian } from "./linalg.ts";
 /**
  * Computes N = G^{-1} g A^{-1} with diagonal G, both damped: A + damp * mean(diag A) I
  * and G_rr + damp * mean(G).
+ * NOTE: the full output-gradient moment G [out, out] that calibrate can store is not used.
  *
  * @param gradMean Mean gradient g [rows, cols].
  * @param gDiag Output-gradient second moments G_rr [rows].

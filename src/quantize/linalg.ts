@@ -54,16 +54,7 @@ export function choleskyLower(a: Float64Array, n: number): void {
 export function invertSpd(a: Float64Array, n: number): Float64Array {
   const l = a.slice();
   choleskyLower(l, n);
-  // Linv: invert the lower-triangular factor column by column.
-  const linv = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    linv[j * n + j] = 1 / l[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s += l[i * n + k] * linv[k * n + j];
-      linv[i * n + j] = -s / l[i * n + i];
-    }
-  }
+  const linv = invertLower(l, n);
   // A^{-1} = Linv^T Linv.
   const inv = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
@@ -75,6 +66,20 @@ export function invertSpd(a: Float64Array, n: number): Float64Array {
     }
   }
   return inv;
+}
+
+/** Inverts a lower-triangular matrix column by column. */
+function invertLower(l: Float64Array, n: number): Float64Array {
+  const linv = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    linv[j * n + j] = 1 / l[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s += l[i * n + k] * linv[k * n + j];
+      linv[i * n + j] = -s / l[i * n + i];
+    }
+  }
+  return linv;
 }
 
 /**
@@ -122,11 +127,18 @@ export function dampHessian(
  * @returns U [n, n], upper triangular.
  */
 export function upperCholeskyOfInverse(h: Float64Array, n: number): Float64Array {
-  const inv = invertSpd(h, n);
-  choleskyLower(inv, n);
-  // U = L^T where H^{-1} = L L^T.
+  // With J the order-reversing permutation, J H J = L L^T gives H^{-1} = U^T U for the upper
+  // triangular U = J L^{-1} J: one factorization and one triangular inverse, no full inverse.
+  const reversed = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) reversed[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+  }
+  choleskyLower(reversed, n);
+  const m = invertLower(reversed, n);
   const u = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = i; j < n; j++) u[i * n + j] = inv[j * n + i];
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) u[i * n + j] = m[(n - 1 - i) * n + (n - 1 - j)];
+  }
   return u;
 }
 

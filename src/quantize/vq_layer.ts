@@ -368,7 +368,7 @@ function assemble(
         indices: `${prefix}.indices.g${g}.s${stage}`,
       };
       tensors[names.indices] = u32Tensor(words, [words.length]);
-      // A shared codebook is stored once by whoever shares it, not with each layer.
+      // The caller that shares a codebook stores it once, so layers using it do not.
       if (!shared) tensors[names.codebook] = f16Tensor(codebook, [k, v]);
       return { ...names, size: k };
     });

@@ -1,0 +1,188 @@
+/**
+ * Options of the pipeline (calibrate, allocate, quantize, evaluate) with their defaults in
+ * one place, and the checks that run before any work starts.
+ *
+ * @module
+ */
+import { UsageError } from "../errors.ts";
+import type { Engine } from "../eval/engine.ts";
+import type { PlanScope } from "../allocate/plan.ts";
+import { QUANT_METHODS, type QuantMethod } from "../quantize/types.ts";
+
+/** Options of {@linkcode runPipeline}; every field but `model`, `out` and `bits` has a default. */
+export interface PipelineOptions {
+  /** Checkpoint to quantize (llama2.c .bin, GGUF or Hugging Face folder). */
+  model: string;
+  /** Output folder: every step's file, manifest.json and report.html go here. */
+  out: string;
+  /** Target bits per weight, one run of every method per value. */
+  bits: number[];
+  /** Main method. Default "rsavq"; vector-quantization methods follow a WCSG plan. */
+  method?: QuantMethod;
+  /** Baselines quantized at the same bits and reported in the same table. Default none. */
+  compare?: QuantMethod[];
+  /** Calibration data files (text, .json or .bin/.u32 ids); default: a stream sampled from the model. */
+  calibData?: string[];
+  /** Calibration tokens: the size of the sampled stream, or a cap on the files' tokens. Default 8192 when sampled, all when files. */
+  calibTokens?: number;
+  /** Evaluation data files; default: a stream sampled from the model with another seed. */
+  evalData?: string[];
+  /** Evaluation tokens: the size of the sampled stream, or a cap on the files' tokens. Default 8192 when sampled, all when files. */
+  evalTokens?: number;
+  /** Tokens per calibration sequence and per evaluation window. Default min(512, the model's context). */
+  seqLen?: number;
+  /** Seed of the calibration stream and of k-means; the evaluation stream uses seed + 1. Default 1. */
+  seed?: number;
+  /** Forward and backward engine of calibration, sampling and evaluation. Default "gpu". */
+  engine?: Engine;
+  /** Channel groups per layer in the WCSG plan. Default 4. */
+  groups?: number;
+  /** Vector length of the vector-quantization methods. Default 4. */
+  vectorLength?: number;
+  /** Whether the bit budget holds for every layer or for the whole model. Default "layer". */
+  scope?: PlanScope;
+  /** Print no progress on stderr. Default false. */
+  quiet?: boolean;
+}
+
+/** Options with every default filled in, as recorded in the manifest. */
+export interface ResolvedPipelineOptions {
+  /** Checkpoint path. */
+  model: string;
+  /** Output folder. */
+  out: string;
+  /** Bit widths, ascending. */
+  bits: number[];
+  /** Main method. */
+  method: QuantMethod;
+  /** Baselines. */
+  compare: QuantMethod[];
+  /** Calibration files; empty when the stream is sampled. */
+  calibData: string[];
+  /** Sampled calibration tokens or a cap on the files; null for every token of the files. */
+  calibTokens: number | null;
+  /** Evaluation files; empty when the stream is sampled. */
+  evalData: string[];
+  /** Sampled evaluation tokens or a cap on the files; null for every token of the files. */
+  evalTokens: number | null;
+  /** Requested sequence length, or null for the default (the manifest stores the one used). */
+  seqLen: number | null;
+  /** Seed of the calibration stream and of k-means. */
+  seed: number;
+  /** Forward engine. */
+  engine: Engine;
+  /** Channel groups per layer. */
+  groups: number;
+  /** Vector length of the vector-quantization methods. */
+  vectorLength: number;
+  /** Budget scope of the plan. */
+  scope: PlanScope;
+  /** No progress on stderr. */
+  quiet: boolean;
+}
+
+/** Defaults of the optional {@linkcode PipelineOptions}. */
+export const PIPELINE_DEFAULTS = {
+  method: "rsavq" as QuantMethod,
+  /** Tokens of a sampled calibration or evaluation stream. */
+  sampledTokens: 8192,
+  /** Upper bound of the default sequence length (llama.cpp's perplexity tool uses 512 too). */
+  seqLen: 512,
+  seed: 1,
+  engine: "gpu" as Engine,
+  groups: 4,
+  vectorLength: 4,
+  scope: "layer" as PlanScope,
+};
+
+/** Methods that quantize with vector codebooks and so can follow a WCSG plan. */
+export const PLAN_METHODS: ReadonlySet<QuantMethod> = new Set(["kmeans", "vptq", "rsavq"]);
+
+/**
+ * Fills in defaults and checks every option that can be checked without the model.
+ *
+ * @example
+ * ```ts
+ * import { resolvePipelineOptions } from "./options.ts";
+ * const o = resolvePipelineOptions({ model: "m.bin", out: "out", bits: [2], compare: ["rtn"] });
+ * if (o.method !== "rsavq" || o.calibTokens !== 8192) throw new Error();
+ * ```
+ * @param options Options as given.
+ * @throws {UsageError} Naming the option, the value and what is allowed.
+ */
+export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipelineOptions {
+  if (!options.model) throw new UsageError("Missing model: pass --model PATH");
+  if (!options.out) throw new UsageError("Missing output folder: pass --out DIR");
+  if (!Array.isArray(options.bits) || options.bits.length === 0) {
+    throw new UsageError("Missing bits: pass --bits B or a list such as --bits 2,3");
+  }
+  for (const b of options.bits) {
+    if (!(Number.isFinite(b) && b > 0)) throw new UsageError(`Invalid --bits value ${b}: expected positive numbers of bits per weight`);
+  }
+  if (new Set(options.bits).size !== options.bits.length) throw new UsageError(`Invalid --bits ${options.bits.join(",")}: a value is repeated`);
+
+  const method = options.method ?? PIPELINE_DEFAULTS.method;
+  checkMethod("--method", method);
+  const compare = options.compare ?? [];
+  for (const m of compare) checkMethod("--compare", m);
+  if (compare.includes(method)) throw new UsageError(`--compare lists ${method}, which is already the main --method: remove it from --compare`);
+  if (new Set(compare).size !== compare.length) throw new UsageError(`--compare ${compare.join(",")} repeats a method`);
+
+  const calibData = options.calibData ?? [];
+  const evalData = options.evalData ?? [];
+  const shared = calibData.filter((f) => evalData.includes(f));
+  if (shared.length > 0) throw new UsageError(`${shared[0]} is both calibration and evaluation data: evaluate on held-out data`);
+  const calibTokens = optionalCount("--calib-tokens", options.calibTokens, 2);
+  const evalTokens = optionalCount("--eval-tokens", options.evalTokens, 2);
+  const seqLen = optionalCount("--seq-len", options.seqLen, 2);
+  const seed = options.seed ?? PIPELINE_DEFAULTS.seed;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`Invalid --seed ${seed}: expected a non-negative integer`);
+  const engine = options.engine ?? PIPELINE_DEFAULTS.engine;
+  if (engine !== "gpu" && engine !== "reference") throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  const scope = options.scope ?? PIPELINE_DEFAULTS.scope;
+  if (scope !== "layer" && scope !== "model") throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
+
+  return {
+    model: options.model,
+    out: options.out,
+    bits: [...options.bits].sort((a, b) => a - b),
+    method,
+    compare,
+    calibData,
+    calibTokens: calibTokens ?? (calibData.length === 0 ? PIPELINE_DEFAULTS.sampledTokens : null),
+    evalData,
+    evalTokens: evalTokens ?? (evalData.length === 0 ? PIPELINE_DEFAULTS.sampledTokens : null),
+    seqLen: seqLen ?? null,
+    seed,
+    engine,
+    groups: optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups,
+    vectorLength: optionalCount("--vector-length", options.vectorLength, 1) ?? PIPELINE_DEFAULTS.vectorLength,
+    scope,
+    quiet: options.quiet ?? false,
+  };
+}
+
+/**
+ * Parses a comma-separated method list such as "rtn,gptq,vptq".
+ *
+ * @param flag Option name, for messages.
+ * @param text The list.
+ * @throws {UsageError} On an unknown method.
+ */
+export function parseMethodList(flag: string, text: string): QuantMethod[] {
+  const methods = text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  for (const m of methods) checkMethod(flag, m);
+  return methods as QuantMethod[];
+}
+
+function checkMethod(flag: string, method: string): void {
+  if (!(QUANT_METHODS as readonly string[]).includes(method)) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(method)}: expected one of ${QUANT_METHODS.join(", ")}`);
+  }
+}
+
+function optionalCount(flag: string, value: number | undefined, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${value}: expected an integer of at least ${min}`);
+  return value;
+}

@@ -1,0 +1,130 @@
+/**
+ * `deno task pipeline`: calibrate, allocate, quantize and evaluate a model in one
+ * command, with a manifest, a report and a results table. A second run over the same
+ * folder reuses every finished step.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { UsageError } from "../src/errors.ts";
+import { ENGINES, parseEngine } from "../src/eval/engine.ts";
+import { parseMethodList, PIPELINE_DEFAULTS } from "../src/pipeline/options.ts";
+import { runPipeline } from "../src/pipeline/run_pipeline.ts";
+import { QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
+
+const HELP = `Usage: deno task pipeline --model PATH --bits B[,B2...] --out DIR [options]
+
+Runs calibrate -> allocate -> quantize -> eval and writes every step's file to DIR, with
+DIR/manifest.json (inputs and their sha256, settings, versions, timings, results) and
+DIR/report.html (charts and tables in one self-contained file). Running again with the
+same DIR reuses each step whose inputs and settings are unchanged and redoes the rest.
+Ends with a table: method, bpw, perplexity, KL divergence, top-1 agreement, file size,
+quantize time. Embeddings, norms and the output head stay in 16 bits (F16), not counted
+in bpw.
+
+Options:
+  --model PATH          Model to quantize (llama2.c .bin, GGUF, Hugging Face folder)
+  --bits B[,B2...]      Target bits per weight, overhead included; one run per value
+  --method M            Main method: ${QUANT_METHODS.join(" | ")} (default ${PIPELINE_DEFAULTS.method});
+                        kmeans, vptq and rsavq follow a WCSG allocation plan
+  --compare M[,M2...]   Baselines quantized at the same bits into the same table
+  --calib-data FILE     Calibration data, repeatable (text, .json ids, .bin/.u32 ids);
+                        default: tokens sampled from the model with --seed
+  --calib-tokens N      Calibration tokens: sampled stream size (default ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --calib-data
+  --eval-data FILE      Evaluation data, repeatable; default: tokens sampled with --seed + 1
+  --eval-tokens N       Evaluation tokens: sampled stream size (default ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --eval-data
+  --seq-len L           Tokens per calibration sequence and evaluation window
+                        (default ${PIPELINE_DEFAULTS.seqLen} or the model's context if smaller)
+  --seed S              Seed of the calibration stream and of k-means (default ${PIPELINE_DEFAULTS.seed})
+  --engine E            Forward engine: ${ENGINES.join(" | ")} (default ${PIPELINE_DEFAULTS.engine})
+  --groups G            Channel groups per layer in the allocation plan (default ${PIPELINE_DEFAULTS.groups})
+  --vector-length V     Vector length of the vector-quantization methods (default ${PIPELINE_DEFAULTS.vectorLength})
+  --scope S             Bit budget per layer or over the whole model: layer | model (default ${PIPELINE_DEFAULTS.scope})
+  --out DIR             Output folder
+  --quiet               No progress on stderr
+  --help                Show this help`;
+
+function parse(argv: string[]) {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      model: { type: "string" },
+      bits: { type: "string" },
+      method: { type: "string" },
+      compare: { type: "string" },
+      "calib-data": { type: "string", multiple: true },
+      "calib-tokens": { type: "string" },
+      "eval-data": { type: "string", multiple: true },
+      "eval-tokens": { type: "string" },
+      "seq-len": { type: "string" },
+      seed: { type: "string" },
+      engine: { type: "string", default: PIPELINE_DEFAULTS.engine },
+      groups: { type: "string" },
+      "vector-length": { type: "string" },
+      scope: { type: "string" },
+      out: { type: "string" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) return null;
+  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint to quantize (see --help)");
+  if (!values.bits) throw new UsageError("Missing --bits: pass bits per weight, for example --bits 2 or --bits 2,3,4");
+  if (!values.out) throw new UsageError("Missing --out: pass the output folder, for example --out out");
+  const bits = values.bits.split(",").map((text) => {
+    const b = Number(text);
+    if (text.trim() === "" || !Number.isFinite(b) || b <= 0) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected positive numbers separated by commas`);
+    return b;
+  });
+  const methods = values.method === undefined ? undefined : parseMethodList("--method", values.method);
+  if (methods && methods.length !== 1) throw new UsageError(`Invalid --method ${JSON.stringify(values.method)}: pass one method; list baselines with --compare`);
+  return {
+    model: values.model,
+    out: values.out,
+    bits,
+    method: methods?.[0] as QuantMethod | undefined,
+    compare: values.compare === undefined ? undefined : parseMethodList("--compare", values.compare),
+    calibData: values["calib-data"],
+    calibTokens: integer("--calib-tokens", values["calib-tokens"]),
+    evalData: values["eval-data"],
+    evalTokens: integer("--eval-tokens", values["eval-tokens"]),
+    seqLen: integer("--seq-len", values["seq-len"]),
+    seed: integer("--seed", values.seed),
+    engine: parseEngine(values.engine),
+    groups: integer("--groups", values.groups),
+    vectorLength: integer("--vector-length", values["vector-length"]),
+    scope: values.scope as "layer" | "model" | undefined,
+    quiet: values.quiet,
+  };
+}
+
+function integer(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isSafeInteger(value)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer`);
+  return value;
+}
+
+if (import.meta.main) {
+  try {
+    const options = parse(Deno.args);
+    if (options === null) {
+      console.log(HELP);
+    } else {
+      const result = await runPipeline(options);
+      const total = result.reused.length + result.ran.length;
+      console.log(
+        result.ran.length === 0
+          ? `All ${total} steps reused from ${options.out}/manifest.json (inputs and settings unchanged)`
+          : `${result.ran.length} of ${total} steps ran, ${result.reused.length} reused: ${result.ran.join(", ")}`,
+      );
+      console.log(result.table);
+      console.log(`Wrote ${options.out}/manifest.json and ${result.report}; embeddings, norms and head stay in 16 bits (F16), not counted in bpw`);
+    }
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}

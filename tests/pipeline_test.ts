@@ -1,0 +1,274 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { UsageError } from "../src/errors.ts";
+import { FileHasher, sha256File } from "../src/pipeline/file_hash.ts";
+import { type Manifest, readManifest, type StepRecord } from "../src/pipeline/manifest.ts";
+import { type PipelineOptions, resolvePipelineOptions } from "../src/pipeline/options.ts";
+import { runPipeline } from "../src/pipeline/run_pipeline.ts";
+import { StepRunner, type StepSpec } from "../src/pipeline/step_runner.ts";
+import { checkDisjointWindows } from "../src/pipeline/token_streams.ts";
+import { STORIES_260K } from "./_helpers.ts";
+
+/** sha256 of stories260K.bin as published with it. */
+const STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6";
+
+// ---------------------------------------------------------------------------------------
+// Step caching on toy steps (no model)
+
+/** Builds a step that writes `text` to `name`.txt and counts its runs. */
+function textStep(dir: string, name: string, text: () => string, after: string[], inputs: Record<string, string>, counts: Map<string, number>): StepSpec {
+  return {
+    name,
+    inputs,
+    settings: { name },
+    after,
+    outputs: [`${name}.txt`],
+    run: async () => {
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+      await Deno.writeTextFile(join(dir, `${name}.txt`), text());
+      return { length: text().length };
+    },
+  };
+}
+
+Deno.test("StepRunner reuses unchanged steps and redoes downstream of a change", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const source = join(dir, "source.txt");
+    await Deno.writeTextFile(source, "v1");
+    const counts = new Map<string, number>();
+    let bText = "b";
+    const chain = async (previous: Record<string, StepRecord>) => {
+      const runner = new StepRunner(dir, previous, new FileHasher(), "test", () => {});
+      await runner.run(textStep(dir, "a", () => "a:" + Deno.readTextFileSync(source), [], { source }, counts));
+      await runner.run(textStep(dir, "b", () => bText, [], {}, counts));
+      await runner.run(textStep(dir, "c", () => "c", ["a"], { a: join(dir, "a.txt") }, counts));
+      await runner.run(textStep(dir, "d", () => "d", ["b"], { b: join(dir, "b.txt") }, counts));
+      return runner;
+    };
+
+    const first = await chain({});
+    assert.deepEqual(first.ran, ["a", "b", "c", "d"]);
+
+    const second = await chain(first.records);
+    assert.deepEqual(second.ran, []);
+    assert.deepEqual(second.reused, ["a", "b", "c", "d"]);
+
+    // a changed input reruns its step and the step downstream, nothing else
+    await Deno.writeTextFile(source, "v2");
+    const third = await chain(second.records);
+    assert.deepEqual(third.ran, ["a", "c"]);
+
+    // a deleted output reruns that step; its output is byte-identical, yet what follows reruns too
+    await Deno.remove(join(dir, "b.txt"));
+    const fourth = await chain(third.records);
+    assert.deepEqual(fourth.ran, ["b", "d"]);
+    assert.equal(counts.get("d"), 2);
+
+    // an output edited by hand is detected by its digest
+    bText = "b";
+    await Deno.writeTextFile(join(dir, "d.txt"), "edited");
+    const fifth = await chain(fourth.records);
+    assert.deepEqual(fifth.ran, ["d"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("StepRunner rejects a step whose upstream has not run", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const runner = new StepRunner(dir, {}, new FileHasher(), "test", () => {});
+    await assert.rejects(() => runner.run(textStep(dir, "c", () => "c", ["a"], {}, new Map())), /runs after a, which has not run yet/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FileHasher trusts a fingerprint only while size and mtime match", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "f.bin");
+    await Deno.writeFile(path, new Uint8Array([1, 2, 3]));
+    const first = await new FileHasher().hash(path);
+    assert.equal(first.sha256, await sha256File(path));
+    assert.equal(first.bytes, 3);
+
+    const reuse = new FileHasher([{ ...first, sha256: "recorded" }]);
+    assert.equal((await reuse.hash(path)).sha256, "recorded");
+    assert.equal(reuse.hashedFiles, 0);
+
+    await Deno.writeFile(path, new Uint8Array([1, 2, 3, 4]));
+    const changed = new FileHasher([{ ...first, sha256: "recorded" }]);
+    assert.equal((await changed.hash(path)).sha256, await sha256File(path));
+    assert.equal(changed.hashedFiles, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FileHasher digest of a folder changes with any file in it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(dir, "m", "sub"), { recursive: true });
+    await Deno.writeTextFile(join(dir, "m", "config.json"), "{}");
+    await Deno.writeTextFile(join(dir, "m", "sub", "w.bin"), "abc");
+    const before = await new FileHasher().hash(join(dir, "m"));
+    assert.equal(before.bytes, 5);
+    await Deno.writeTextFile(join(dir, "m", "sub", "w.bin"), "abd");
+    const after = await new FileHasher().hash(join(dir, "m"));
+    assert.notEqual(after.sha256, before.sha256);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// Options and data checks
+
+Deno.test("resolvePipelineOptions rejects bad options by name", () => {
+  const base: PipelineOptions = { model: "m.bin", out: "out", bits: [2] };
+  // change                                                                  message
+  const cases: [Partial<PipelineOptions>, RegExp][] = [
+    [{ bits: [] }, /Missing bits/],
+    [{ bits: [0] }, /Invalid --bits value 0/],
+    [{ bits: [2, 2] }, /repeated/],
+    [{ method: "awq" as never }, /Invalid --method "awq"/],
+    [{ compare: ["rsavq"] }, /already the main --method/],
+    [{ compare: ["rtn", "rtn"] }, /repeats a method/],
+    [{ calibData: ["a.txt"], evalData: ["a.txt"] }, /both calibration and evaluation data/],
+    [{ calibTokens: 1 }, /Invalid --calib-tokens 1/],
+    [{ seqLen: 1.5 }, /Invalid --seq-len 1.5/],
+    [{ seed: -1 }, /Invalid --seed -1/],
+    [{ engine: "cuda" as never }, /Invalid --engine cuda/],
+    [{ scope: "block" as never }, /Invalid --scope block/],
+  ];
+  for (const [change, message] of cases) {
+    assert.throws(() => resolvePipelineOptions({ ...base, ...change }), (err: Error) => err instanceof UsageError && message.test(err.message), JSON.stringify(change));
+  }
+});
+
+Deno.test("resolvePipelineOptions samples by default and caps files only when asked", () => {
+  const sampled = resolvePipelineOptions({ model: "m.bin", out: "o", bits: [3, 2] });
+  assert.deepEqual(sampled.bits, [2, 3]);
+  assert.equal(sampled.calibTokens, 8192);
+  assert.equal(sampled.evalTokens, 8192);
+  const files = resolvePipelineOptions({ model: "m.bin", out: "o", bits: [2], calibData: ["c.json"], evalData: ["e.json"] });
+  assert.equal(files.calibTokens, null);
+  assert.equal(files.evalTokens, null);
+});
+
+Deno.test("checkDisjointWindows rejects a shared window", () => {
+  const a = [new Int32Array([1, 5, 6]), new Int32Array([1, 7, 8])];
+  checkDisjointWindows(a, [new Int32Array([1, 5, 7])]);
+  assert.throws(() => checkDisjointWindows(a, [new Int32Array([1, 2, 3]), new Int32Array([1, 7, 8])]), /Evaluation window 1 also occurs/);
+});
+
+// ---------------------------------------------------------------------------------------
+// End to end on stories260K, reduced: reference engine, 4 calibration and 2 evaluation
+// windows of 64 tokens
+
+Deno.test({
+  name: "runPipeline on stories260K runs, then reuses every step",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pipeline-" });
+    try {
+      const options: PipelineOptions = {
+        model: STORIES_260K,
+        out: dir,
+        bits: [2],
+        compare: ["rtn", "gptq", "vptq"],
+        calibTokens: 256,
+        evalTokens: 128,
+        seqLen: 64,
+        engine: "reference",
+        quiet: true,
+      };
+      const lines: string[] = [];
+      const first = await runPipeline(options, { log: (l) => lines.push(l) });
+      const steps = [
+        "sample-calibration",
+        "sample-evaluation",
+        "calibrate",
+        "eval-original",
+        "allocate-2",
+        ...["rsavq", "rtn", "gptq", "vptq"].flatMap((m) => [`quantize-${m}-2`, `eval-${m}-2`]),
+      ];
+      assert.deepEqual(first.ran, steps);
+      assert.deepEqual(first.reused, []);
+
+      // manifest: inputs with digests, versions, every step's outputs as they are on disk
+      const read = await readManifest(dir);
+      assert.ok(read, "manifest.json missing");
+      const manifest: Manifest = read;
+      assert.equal(manifest.inputs.model.sha256, STORIES_SHA256);
+      assert.equal(manifest.tool.deno, Deno.version.deno);
+      assert.match(manifest.tool.version, /^\d+\.\d+\.\d+/);
+      assert.equal(manifest.settings.seqLen, 64);
+      for (const name of steps) {
+        const record: StepRecord | undefined = manifest.steps[name];
+        assert.ok(record, `step ${name} missing from the manifest`);
+        for (const [file, f] of Object.entries(record.outputs)) assert.equal(f.sha256, await sha256File(join(dir, file)), `${name}: ${file}`);
+      }
+      assert.equal(manifest.steps["calibrate"].inputs["data0"].path, join(dir, "calib_tokens.json"));
+
+      // calibration and evaluation windows come from different seeds and differ
+      const calib: number[][] = JSON.parse(await Deno.readTextFile(join(dir, "calib_tokens.json")));
+      const evalWindows: number[][] = JSON.parse(await Deno.readTextFile(join(dir, "eval_tokens.json")));
+      assert.equal(calib.length, 4);
+      assert.equal(evalWindows.length, 2);
+      for (const w of [...calib, ...evalWindows]) assert.equal(w[0], 1, "every window starts with BOS");
+      assert.notDeepEqual(calib[0], evalWindows[0]);
+
+      // results: the original first, then each method at 2 bits within budget
+      const rows = manifest.results;
+      assert.deepEqual(rows.map((r) => r.method), ["original", "rsavq", "rtn", "gptq", "vptq"]);
+      assert.equal(rows[0].kldMean, 0);
+      assert.ok(rows[0].ppl > 1, `original perplexity ${rows[0].ppl}`);
+      assert.ok(rows[0].ppl < 512, `original perplexity ${rows[0].ppl} is no better than uniform over 512 tokens`);
+      for (const r of rows.slice(1)) {
+        assert.ok(r.bpw! > 0, `${r.method} bpw ${r.bpw}`);
+        assert.ok(r.bpw! <= 2 + 1e-9, `${r.method} bpw ${r.bpw} exceeds the budget`);
+        assert.ok(r.kldMean > 0, `${r.method} KL divergence ${r.kldMean}`);
+        assert.ok(r.top1 > 0, `${r.method} top-1 ${r.top1}`);
+        assert.ok(r.top1 < 1, `${r.method} top-1 ${r.top1}: a 2-bit model should disagree somewhere`);
+        assert.equal(r.fileBytes, (await Deno.stat(join(dir, r.file))).size);
+      }
+      for (const column of ["method", "bpw", "perplexity", "KL div", "top-1", "file size", "quantize time"]) assert.match(first.table, new RegExp(column));
+      assert.match(await Deno.readTextFile(first.report), /<svg id="rate-distortion"/);
+
+      // second run: every step reused, nothing recomputed, the same table
+      lines.length = 0;
+      const second = await runPipeline(options, { log: (l) => lines.push(l) });
+      assert.deepEqual(second.ran, []);
+      assert.deepEqual(second.reused, steps);
+      assert.equal(second.table, first.table);
+      assert.ok(lines.every((l) => l.includes("reused")), lines.join("\n"));
+
+      // more evaluation tokens: only the evaluation stream and the evaluations rerun
+      const third = await runPipeline({ ...options, evalTokens: 192 }, { log: () => {} });
+      assert.deepEqual(third.ran, ["sample-evaluation", "eval-original", ...["rsavq", "rtn", "gptq", "vptq"].map((m) => `eval-${m}-2`)]);
+
+      // a deleted quantized file: that method is quantized and evaluated again
+      await Deno.remove(join(dir, "gptq-2.safetensors"));
+      const fourth = await runPipeline({ ...options, evalTokens: 192 }, { log: () => {} });
+      assert.deepEqual(fourth.ran, ["quantize-gptq-2", "eval-gptq-2"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("pipeline task prints a one-line error for a bad option", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tasks/pipeline.ts", "--model", STORIES_260K, "--bits", "2,x", "--out", "unused"],
+    cwd: new URL("..", import.meta.url),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  assert.equal(out.code, 1);
+  assert.equal(stderr.split("\n").length, 1, stderr);
+  assert.match(stderr, /^error: Invalid --bits "2,x"/);
+});
