@@ -5,13 +5,15 @@
 // row starting on a word boundary, a code possibly straddling two words; F16 scales and
 // zero points [rows, groups] read as u32 pairs with unpack2x16float.
 //
-// One invocation computes one row for 8 consecutive tokens, so each code is decoded once
-// per 8 tokens; tokens past the end are clamped on load and skipped on store. It runs one
-// outer iteration per group segment plus one inner iteration per column, at most
+// One invocation computes four consecutive rows for 8 consecutive tokens, so each code is
+// decoded once per 8 tokens and each x value loaded once per four rows; rows and tokens
+// past the end are clamped on load and skipped on store. Group segments are the same for
+// every row. It runs one outer iteration per group segment plus one inner iteration per
+// column, at most
 // 2 (c1 - c0); the host splits the columns into slices below the 65535-iteration cap,
 // and all but the first slice add to y.
 
-override WG: u32 = 64;             // invocations per workgroup along the rows
+override WG: u32 = 64;             // invocations per workgroup along the rows, four rows each
 override ACCUMULATE: bool = false; // add to y instead of overwriting it
 
 struct Params {
@@ -59,53 +61,77 @@ fn x_column(r: vec4<u32>, c: u32) -> vec4<f32> {
   return vec4<f32>(src3[r.x + c], src3[r.y + c], src3[r.z + c], src3[r.w + c]);
 }
 
-fn store(t: u32, r: u32, value: f32) {
-  if (t >= params.tokens) {
+// Stores row r's outputs for the 8 tokens from t0 (skipped past the rows or the tokens).
+fn store(r: u32, t0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+  if (r >= params.rows) {
     return;
   }
-  let at = params.y_offset + t * params.ldy + r;
-  if (ACCUMULATE) {
-    dst[at] += value;
-  } else {
-    dst[at] = value;
+  for (var k = 0u; k < 8u; k++) {
+    let t = t0 + k;
+    if (t < params.tokens) {
+      let at = params.y_offset + t * params.ldy + r;
+      let value = select(hi[k - 4u], lo[k], k < 4u);
+      if (ACCUMULATE) {
+        dst[at] += value;
+      } else {
+        dst[at] = value;
+      }
+    }
   }
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let r = gid.x;
+  let r0 = gid.x * 4u;
   let t0 = gid.y * 8u;
-  if (r >= params.rows || t0 >= params.tokens) {
+  if (r0 >= params.rows || t0 >= params.tokens) {
     return;
   }
-  let last = params.tokens - 1u;
+  let last_t = params.tokens - 1u;
   let t = vec4<u32>(0u, 1u, 2u, 3u) + t0;
-  let lo = params.x_offset + min(t, vec4<u32>(last)) * params.cols;
-  let hi = params.x_offset + min(t + 4u, vec4<u32>(last)) * params.cols;
+  let lo = params.x_offset + min(t, vec4<u32>(last_t)) * params.cols;
+  let hi = params.x_offset + min(t + 4u, vec4<u32>(last_t)) * params.cols;
+  let last_r = params.rows - 1u;
+  let r = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r));
   let base = r * params.words_per_row;
   let mask = (1u << params.bits) - 1u;
-  var acc_lo = vec4<f32>(0.0);
-  var acc_hi = vec4<f32>(0.0);
+  // acc[2 k] and acc[2 k + 1]: row k's sums for tokens 0-3 and 4-7
+  var acc = array<vec4<f32>, 8>();
   var c = params.c0;
-  // one segment per group that meets [c0, c1): the scale and zero point are constant inside it
+  // one segment per group that meets [c0, c1): the scales and zero points are constant inside it
   while (c < params.c1) {
     let g = c / params.group_size;
     let end = min((g + 1u) * params.group_size, params.c1);
     let e = r * params.groups + g;
-    let zero = half_at(e, true);
-    var part_lo = vec4<f32>(0.0);
-    var part_hi = vec4<f32>(0.0);
+    let zero = vec4<f32>(half_at(e.x, true), half_at(e.y, true), half_at(e.z, true), half_at(e.w, true));
+    // explicitly initialized: a declaration without one may be hoisted and zeroed only once
+    var part = array<vec4<f32>, 8>();
     for (; c < end; c++) {
-      let w = code_at(base, c * params.bits, mask) - zero;
-      part_lo += w * x_column(lo, c);
-      part_hi += w * x_column(hi, c);
+      let bit = c * params.bits;
+      let x_lo = x_column(lo, c);
+      let x_hi = x_column(hi, c);
+      let w = vec4<f32>(code_at(base.x, bit, mask), code_at(base.y, bit, mask), code_at(base.z, bit, mask), code_at(base.w, bit, mask)) - zero;
+      part[0] += w.x * x_lo;
+      part[1] += w.x * x_hi;
+      part[2] += w.y * x_lo;
+      part[3] += w.y * x_hi;
+      part[4] += w.z * x_lo;
+      part[5] += w.z * x_hi;
+      part[6] += w.w * x_lo;
+      part[7] += w.w * x_hi;
     }
-    let scale = half_at(e, false);
-    acc_lo += scale * part_lo;
-    acc_hi += scale * part_hi;
+    let scale = vec4<f32>(half_at(e.x, false), half_at(e.y, false), half_at(e.z, false), half_at(e.w, false));
+    acc[0] += scale.x * part[0];
+    acc[1] += scale.x * part[1];
+    acc[2] += scale.y * part[2];
+    acc[3] += scale.y * part[3];
+    acc[4] += scale.z * part[4];
+    acc[5] += scale.z * part[5];
+    acc[6] += scale.w * part[6];
+    acc[7] += scale.w * part[7];
   }
-  for (var k = 0u; k < 4u; k++) {
-    store(t0 + k, r, acc_lo[k]);
-    store(t0 + 4u + k, r, acc_hi[k]);
-  }
+  store(r0, t0, acc[0], acc[1]);
+  store(r0 + 1u, t0, acc[2], acc[3]);
+  store(r0 + 2u, t0, acc[4], acc[5]);
+  store(r0 + 3u, t0, acc[6], acc[7]);
 }

@@ -82,7 +82,7 @@ fn x_column(r: vec4<u32>, c: u32, tail: bool) -> vec4<f32> {
 
 // Loads columns c .. c + V - 1 for 8 tokens (unrolled: loops count toward the cap).
 fn load_x(lo: vec4<u32>, hi: vec4<u32>, c: u32, tail: bool) -> XBlock {
-  var b: XBlock; // zero-initialized, as every WGSL function variable is
+  var b = XBlock();
   b.lo[0] = x_column(lo, c, tail);
   b.hi[0] = x_column(hi, c, tail);
   if (V > 1u) { b.lo[1] = x_column(lo, c + 1u, tail); b.hi[1] = x_column(hi, c + 1u, tail); }

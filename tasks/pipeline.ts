@@ -35,6 +35,7 @@ Options:
   --eval-tokens N       Evaluation tokens: sampled stream size (default ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --eval-data
   --seq-len L           Tokens per calibration sequence and evaluation window
                         (default ${PIPELINE_DEFAULTS.seqLen} or the model's context if smaller)
+  --tasks FILE          Multiple-choice JSONL task file scored zero-shot on every model, repeatable
   --seed S              Seed of the calibration stream and of k-means (default ${PIPELINE_DEFAULTS.seed})
   --engine E            Forward engine: ${ENGINES.join(" | ")} (default ${PIPELINE_DEFAULTS.engine})
   --groups G            Channel groups per layer in the allocation plan (default ${PIPELINE_DEFAULTS.groups})
@@ -59,6 +60,7 @@ function parse(argv: string[]) {
       "eval-data": { type: "string", multiple: true },
       "eval-tokens": { type: "string" },
       "seq-len": { type: "string" },
+      tasks: { type: "string", multiple: true },
       seed: { type: "string" },
       engine: { type: "string", default: PIPELINE_DEFAULTS.engine },
       groups: { type: "string" },
@@ -91,6 +93,7 @@ function parse(argv: string[]) {
     evalData: values["eval-data"],
     evalTokens: integer("--eval-tokens", values["eval-tokens"]),
     seqLen: integer("--seq-len", values["seq-len"]),
+    choiceTasks: values.tasks,
     seed: integer("--seed", values.seed),
     engine: parseEngine(values.engine),
     groups: integer("--groups", values.groups),

@@ -100,17 +100,23 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
+
   for (const flag of ["model", "method", "bits", "out"] as const) {
     if (!values[flag]) throw new UsageError(`--${flag} is required (see --help)`);
   }
+
   const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
   const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const gpuUse = oneOf<GpuUse>("--gpu", values.gpu, ["auto", "always", "never"])!;
-  const gpu = gpuUse === "never" || method === "rtn" || method === "gptq"
-    ? null
-    : await GpuContext.create();
+
+  const vq = method !== "rtn" && method !== "gptq";
+  let gpu: GpuContext | null = null;
+  if (vq && gpuUse === "always") gpu = await GpuContext.create();
+  // With "auto" a machine without WebGPU still quantizes, in TypeScript.
+  if (vq && gpuUse === "auto") gpu = await GpuContext.create().catch(() => null);
+
   try {
     const result = await quantizeModel(model, stats, {
       method,

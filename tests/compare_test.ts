@@ -105,7 +105,14 @@ Deno.test("formatCompareTable adds zero-shot columns", () => {
     evaluation: { tokens: 128, seed: 2 },
     calibrateSeconds: 1,
     rows: [
-      { method: "full", targetBits: null, bpw: null, quantizeSeconds: null, result: evalResult(10), zeroShot },
+      {
+        method: "full",
+        targetBits: null,
+        bpw: null,
+        quantizeSeconds: null,
+        result: evalResult(10),
+        zeroShot,
+      },
       { method: "rtn", targetBits: 3, bpw: null, quantizeSeconds: null, error: "failed to fit" },
     ],
   };
@@ -215,27 +222,13 @@ async function runCompareTask(args: string[]) {
 
 Deno.test("compare task writes the Markdown table", async () => {
   const out = `${await Deno.makeTempDir()}/compare.md`;
-  const { code, stdout, stderr } = await runCompareTask([
-    "--model",
-    STORIES_260K,
-    "--out",
-    out,
-    "--methods",
-    "rtn,gptq",
-    "--bits",
-    "3,4",
-    "--calib-tokens",
-    "128",
-    "--eval-tokens",
-    "128",
-    "--ctx",
-    "64",
-    "--engine",
-    "reference",
-    "--gpu",
-    "never",
-    "--quiet",
-  ]);
+  // deno-fmt-ignore
+  const args = [
+    "--model", STORIES_260K, "--out", out, "--methods", "rtn,gptq", "--bits", "3,4",
+    "--calib-tokens", "128", "--eval-tokens", "128", "--ctx", "64", "--tasks", CHOICE_IDS,
+    "--engine", "reference", "--gpu", "never", "--quiet",
+  ];
+  const { code, stdout, stderr } = await runCompareTask(args);
   assert.equal(code, 0, stderr);
   assert.equal(stderr, "", "--quiet prints nothing on stderr");
   const table = await Deno.readTextFile(out);
@@ -243,6 +236,7 @@ Deno.test("compare task writes the Markdown table", async () => {
   const rows = table.split("\n").filter((l) => /^\| (full|rtn|gptq) \|/.test(l));
   assert.equal(rows.length, 5);
   assert.match(table, /\| rtn \| 4 \| \d\.\d{3} \| (\*\*)?\d+\.\d{2}/);
+  assert.match(table, /^\| full \|.*\| \d+\.\d% \| \d+\.\d% \|$/m, "zero-shot columns");
   assert.match(
     table,
     /- Command: `deno task compare --model \S+ --out \S+ --methods rtn,gptq --bits 3,4/,

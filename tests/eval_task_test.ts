@@ -37,17 +37,10 @@ async function runEvalTask(
 }
 
 Deno.test("eval task prints the perplexity of a sampled stream", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--sample-tokens",
-    "1024",
-    "--seed",
-    "1",
-    "--json",
-    "--engine",
-    "reference",
-    "--quiet",
+    "--model", STORIES_260K, "--sample-tokens", "1024", "--seed", "1", "--json", "--engine",
+    "reference", "--quiet",
   ]);
   assert.equal(code, 0, stderr);
   assert.equal(stderr, "", "--quiet prints no progress");
@@ -68,20 +61,10 @@ Deno.test("eval task prints the perplexity of a sampled stream", async () => {
 });
 
 Deno.test("eval task reports zero KL against itself", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--ref",
-    STORIES_260K,
-    "--sample-tokens",
-    "512",
-    "--ctx",
-    "256",
-    "--seed",
-    "1",
-    "--json",
-    "--engine",
-    "reference",
+    "--model", STORIES_260K, "--ref", STORIES_260K, "--sample-tokens", "512", "--ctx", "256",
+    "--seed", "1", "--json", "--engine", "reference",
   ]);
   assert.equal(code, 0, stderr);
   assert.match(stderr, /eval: 512\/512/, "progress on stderr");
@@ -101,16 +84,9 @@ Deno.test("eval task evaluates a token file on the gpu", async () => {
   const path = await Deno.makeTempFile({ suffix: ".json" });
   await Deno.writeTextFile(path, JSON.stringify([...tokens]));
 
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--ref",
-    STORIES_260K,
-    "--data",
-    path,
-    "--ctx",
-    "128",
-    "--json",
+    "--model", STORIES_260K, "--ref", STORIES_260K, "--data", path, "--ctx", "128", "--json",
     "--quiet",
   ]);
   assert.equal(code, 0, stderr);
@@ -128,19 +104,10 @@ Deno.test("eval task reports the bpw of a quantized model", async () => {
   const quantized = await quantizeModel(model, null, { method: "rtn", bits: 4, out, quiet: true });
   model.weights.close();
 
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    out,
-    "--ref",
-    STORIES_260K,
-    "--sample-tokens",
-    "128",
-    "--ctx",
-    "64",
-    "--engine",
-    "reference",
-    "--json",
-    "--quiet",
+    "--model", out, "--ref", STORIES_260K, "--sample-tokens", "128", "--ctx", "64", "--engine",
+    "reference", "--json", "--quiet",
   ]);
   assert.equal(code, 0, stderr);
   const report = JSON.parse(stdout);
@@ -151,15 +118,9 @@ Deno.test("eval task reports the bpw of a quantized model", async () => {
 });
 
 Deno.test("eval task prints a summary without --json", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--sample-tokens",
-    "64",
-    "--ctx",
-    "32",
-    "--engine",
-    "reference",
+    "--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "32", "--engine", "reference",
     "--quiet",
   ]);
   assert.equal(code, 0, stderr);
@@ -171,27 +132,18 @@ Deno.test("eval task rejects bad input in one line", async () => {
   const outOfVocab = await Deno.makeTempFile({ suffix: ".json" });
   await Deno.writeTextFile(outOfVocab, "[1, 2, 600]");
   const empty = await Deno.makeTempFile({ suffix: ".u32" });
-  // arguments                                        fragments of the error line
+  // arguments                                                       fragments of the error line
+  // deno-fmt-ignore
   const cases: [string[], string[]][] = [
-    [["--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "600"], [
-      "--ctx 600",
-      STORIES_260K,
-      "512",
-    ]],
+    [["--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "600"], ["--ctx 600", STORIES_260K, "512"]],
     [["--model", STORIES_260K, "--sample-tokens", "64", "--ctx", "1"], ["--ctx 1", "at least 2"]],
     [["--model", STORIES_260K, "--data", outOfVocab], [outOfVocab, "[2]", "600"]],
     [["--model", STORIES_260K, "--data", empty], [empty, "empty"]],
     [["--model", STORIES_260K], ["--data", "--sample-tokens", "--tasks"]],
     [["--model", STORIES_260K, "--sample-tokens", "64", "--tasks", CHOICE_IDS], ["exactly one of"]],
-    [["--model", STORIES_260K, "--tasks", CHOICE_IDS, "--length-unit", "words"], [
-      "--length-unit",
-      '"words"',
-    ]],
+    [["--model", STORIES_260K, "--tasks", CHOICE_IDS, "--length-unit", "words"], ["--length-unit", '"words"']],
     [["--model", STORIES_260K, "--sample-tokens", "x"], ["--sample-tokens", '"x"']],
-    [["--model", STORIES_260K, "--sample-tokens", "64", "--engine", "cuda"], [
-      "--engine",
-      "gpu, reference",
-    ]],
+    [["--model", STORIES_260K, "--sample-tokens", "64", "--engine", "cuda"], ["--engine", "gpu, reference"]],
     [["--sample-tokens", "64"], ["--model"]],
   ];
   for (const [args, fragments] of cases) {
@@ -208,15 +160,9 @@ Deno.test("eval task rejects bad input in one line", async () => {
 });
 
 Deno.test("eval task scores zero-shot tasks", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--tasks",
-    CHOICE_IDS,
-    "--engine",
-    "reference",
-    "--json",
-    "--quiet",
+    "--model", STORIES_260K, "--tasks", CHOICE_IDS, "--engine", "reference", "--json", "--quiet",
   ]);
   assert.equal(code, 0, stderr);
   const report = JSON.parse(stdout);
@@ -235,18 +181,10 @@ Deno.test("eval task scores zero-shot tasks", async () => {
 });
 
 Deno.test("eval task compares zero-shot scores with a reference", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--ref",
-    STORIES_260K,
-    "--tasks",
-    CHOICE_IDS,
-    "--engine",
-    "reference",
-    "--json",
-    "--samples",
-    "--quiet",
+    "--model", STORIES_260K, "--ref", STORIES_260K, "--tasks", CHOICE_IDS, "--engine", "reference",
+    "--json", "--samples", "--quiet",
   ]);
   assert.equal(code, 0, stderr);
   const report = JSON.parse(stdout);
@@ -257,14 +195,9 @@ Deno.test("eval task compares zero-shot scores with a reference", async () => {
 });
 
 Deno.test("eval task prints a zero-shot table", async () => {
+  // deno-fmt-ignore
   const { code, stdout, stderr } = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--tasks",
-    CHOICE_IDS,
-    "--engine",
-    "reference",
-    "--quiet",
+    "--model", STORIES_260K, "--tasks", CHOICE_IDS, "--engine", "reference", "--quiet",
   ]);
   assert.equal(code, 0, stderr);
   const lines = stdout.trimEnd().split("\n");
@@ -283,29 +216,18 @@ Deno.test("eval task skips malformed task lines on request", async () => {
       '{"context": [1, 6], "choices": [[2], [3], [4]], "answer": 2}',
     ].join("\n"),
   );
+  // deno-fmt-ignore
   const stopped = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--tasks",
-    path,
-    "--engine",
-    "reference",
-    "--quiet",
+    "--model", STORIES_260K, "--tasks", path, "--engine", "reference", "--quiet",
   ]);
   assert.equal(stopped.code, 1);
   assert.equal(stopped.stdout, "");
   assert.equal(stopped.stderr.trim().split("\n").length, 1, stopped.stderr);
   assert.ok(stopped.stderr.includes(`${path}:2`), stopped.stderr);
 
+  // deno-fmt-ignore
   const skipped = await runEvalTask([
-    "--model",
-    STORIES_260K,
-    "--tasks",
-    path,
-    "--skip-invalid",
-    "--engine",
-    "reference",
-    "--json",
+    "--model", STORIES_260K, "--tasks", path, "--skip-invalid", "--engine", "reference", "--json",
     "--quiet",
   ]);
   assert.equal(skipped.code, 0, skipped.stderr);

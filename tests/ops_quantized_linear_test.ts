@@ -40,7 +40,7 @@ async function relativeError(gpu: GpuContext, prefix: string, layer: LayerDesc, 
   const read = batch.read(yBuffer);
   await batch.submit();
   const got = read.f32();
-  await linear.release();
+  linear.release();
   gpu.release(xBuffer);
   gpu.release(yBuffer);
 
@@ -193,8 +193,8 @@ Deno.test("QuantizedLinear uploads only packed bytes, shared codebooks once", as
     assert.equal(codebooks.bytes, (256 * 4 + 16 * 4) * 2);
     // a dense f32 copy would be 4 bytes per weight; indices here are 8 + 4 bits per 4 weights
     assert.ok(layers[0].weightBytes < (64 * 96 * 4) / 8);
-    for (const layer of layers) await layer.release();
-    await codebooks.release();
+    for (const layer of layers) layer.release();
+    codebooks.release();
   } finally {
     gpu.destroy();
   }

@@ -260,6 +260,32 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "runPipeline scores task files zero-shot",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pipeline-" });
+    try {
+      const tasks = new URL("./fixtures/choice_ids.jsonl", import.meta.url).pathname;
+      const result = await runPipeline(
+        { model: STORIES_260K, out: dir, bits: [3], method: "rtn", evalTokens: 128, seqLen: 64, engine: "reference", choiceTasks: [tasks], quiet: true },
+        { log: () => {} },
+      );
+      // rtn needs no statistics, so nothing is calibrated
+      assert.deepEqual(result.ran, ["sample-evaluation", "eval-original", "zeroshot-original", "quantize-rtn-3", "eval-rtn-3", "zeroshot-rtn-3"]);
+      for (const row of result.manifest.results) {
+        assert.ok(row.zeroShotAcc !== undefined, `${row.method} has no zero-shot accuracy`);
+        assert.ok(row.zeroShotAcc >= 0 && row.zeroShotAcc <= 1, `${row.method} accuracy ${row.zeroShotAcc}`);
+      }
+      const scores = JSON.parse(await Deno.readTextFile(join(dir, "zeroshot-original.json")));
+      assert.equal(scores.average.questions, 6);
+      assert.match(result.table, /0-shot acc/);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("pipeline task prints a one-line error for a bad option", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "tasks/pipeline.ts", "--model", STORIES_260K, "--bits", "2,x", "--out", "unused"],

@@ -59,30 +59,6 @@ export interface AllocateOptions {
   quiet?: boolean;
 }
 
-/** One channel group with its codebook options. */
-interface GroupInfo {
-  layer: number;
-  start: number;
-  end: number;
-  /** Sum of I_c over the group's channels. */
-  sensitivity: number;
-  /** Option table: codebook exponent k and the group's exact bytes for each. */
-  options: { k: number; bytes: number }[];
-}
-
-/** A layer with its sensitivities and grouping, before codebook sizes are chosen. */
-interface LayerWork {
-  name: string;
-  rows: number;
-  cols: number;
-  sensitivity: Float64Array;
-  kind: SensitivityKind;
-  order: number[];
-  groups: GroupInfo[];
-  /** Bytes that do not depend on the codebook sizes: scales and permutation. */
-  fixedBytes: number;
-}
-
 /**
  * Computes channel sensitivities from Fisher statistics and chooses every group's
  * codebook size so that the stored bits per weight never exceed `options.bits`.
@@ -192,71 +168,10 @@ async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name
   return { name, rows, cols, sensitivity: values, kind, order, groups, fixedBytes: fixed.total };
 }
 
-/**
- * Codebook exponents a group may use and the exact bytes of each. Codebooks larger than
- * the next power of two above the group's vector count cannot hold more distinct vectors,
- * so they are left out.
- */
-function groupOptions(rows: number, cols: number, s: Settings): { k: number; bytes: number }[] {
-  const v = s.vectorLength;
-  const vectors = rows * Math.ceil(cols / v);
-  const kMin = Math.log2(s.minCodebookSize);
-  const kMax = Math.max(kMin, Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))));
-  const options: { k: number; bytes: number }[] = [];
-  for (let k = kMin; k <= kMax; k++) {
-    const bytes = vqLayerBytes({ rows, cols, vectorLength: v, groups: [{ rows, codebookSize: 2 ** k }], scales: false, permutation: false }).total;
-    options.push({ k, bytes });
-  }
-  return options;
-}
-
-/** Largest whole number of bytes whose bits per weight stay within `bits` after rounding. */
-function budgetBytes(bits: number, weights: number): number {
-  let bytes = Math.floor((bits * weights) / 8);
-  while (bytes > 0 && (bytes * 8) / weights > bits) bytes--;
-  return bytes;
-}
-
 interface Chosen {
   /** Codebook exponent per group, indexed like `work[layer].groups`. */
   k: number[][];
   solver: string;
-}
-
-/**
- * Builds knapsack items from groups. Groups with identical option tables and sensitivity
- * become one item, so interchangeable channels always receive the same rate.
- */
-function buildItems(groups: GroupInfo[], v: number): { items: RdItem[]; members: GroupInfo[][] } {
-  const classes = new Map<string, GroupInfo[]>();
-  for (const g of groups) {
-    const key = `${g.options.map((o) => o.bytes).join(",")}|${g.options[0].k}|${g.sensitivity}`;
-    const list = classes.get(key);
-    if (list) list.push(g);
-    else classes.set(key, [g]);
-  }
-  const members = [...classes.values()];
-  const items = members.map((list) => ({
-    options: list[0].options.map((o) => ({
-      bytes: o.bytes * list.length,
-      distortion: list[0].sensitivity * list.length * 2 ** ((-2 * o.k) / v),
-    })),
-  }));
-  return { items, members };
-}
-
-function solveGroups(groups: GroupInfo[], budget: number, s: Settings): { k: Map<GroupInfo, number>; solver: RdSolverKind } {
-  const { items, members } = buildItems(groups, s.vectorLength);
-  const solution = solveRateDistortion(items, budget, { solver: s.solver });
-  const k = new Map<GroupInfo, number>();
-  members.forEach((list, i) => {
-    for (const g of list) k.set(g, g.options[solution.choice[i]].k);
-  });
-  return { k, solver: solution.solver };
-}
-
-function minimumBytes(layer: LayerWork): number {
-  return layer.fixedBytes + layer.groups.reduce((sum, g) => sum + g.options[0].bytes, 0);
 }
 
 function solveLayers(work: LayerWork[], s: Settings): Chosen {

@@ -12,11 +12,11 @@ import { flatGrid, LOOP_BUDGET, paramWords } from "./_common.ts";
 
 /** Invocations per workgroup of the quantized kernels. */
 export const QUANTIZED_WG = 64;
-/** Output rows one invocation of matvec_vq.wgsl and matmul_vq.wgsl covers (fixed by the WGSL). */
-const VQ_ROWS_PER_INVOCATION = 4;
+/** Output rows one invocation of every quantized kernel covers (fixed by the WGSL). */
+const ROWS_PER_INVOCATION = 4;
 /** Tokens one invocation of the matmul kernels covers (fixed by the WGSL). */
 export const TOKENS_PER_INVOCATION = 8;
-/** Iterations kept free for the kernels' fixed loops (matmul_vq.wgsl stores 4 rows x 8 tokens). */
+/** Iterations kept free for the kernels' fixed loops (the matmul kernels store 4 rows x 8 tokens). */
 const FIXED_ITERATIONS = 64;
 
 /** One stage of a channel group on the GPU. */
@@ -120,7 +120,7 @@ export async function recordVq(gpu: GpuContext, batch: GpuBatch, w: VqBuffers, a
           : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]));
         // without a channel order the kernel never reads binding 4; any buffer fills it
         const bindings = [stage.indices, stage.codebook, act.x, w.scales, w.order ?? w.scales, act.y, params];
-        const rowGroups = Math.ceil(count / (VQ_ROWS_PER_INVOCATION * QUANTIZED_WG));
+        const rowGroups = Math.ceil(count / (ROWS_PER_INVOCATION * QUANTIZED_WG));
         const grid: [number, number] = [rowGroups, decode ? 1 : Math.ceil(act.tokens / TOKENS_PER_INVOCATION)];
         batch.dispatch(pipeline, bindings, grid);
       }
@@ -153,9 +153,10 @@ export async function recordUniform(gpu: GpuContext, batch: GpuBatch, w: Uniform
       ? paramWords([...common, act.xOffset, act.yOffset])
       : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]));
     const bindings = [w.qweight, w.scales, w.zeros, act.x, act.y, params];
+    const rowInvocations = Math.ceil(w.rows / ROWS_PER_INVOCATION);
     const grid: [number, number?] = decode
-      ? flatGrid(gpu, w.rows, QUANTIZED_WG)
-      : [Math.ceil(w.rows / QUANTIZED_WG), Math.ceil(act.tokens / TOKENS_PER_INVOCATION)];
+      ? flatGrid(gpu, rowInvocations, QUANTIZED_WG)
+      : [Math.ceil(rowInvocations / QUANTIZED_WG), Math.ceil(act.tokens / TOKENS_PER_INVOCATION)];
     batch.dispatch(pipeline, bindings, grid);
   }
 }

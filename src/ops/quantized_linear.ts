@@ -139,7 +139,7 @@ export class QuantizedLinear {
       return new QuantizedLinear(gpu, prefix, layer, { vq, uniform, uploads, privateCodebooks });
     } catch (err) {
       uploads.release();
-      await privateCodebooks?.release();
+      privateCodebooks?.release();
       throw err;
     }
   }
@@ -170,9 +170,9 @@ export class QuantizedLinear {
   }
 
   /** Frees the layer's buffers (and its codebooks when it used a private cache). */
-  async release(): Promise<void> {
+  release(): void {
     this.#uploads.release();
-    await this.#privateCodebooks?.release();
+    this.#privateCodebooks?.release();
   }
 }
 

@@ -78,6 +78,7 @@ export function uploadPacked(gpu: GpuContext, bytes: Uint8Array, name: string): 
 export class CodebookCache {
   #gpu: GpuContext;
   #entries = new Map<string, { byteLength: number; buffer: Promise<GPUBuffer> }>();
+  #uploaded: GPUBuffer[] = [];
   #bytes = 0;
 
   /** @param gpu Context that will own the buffers. */
@@ -104,6 +105,7 @@ export class CodebookCache {
     const buffer = source.readBytes(name).then((bytes) => {
       checkBytes(source, name, bytes, byteLength);
       const uploaded = uploadPacked(this.#gpu, bytes, name);
+      this.#uploaded.push(uploaded);
       this.#bytes += bytes.byteLength;
       return uploaded;
     });
@@ -118,13 +120,11 @@ export class CodebookCache {
     return this.#bytes;
   }
 
-  /** Frees every codebook buffer. */
-  async release(): Promise<void> {
-    const buffers = [...this.#entries.values()].map((e) => e.buffer);
+  /** Frees every codebook uploaded so far; call it after the uploads that use the cache have settled. */
+  release(): void {
+    for (const buffer of this.#uploaded) this.#gpu.release(buffer);
+    this.#uploaded = [];
     this.#entries.clear();
     this.#bytes = 0;
-    for (const buffer of await Promise.allSettled(buffers)) {
-      if (buffer.status === "fulfilled") this.#gpu.release(buffer.value);
-    }
   }
 }

@@ -31,6 +31,8 @@ export interface PipelineOptions {
   evalTokens?: number;
   /** Tokens per calibration sequence and per evaluation window. Default min(512, the model's context). */
   seqLen?: number;
+  /** Multiple-choice JSONL task files scored zero-shot on every model. Default none. */
+  choiceTasks?: string[];
   /** Seed of the calibration stream and of k-means; the evaluation stream uses seed + 1. Default 1. */
   seed?: number;
   /** Forward and backward engine of calibration, sampling and evaluation. Default "gpu". */
@@ -67,6 +69,8 @@ export interface ResolvedPipelineOptions {
   evalTokens: number | null;
   /** Requested sequence length, or null for the default (the manifest stores the one used). */
   seqLen: number | null;
+  /** Multiple-choice task files; empty for none. */
+  choiceTasks: string[];
   /** Seed of the calibration stream and of k-means. */
   seed: number;
   /** Forward engine. */
@@ -89,6 +93,8 @@ export const PIPELINE_DEFAULTS = {
   /** Upper bound of the default sequence length (llama.cpp's perplexity tool uses 512 too). */
   seqLen: 512,
   seed: 1,
+  /** Least KV cache length when multiple-choice tasks are scored (capped at the model's context). */
+  choiceContext: 2048,
   engine: "gpu" as Engine,
   groups: 4,
   vectorLength: 4,
@@ -153,6 +159,7 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     evalData,
     evalTokens: evalTokens ?? (evalData.length === 0 ? PIPELINE_DEFAULTS.sampledTokens : null),
     seqLen: seqLen ?? null,
+    choiceTasks: options.choiceTasks ?? [],
     seed,
     engine,
     groups: optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups,

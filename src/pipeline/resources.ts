@@ -18,6 +18,8 @@ export class PipelineResources {
   readonly engine: Engine;
   /** Tokens per calibration sequence and evaluation window. */
   readonly seqLen: number;
+  /** Positions every KV cache holds: at least `seqLen`, more for long multiple-choice questions. */
+  readonly contextLength: number;
   #gpu: Promise<GpuContext> | null = null;
   #original: Promise<CausalLM> | null = null;
 
@@ -26,12 +28,14 @@ export class PipelineResources {
    *
    * @param model The original model (closed by `dispose()`).
    * @param engine Forward engine.
-   * @param seqLen Window length, which sizes the KV caches.
+   * @param seqLen Window length.
+   * @param contextLength KV cache positions, at least `seqLen`. Default `seqLen`.
    */
-  constructor(model: LoadedModel, engine: Engine, seqLen: number) {
+  constructor(model: LoadedModel, engine: Engine, seqLen: number, contextLength = seqLen) {
     this.model = model;
     this.engine = engine;
     this.seqLen = seqLen;
+    this.contextLength = Math.max(seqLen, contextLength);
   }
 
   /** Returns the WebGPU device for the gpu engine (created on first use), or undefined for the reference engine. */
@@ -43,7 +47,7 @@ export class PipelineResources {
 
   /** Returns the original model's forward pass (created on first use) for sampling and reference logits. */
   async original(): Promise<CausalLM> {
-    this.#original ??= this.gpu().then((gpu) => createCausalLM(this.model, this.engine, { gpu, contextLength: this.seqLen }));
+    this.#original ??= this.gpu().then((gpu) => createCausalLM(this.model, this.engine, { gpu, contextLength: this.contextLength }));
     return await this.#original;
   }
 
@@ -53,7 +57,7 @@ export class PipelineResources {
    * @param model Loaded model; the caller disposes the result and closes the model.
    */
   async forward(model: LoadedModel): Promise<CausalLM> {
-    return await createCausalLM(model, this.engine, { gpu: await this.gpu(), contextLength: this.seqLen });
+    return await createCausalLM(model, this.engine, { gpu: await this.gpu(), contextLength: this.contextLength });
   }
 
   /** Releases the forward pass, the device and the model's files. */

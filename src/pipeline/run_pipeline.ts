@@ -5,11 +5,13 @@
  *
  * Steps and their files (B is a bit width, M a method):
  * - sample-calibration, sample-evaluation: calib_tokens.json, eval_tokens.json (only
- *   without data files; seeds S and S + 1)
+ *   without data files, and calibration only when a step needs statistics; seeds S and S + 1)
  * - calibrate: fisher.safetensors (when a method needs statistics)
  * - allocate-B: plan-B.json (when the main method is a vector-quantization method)
  * - quantize-M-B: M-B.safetensors
  * - eval-original, eval-M-B: eval-original.json, eval-M-B.json
+ * - zeroshot-original, zeroshot-M-B: zeroshot-original.json, zeroshot-M-B.json (only
+ *   with multiple-choice task files)
  *
  * @module
  */
@@ -24,7 +26,8 @@ import { type Manifest, MANIFEST_FORMAT, MANIFEST_VERSION, readManifest, type St
 import { PLAN_METHODS, type PipelineOptions, PIPELINE_DEFAULTS, resolvePipelineOptions } from "./options.ts";
 import { PipelineResources } from "./resources.ts";
 import { StepRunner, type StepSpec } from "./step_runner.ts";
-import { allocateStep, calibrateStep, evaluateOriginalStep, evaluateStep, type EvaluateStepResult, quantizeStep, type QuantizeStepResult } from "./steps.ts";
+import { allocateStep, calibrateStep, evaluateOriginalStep, evaluateStep, type EvaluateStepResult, quantizeStep, type QuantizeStepResult, zeroShotStep, type ZeroShotStepResult } from "./steps.ts";
+import { type ChoiceQuestion, readChoiceTasks } from "../data/choice_tasks.ts";
 import { formatSummaryTable, type ResultRow } from "./summary.ts";
 import { checkDisjointWindows, readDocuments, sampleWindowsFile } from "./token_streams.ts";
 
@@ -73,10 +76,14 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
   const hasher = new FileHasher(knownFingerprints(previous, dir));
   const tool = toolVersions();
 
+  // task files are parsed before any model is read, so a malformed line fails at once
+  const questions: ChoiceQuestion[] = o.choiceTasks.length ? (await readChoiceTasks(o.choiceTasks)).questions : [];
   const model = await loadModel(o.model);
   const ctx = model.config.maxSeqLen;
   const seqLen = o.seqLen ?? Math.min(PIPELINE_DEFAULTS.seqLen, ctx);
-  const resources = new PipelineResources(model, o.engine, seqLen);
+  // multiple-choice contexts can be longer than the evaluation window
+  const kvLength = questions.length ? Math.min(ctx, Math.max(seqLen, PIPELINE_DEFAULTS.choiceContext)) : seqLen;
+  const resources = new PipelineResources(model, o.engine, seqLen, kvLength);
   try {
     if (seqLen > ctx) throw new UsageError(`Invalid --seq-len ${seqLen}: ${o.model} has a context of ${ctx} tokens; pass --seq-len ${ctx} or less`);
     const sampled = o.calibData.length === 0 || o.evalData.length === 0;
@@ -112,10 +119,14 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
     const path = (name: string) => join(dir, name);
     const fileInputs = (role: string, files: string[]) => Object.fromEntries(files.map((f, i) => [`${role}${i}`, f]));
 
+    const methods: QuantMethod[] = [o.method, ...o.compare];
+    const usesPlan = PLAN_METHODS.has(o.method);
+    const needsFisher = usesPlan || methods.some((m) => METHODS_NEEDING_STATISTICS.has(m));
+
     // data: sampled windows, or the user's files
     let calibFiles = o.calibData;
     let calibAfter: string[] = [];
-    if (o.calibData.length === 0) {
+    if (needsFisher && o.calibData.length === 0) {
       await step({
         name: "sample-calibration",
         inputs: { model: o.model },
@@ -141,7 +152,7 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
       evalFiles = [path("eval_tokens.json")];
       evalAfter = ["sample-evaluation"];
     }
-    if (o.calibData.length === 0 && o.evalData.length === 0) {
+    if (needsFisher && o.calibData.length === 0 && o.evalData.length === 0) {
       const vocabSize = model.config.vocabSize;
       checkDisjointWindows(await readTokenFile(calibFiles[0], { vocabSize }), await readTokenFile(evalFiles[0], { vocabSize }));
     }
@@ -151,9 +162,6 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
       : await readDocuments(evalFiles, resources, o.evalTokens);
 
     // calibration statistics, when a method or the plan needs them
-    const methods: QuantMethod[] = [o.method, ...o.compare];
-    const usesPlan = PLAN_METHODS.has(o.method);
-    const needsFisher = usesPlan || methods.some((m) => METHODS_NEEDING_STATISTICS.has(m));
     const fisher = path("fisher.safetensors");
     if (needsFisher) {
       const sequences = o.calibTokens === null ? undefined : Math.floor(o.calibTokens / seqLen);
@@ -177,6 +185,19 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
       run: async () => evaluateOriginalStep(resources, { documents: await documents(), out: path("eval-original.json"), quiet: o.quiet }),
     });
     const ref = original.result as { ppl: number; nll_stderr: number };
+    const zeroShot = async (name: string, quantized: string | null, after: string[]) => {
+      if (questions.length === 0) return {};
+      const record = await step({
+        name: `zeroshot-${name}`,
+        inputs: { model: o.model, ...(quantized ? { quantized } : {}), ...fileInputs("tasks", o.choiceTasks) },
+        settings: { engine: o.engine },
+        after,
+        outputs: [`zeroshot-${name}.json`],
+        run: () => zeroShotStep(resources, { model: quantized, questions, out: path(`zeroshot-${name}.json`), label: `zero-shot ${name}`, quiet: o.quiet }),
+      });
+      const r = record.result as ZeroShotStepResult;
+      return { zeroShotAcc: r.acc, zeroShotAccNorm: r.acc_norm };
+    };
     results.push({
       method: "original",
       bits: null,
@@ -189,6 +210,7 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
       fileBytes: inputs.model.bytes,
       quantizeSeconds: null,
       file: o.model,
+      ...(await zeroShot("original", null, [])),
     });
 
     for (const bits of o.bits) {
@@ -223,7 +245,10 @@ export async function runPipeline(options: PipelineOptions, hooks: PipelineHooks
           outputs: [`eval-${name}.json`],
           run: async () => evaluateStep(resources, { model: path(`${name}.safetensors`), documents: await documents(), out: path(`eval-${name}.json`), label: `eval ${name}`, quiet: o.quiet }),
         });
-        results.push(resultRow(method, bits, `${name}.safetensors`, quantized.result as QuantizeStepResult, evaluated.result as EvaluateStepResult));
+        results.push({
+          ...resultRow(method, bits, `${name}.safetensors`, quantized.result as QuantizeStepResult, evaluated.result as EvaluateStepResult),
+          ...(await zeroShot(name, path(`${name}.safetensors`), [`quantize-${name}`])),
+        });
       }
     }
 

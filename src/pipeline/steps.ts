@@ -17,6 +17,8 @@ import { totalBytes } from "../quantize/layer_report.ts";
 import { openStatistics } from "../quantize/statistics.ts";
 import type { QuantMethod } from "../quantize/types.ts";
 import { evaluate, type EvalResult } from "../eval/evaluate.ts";
+import { evaluateChoiceTasks } from "../eval/zero_shot.ts";
+import type { ChoiceQuestion } from "../data/choice_tasks.ts";
 import { loadModel } from "../model/load.ts";
 import { Progress } from "../util/progress.ts";
 import { writeTextFileAtomic } from "../util/atomic_write.ts";
@@ -232,4 +234,55 @@ export async function evaluateOriginalStep(resources: PipelineResources, options
   progress.finish();
   await writeTextFileAtomic(options.out, JSON.stringify(result, null, 2) + "\n");
   return result;
+}
+
+/** Options of {@linkcode zeroShotStep}. */
+export interface ZeroShotStepOptions {
+  /** Quantized model file, or null for the original model. */
+  model: string | null;
+  /** Parsed multiple-choice questions. */
+  questions: readonly ChoiceQuestion[];
+  /** Output JSON file. */
+  out: string;
+  /** Progress label. */
+  label: string;
+  /** No progress on stderr. */
+  quiet: boolean;
+}
+
+/** Result of {@linkcode zeroShotStep}: accuracies averaged over tasks, as fractions. */
+export interface ZeroShotStepResult {
+  /** Tasks averaged. */
+  tasks: number;
+  /** Questions over all tasks. */
+  questions: number;
+  acc: number;
+  acc_stderr: number;
+  acc_norm: number;
+  acc_norm_stderr: number;
+}
+
+/**
+ * Scores multiple-choice questions zero-shot with the original or a quantized model and
+ * writes the per-task and average accuracies as JSON.
+ *
+ * @param resources Engine, device and the original model (whose tokenizer encodes text questions).
+ * @param options Model, questions and output.
+ */
+export async function zeroShotStep(resources: PipelineResources, options: ZeroShotStepOptions): Promise<ZeroShotStepResult> {
+  const loaded = options.model ? await loadModel(options.model) : null;
+  try {
+    const lm = loaded ? await resources.forward(loaded) : await resources.original();
+    try {
+      const progress = new Progress(options.label, options.questions.length, { quiet: options.quiet, unit: "questions" });
+      const result = await evaluateChoiceTasks(lm, resources.model.tokenizer, options.questions, { progress });
+      progress.finish();
+      await writeTextFileAtomic(options.out, JSON.stringify({ tasks: result.tasks, average: result.average }, null, 2) + "\n");
+      return { ...result.average };
+    } finally {
+      if (loaded) lm.dispose();
+    }
+  } finally {
+    loaded?.weights.close();
+  }
 }

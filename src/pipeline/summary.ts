@@ -29,6 +29,10 @@ export interface ResultRow {
   quantizeSeconds: number | null;
   /** Model file: the checkpoint path for the original, a name in the output folder otherwise. */
   file: string;
+  /** Zero-shot multiple-choice accuracy averaged over tasks, when task files were given. */
+  zeroShotAcc?: number;
+  /** Length-normalized zero-shot accuracy averaged over tasks, when task files were given. */
+  zeroShotAccNorm?: number;
 }
 
 /**
@@ -44,7 +48,10 @@ export interface ResultRow {
  * @param rows Rows in display order.
  */
 export function formatSummaryTable(rows: ResultRow[]): string {
+  const zeroShot = rows.some((r) => r.zeroShotAcc !== undefined);
   const header = ["method", "bits", "bpw", "perplexity", "KL div (mean)", "KL div (p99)", "top-1 agree", "file size", "quantize time"];
+  if (zeroShot) header.push("0-shot acc", "acc_norm");
+  const percent = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(2)}%`);
   const body = rows.map((r) => [
     r.method,
     r.bits === null ? "-" : String(r.bits),
@@ -55,6 +62,7 @@ export function formatSummaryTable(rows: ResultRow[]): string {
     `${(100 * r.top1).toFixed(2)}%`,
     formatBytes(r.fileBytes),
     r.quantizeSeconds === null ? "-" : `${r.quantizeSeconds.toFixed(1)} s`,
+    ...(zeroShot ? [percent(r.zeroShotAcc), percent(r.zeroShotAccNorm)] : []),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...body.map((row) => row[c].length)));
   const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");

@@ -167,11 +167,15 @@ function dataDescription(m: Manifest): string {
 }
 
 function resultsTable(rows: ResultRow[]): string {
-  const head = `<tr><th>method</th><th>bits</th><th>bpw</th><th>perplexity</th><th>KL div. mean</th><th>KL div. p99</th><th>top-1 agreement</th><th>file size</th><th>quantize time</th><th>file</th></tr>`;
+  const zeroShot = rows.some((r) => r.zeroShotAcc !== undefined);
+  const percent = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(2)}%`);
+  const head = `<tr><th>method</th><th>bits</th><th>bpw</th><th>perplexity</th><th>KL div. mean</th><th>KL div. p99</th><th>top-1 agreement</th>` +
+    `${zeroShot ? "<th>0-shot acc</th><th>acc_norm</th>" : ""}<th>file size</th><th>quantize time</th><th>file</th></tr>`;
   const body = rows.map((r) =>
     `<tr><td>${esc(r.method)}</td><td>${r.bits ?? "-"}</td><td>${r.bpw === null ? "-" : r.bpw.toFixed(4)}</td>` +
     `<td>${formatValue(r.ppl)} ± ${formatValue(r.pplStderr)}</td><td>${r.kldMean.toFixed(4)}</td><td>${r.kldP99.toFixed(4)}</td>` +
-    `<td>${(100 * r.top1).toFixed(2)}%</td><td>${esc(formatBytes(r.fileBytes))}</td>` +
+    `<td>${(100 * r.top1).toFixed(2)}%</td>${zeroShot ? `<td>${percent(r.zeroShotAcc)}</td><td>${percent(r.zeroShotAccNorm)}</td>` : ""}` +
+    `<td>${esc(formatBytes(r.fileBytes))}</td>` +
     `<td>${r.quantizeSeconds === null ? "-" : `${r.quantizeSeconds.toFixed(1)} s`}</td><td class="text"><code>${esc(r.file)}</code></td></tr>`
   ).join("");
   return `<table id="results">${head}${body}</table>`;
