@@ -1,11 +1,14 @@
 /**
  * Calibration throughput (forward and backward pass plus the Fisher statistics of every
- * linear layer, per sequence) against forward-only throughput (all positions' logits),
- * on stories260K and on a synthetic model with SmolLM-135M widths (d_model 576, 9 query
- * heads of 64 with 3 key/value heads, hidden 1536, vocab 49152), 2 blocks and seeded
- * random weights. Tokens per second are the tokens in the bench name divided by the time
- * per iteration; the ratio calibration / forward is the cost of the backward pass and
- * statistics in forward passes.
+ * linear layer, per sequence) against forward-only throughput. Forward only is measured
+ * two ways: the training-mode pass with `lossOnly` (same kernels, loss of every position,
+ * no readback of logits) and the inference forward (GpuModel, all logits read back).
+ *
+ * Models: stories260K, and a synthetic model with SmolLM-135M widths (d_model 576, 9
+ * query heads of 64 with 3 key/value heads, hidden 1536, vocab 49152), 2 blocks and
+ * seeded random weights. Tokens per second are the tokens in the bench name divided by
+ * the time per iteration. The ratio calibration / forward is the cost of the backward
+ * pass and statistics, counted in forward passes.
  *
  *   deno bench -A bench/calibrate_bench.ts
  *
@@ -13,6 +16,7 @@
  */
 import { GpuContext } from "../src/gpu/device.ts";
 import { GpuModel } from "../src/model/gpu_model.ts";
+import { GpuBackward } from "../src/model/gpu_backward.ts";
 import { ReferenceBackward } from "../src/model/reference_backward.ts";
 import { loadLlama2c } from "../src/formats/llama2c.ts";
 import type { ModelConfig } from "../src/model/config.ts";
@@ -46,6 +50,11 @@ async function register(label: string, config: ModelConfig, weights: WeightStore
   Deno.bench({ name: `${group}: forward (gpu)`, group, baseline: true, ...counts }, async () => {
     lm.reset();
     await lm.forward(tokens);
+  });
+  const pass = await GpuBackward.create(gpu, config, weights);
+  disposers.push(() => pass.dispose());
+  Deno.bench({ name: `${group}: forward loss only (gpu training pass)`, group, ...counts }, async () => {
+    await pass.run(tokens, { lossOnly: true });
   });
   const engine: GradientEngine = await GpuEngine.create(gpu, config, weights, { fullG: false, ownsGpu: false });
   disposers.push(() => engine.dispose());

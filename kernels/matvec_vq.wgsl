@@ -9,7 +9,9 @@
 // Indices are `bits` wide (1 to 32), packed least significant bit first into
 // little-endian u32 words: index (p, q) starts at stream bit ((p - pos0) * per_row + q) * bits
 // and may straddle two words. The codebook is F16 [K, V] with two halves per u32, read
-// with unpack2x16float so the kernel needs no shader-f16 feature. With CB_SHARED the
+// with unpack2x16float so the kernel needs no shader-f16 feature. A variant with
+// `enable f16;` would read the same bytes, fit the same codebooks in workgroup memory and
+// still accumulate in f32, so there is none. With CB_SHARED the
 // workgroup first copies it into workgroup memory (CB_WORDS words; the host checks that
 // against maxComputeWorkgroupStorageSize), otherwise every read goes to storage. Padding
 // elements of the last vector (when cols is not a multiple of V) meet x = 0.

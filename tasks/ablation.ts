@@ -1,17 +1,18 @@
 /**
  * `deno run -A tasks/ablation.ts`: the RSAVQ ablation. At each budget it quantizes a model
- * with the rsavq method five ways and compares each with the full-precision model on
+ * with the rsavq method six ways and compares each with the full-precision model on
  * held-out tokens. The variants are plain Fisher-weighted VQ (lambda 0, one codebook per
  * layer), + EDSG (the error-direction term), + WCSG (an allocation plan of per-group
- * codebook sizes) and + both. A fifth variant, a plan with one group per layer, separates
- * WCSG's permutation overhead and budget scope from its channel groups. The output is a
+ * codebook sizes) and + both. A plan with one group per layer separates WCSG's
+ * permutation overhead and budget scope from its channel groups, and a plan whose group
+ * counts the allocation searched shows whether fewer codebooks pay off. The output is a
  * Markdown table of perplexity and KL divergence with each row's bpw.
  *
  * @module
  */
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { allocateBits } from "../src/allocate/allocate_bits.ts";
+import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import type { Plan, PlanScope } from "../src/allocate/plan.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
@@ -26,7 +27,7 @@ import { Progress } from "../src/util/progress.ts";
 
 const HELP = `Usage: deno run -A tasks/ablation.ts --model PATH --fisher FILE --out-dir DIR [options]
 
-Quantizes the model with rsavq five ways at every --bits value and evaluates each one
+Quantizes the model with rsavq six ways at every --bits value and evaluates each one
 against the full-precision model on held-out tokens sampled from it (seed --eval-seed,
 which must differ from the calibration seed):
   plain VQ        Fisher-weighted VQ, lambda 0, one codebook per layer
@@ -35,6 +36,8 @@ which must differ from the calibration seed):
   + both          WCSG plan and EDSG term
   WCSG, 1 group   a plan with one group per layer: the permutation overhead and the
                   budget scope of WCSG without its channel groups
+  + WCSG, searched groups   the plan with each layer's group count (1 to --groups)
+                  chosen by the allocation (--search-groups)
 Prints a Markdown table: rows with their bpw, perplexity, mean and 99th-percentile KL
 divergence (nats per token) and top-1 agreement.
 
@@ -57,8 +60,11 @@ Options:
 interface Variant {
   name: string;
   edsg: boolean;
-  /** "none": one codebook per layer, no plan; "wcsg": the allocation plan; "single": a plan with one group per layer. */
-  plan: "none" | "wcsg" | "single";
+  /**
+   * "none": one codebook per layer, no plan; "wcsg": the allocation plan; "searched": the
+   * plan with each layer's group count searched; "single": a plan with one group per layer.
+   */
+  plan: "none" | "wcsg" | "searched" | "single";
 }
 
 const VARIANTS: Variant[] = [
@@ -69,6 +75,7 @@ const VARIANTS: Variant[] = [
   // One group per layer through the same plan, scope and stored permutation as WCSG:
   // separates the permutation overhead and the budget scope from the channel groups.
   { name: "WCSG, 1 group", edsg: false, plan: "single" },
+  { name: "+ WCSG, searched groups", edsg: false, plan: "searched" },
 ];
 
 interface Row {
@@ -123,13 +130,16 @@ async function main(argv: string[]): Promise<void> {
   const rows: Row[] = [];
   const fullPrecision = await evaluate(ref, heldOut, { ctx });
   for (const bits of budgets) {
-    const plan = await makePlan(values.model, values.fisher, bits, groups, vectorLength, values.scope as PlanScope, quiet);
+    const scope = values.scope as PlanScope;
+    const plan = await makePlan(values.model, values.fisher, { bits, groups, vectorLength, scope, quiet });
     await writePlan(join(outDir, `plan_${bits}.json`), plan);
-    const single = await makePlan(values.model, values.fisher, bits, 1, vectorLength, values.scope as PlanScope, quiet);
+    const single = await makePlan(values.model, values.fisher, { bits, groups: 1, vectorLength, scope, quiet });
     await writePlan(join(outDir, `plan_${bits}_1group.json`), single);
+    const searched = await makePlan(values.model, values.fisher, { bits, groups, vectorLength, scope, quiet, searchGroups: true });
+    await writePlan(join(outDir, `plan_${bits}_searched.json`), searched);
     for (const variant of VARIANTS) {
       const out = join(outDir, `rsavq_${bits}_${variant.name.replace(/[^a-z]+/gi, "_")}.safetensors`);
-      const plans = { none: null, wcsg: plan, single };
+      const plans = { none: null, wcsg: plan, single, searched };
       const stats = await openStatistics(values.fisher);
       const quantized = await quantizeModel(model, stats, {
         method: "rsavq",
@@ -157,11 +167,11 @@ async function main(argv: string[]): Promise<void> {
   console.log(table(rows, fullPrecision, { model: values.model, fisher: values.fisher, heldOut: heldOut.length, seed: values["eval-seed"], ctx, lambda, groups, scope: values.scope }));
 }
 
-async function makePlan(modelPath: string, fisher: string, bits: number, groups: number, vectorLength: number, scope: PlanScope, quiet: boolean): Promise<Plan> {
+async function makePlan(modelPath: string, fisher: string, options: AllocateOptions): Promise<Plan> {
   const model = await loadModel(modelPath);
   const stats = await openFisherStats(fisher);
   try {
-    return await allocateBits(stats, model.weights, { bits, groups, vectorLength, scope, quiet });
+    return await allocateBits(stats, model.weights, options);
   } finally {
     stats.close();
     model.weights.close();

@@ -27,6 +27,8 @@ Options:
   --fisher FILE         Statistics file from deno task calibrate
   --bits B              Budget in bits per weight, overhead included (for example 2 or 3.5)
   --groups G            Channel groups, each with its own codebook, per layer (default 4)
+  --search-groups       Try 1 to G groups per layer and keep the count with the least modelled
+                        loss (fewer codebooks where their storage costs more than finer rates save)
   --vector-length V     Weights per vector along the input dimension (default 4)
   --scope S             layer: every layer meets the budget; model: the whole model does,
                         and sensitive layers may get more (default layer)
@@ -56,6 +58,7 @@ function parse(argv: string[]): AllocateArgs | null {
       fisher: { type: "string" },
       bits: { type: "string" },
       groups: { type: "string", default: "4" },
+      "search-groups": { type: "boolean", default: false },
       "vector-length": { type: "string", default: "4" },
       scope: { type: "string", default: "layer" },
       sensitivity: { type: "string", default: "trace" },
@@ -87,6 +90,7 @@ function parse(argv: string[]): AllocateArgs | null {
     options: {
       bits,
       groups: integer("--groups", values.groups, 1),
+      searchGroups: values["search-groups"],
       vectorLength: integer("--vector-length", values["vector-length"], 1),
       scope,
       sensitivity,

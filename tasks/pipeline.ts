@@ -25,7 +25,9 @@ in bpw.
 Options:
   --model PATH          Model to quantize (llama2.c .bin, GGUF, Hugging Face folder)
   --bits B[,B2...]      Target bits per weight, overhead included; one run per value
-  --method M            Main method: ${QUANT_METHODS.join(" | ")} (default ${PIPELINE_DEFAULTS.method});
+  --method M            Main method: ${
+  QUANT_METHODS.join(" | ")
+} (default ${PIPELINE_DEFAULTS.method});
                         kmeans, vptq and rsavq follow a WCSG allocation plan
   --compare M[,M2...]   Baselines quantized at the same bits into the same table
   --calib-data FILE     Calibration data, repeatable (text, .json ids, .bin/.u32 ids);
@@ -72,22 +74,46 @@ function parse(argv: string[]) {
     },
   });
   if (values.help) return null;
-  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint to quantize (see --help)");
-  if (!values.bits) throw new UsageError("Missing --bits: pass bits per weight, for example --bits 2 or --bits 2,3,4");
-  if (!values.out) throw new UsageError("Missing --out: pass the output folder, for example --out out");
+  if (!values.model) {
+    throw new UsageError("Missing --model: pass the checkpoint to quantize (see --help)");
+  }
+  if (!values.bits) {
+    throw new UsageError(
+      "Missing --bits: pass bits per weight, for example --bits 2 or --bits 2,3,4",
+    );
+  }
+  if (!values.out) {
+    throw new UsageError("Missing --out: pass the output folder, for example --out out");
+  }
   const bits = values.bits.split(",").map((text) => {
     const b = Number(text);
-    if (text.trim() === "" || !Number.isFinite(b) || b <= 0) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected positive numbers separated by commas`);
+    if (text.trim() === "" || !Number.isFinite(b) || b <= 0) {
+      throw new UsageError(
+        `Invalid --bits ${
+          JSON.stringify(values.bits)
+        }: expected positive numbers separated by commas`,
+      );
+    }
     return b;
   });
-  const methods = values.method === undefined ? undefined : parseMethodList("--method", values.method);
-  if (methods && methods.length !== 1) throw new UsageError(`Invalid --method ${JSON.stringify(values.method)}: pass one method; list baselines with --compare`);
+  const methods = values.method === undefined
+    ? undefined
+    : parseMethodList("--method", values.method);
+  if (methods && methods.length !== 1) {
+    throw new UsageError(
+      `Invalid --method ${
+        JSON.stringify(values.method)
+      }: pass one method; list baselines with --compare`,
+    );
+  }
   return {
     model: values.model,
     out: values.out,
     bits,
     method: methods?.[0] as QuantMethod | undefined,
-    compare: values.compare === undefined ? undefined : parseMethodList("--compare", values.compare),
+    compare: values.compare === undefined
+      ? undefined
+      : parseMethodList("--compare", values.compare),
     calibData: values["calib-data"],
     calibTokens: integer("--calib-tokens", values["calib-tokens"]),
     evalData: values["eval-data"],
@@ -106,7 +132,9 @@ function parse(argv: string[]) {
 function integer(flag: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const value = Number(text);
-  if (text.trim() === "" || !Number.isSafeInteger(value)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer`);
+  if (text.trim() === "" || !Number.isSafeInteger(value)) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer`);
+  }
   return value;
 }
 
@@ -121,10 +149,14 @@ if (import.meta.main) {
       console.log(
         result.ran.length === 0
           ? `All ${total} steps reused from ${options.out}/manifest.json (inputs and settings unchanged)`
-          : `${result.ran.length} of ${total} steps ran, ${result.reused.length} reused: ${result.ran.join(", ")}`,
+          : `${result.ran.length} of ${total} steps ran, ${result.reused.length} reused: ${
+            result.ran.join(", ")
+          }`,
       );
       console.log(result.table);
-      console.log(`Wrote ${options.out}/manifest.json and ${result.report}; embeddings, norms and head stay in 16 bits (F16), not counted in bpw`);
+      console.log(
+        `Wrote ${options.out}/manifest.json and ${result.report}; embeddings, norms and head stay in 16 bits (F16), not counted in bpw`,
+      );
     }
   } catch (err) {
     console.error(`error: ${err instanceof Error ? err.message : String(err)}`);

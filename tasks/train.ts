@@ -36,6 +36,7 @@ Options:
   --eval-every N      held-out loss and checkpoint every N steps (default 100)
   --eval-windows N    held-out windows per periodic check (default 16)
   --final-eval-windows N  held-out windows of the final perplexity (default 256)
+  --dtype T           stored weight type: f32, f16 or bf16 (default f32; f16 halves the file)
   --engine E          gpu (WebGPU backward pass) or reference (f64 TypeScript) (default gpu)
   --resume            continue from DIR.work/checkpoint.safetensors
   --out DIR           output directory (must not exist)
@@ -70,6 +71,7 @@ function parseCommandLine(argv: string[]): Args | null {
       "eval-windows": { type: "string", default: "16" },
       "final-eval-windows": { type: "string", default: "256" },
       engine: { type: "string", default: "gpu" },
+      dtype: { type: "string", default: "f32" },
       resume: { type: "boolean", default: false },
       out: { type: "string" },
       quiet: { type: "boolean", default: false },
@@ -82,6 +84,8 @@ function parseCommandLine(argv: string[]): Args | null {
   if (sources.includes("npm") && sources.length > 1) throw new UsageError(`Invalid --data-source: "npm" cannot be combined with files, got ${sources.join(", ")}`);
   const engine = values.engine;
   if (engine !== "gpu" && engine !== "reference") throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  const dtype = values.dtype;
+  if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") throw new UsageError(`Invalid --dtype ${dtype}: expected f32, f16 or bf16`);
   const int = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { integer: true, min });
   const num = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { min });
   return {
@@ -107,6 +111,7 @@ function parseCommandLine(argv: string[]): Args | null {
     out: values.out,
     quiet: values.quiet,
     engine,
+    dtype,
   };
 }
 

@@ -41,7 +41,12 @@ function bitsOf(size: number): number {
  * @param prefix Tensor prefix.
  * @param tensors Tensor map to add to (shared codebooks stay as they are).
  */
-export function randomVqLayer(spec: VqSpec, seed: number, prefix = "layer", tensors: Record<string, TensorToWrite> = {}): LayerFixture<VqLayerDesc> {
+export function randomVqLayer(
+  spec: VqSpec,
+  seed: number,
+  prefix = "layer",
+  tensors: Record<string, TensorToWrite> = {},
+): LayerFixture<VqLayerDesc> {
   const rng = new Rng(seed);
   const { rows, cols, vectorLength: v } = spec;
   const perRow = Math.ceil(cols / v);
@@ -52,7 +57,10 @@ export function randomVqLayer(spec: VqSpec, seed: number, prefix = "layer", tens
       const codebook = spec.codebookName?.(g, s, size) ?? `${prefix}.codebook.g${g}.s${s}`;
       if (!tensors[codebook]) {
         // residual stages carry smaller corrections, as trained ones do
-        const values = Float32Array.from({ length: size * v }, () => rng.normal() * (s === 0 ? 1 : 0.25));
+        const values = Float32Array.from(
+          { length: size * v },
+          () => rng.normal() * (s === 0 ? 1 : 0.25),
+        );
         tensors[codebook] = f16Tensor(values, [size, v]);
       }
       const indices = Array.from({ length: group.rows * perRow }, () => rng.nextInt(size));
@@ -75,7 +83,14 @@ export function randomVqLayer(spec: VqSpec, seed: number, prefix = "layer", tens
     }
     tensors[`${prefix}.channel_order`] = u32Tensor(order, [rows]);
   }
-  const layer: VqLayerDesc = { kind: "vq", rows, cols, vectorLength: v, channelOrder: spec.channelOrder, groups };
+  const layer: VqLayerDesc = {
+    kind: "vq",
+    rows,
+    cols,
+    vectorLength: v,
+    channelOrder: spec.channelOrder,
+    groups,
+  };
   return { prefix, layer, tensors };
 }
 
@@ -86,7 +101,11 @@ export function randomVqLayer(spec: VqSpec, seed: number, prefix = "layer", tens
  * @param seed RNG seed.
  * @param prefix Tensor prefix.
  */
-export function randomUniformLayer(layer: UniformLayerDesc, seed: number, prefix = "layer"): LayerFixture<UniformLayerDesc> {
+export function randomUniformLayer(
+  layer: UniformLayerDesc,
+  seed: number,
+  prefix = "layer",
+): LayerFixture<UniformLayerDesc> {
   const rng = new Rng(seed);
   const { rows, cols, bits, groupSize } = layer;
   const groups = Math.ceil(cols / groupSize), wordsPerRow = Math.ceil((cols * bits) / 32);

@@ -74,6 +74,7 @@ Deno.test("allocateBits never exceeds the budget", async () => {
       vectorLength: [1, 2, 4, 8][rng.nextInt(4)],
       scope: rng.next() < 0.5 ? "layer" : "model",
       solver: (["auto", "exact", "greedy"] as const)[rng.nextInt(3)],
+      searchGroups: rng.next() < 0.5,
     };
     const label = `trial ${trial}: ${JSON.stringify(options)} ${JSON.stringify(f.shapes)}`;
     let plan: Plan;
@@ -158,7 +159,7 @@ Deno.test("allocateBits gives equal sensitivities equal rates", async () => {
       // Model scope ties channels across layers only when the layers are interchangeable.
       const shapes: [number, number][] = scope === "layer" ? randomShapes(rng, 3).map(([m, n]) => [m, n + 64]) : [[48, 96], [48, 96], [48, 96]];
       const f = equalFixture(rng, shapes);
-      const plan = await allocate(f, { bits: 3 + 3 * rng.next(), groups: 1 + rng.nextInt(6), scope });
+      const plan = await allocate(f, { bits: 3 + 3 * rng.next(), groups: 1 + rng.nextInt(6), scope, searchGroups: trial % 2 === 1 });
       const rates = new Set<number>();
       for (const [name, layer] of Object.entries(plan.layers)) {
         const layerRates = new Set(Array.from({ length: layer.rows }, (_, c) => channelBits(plan, name, c)));
@@ -180,6 +181,7 @@ Deno.test("allocateBits never lowers a channel's bits when its sensitivity doubl
       groups: 2 + rng.nextInt(4),
       scope: rng.next() < 0.5 ? "layer" : "model",
       solver: rng.next() < 0.5 ? "exact" : "greedy",
+      searchGroups: rng.next() < 0.5,
     };
     const before = await allocate(f, options);
     const layer = rng.nextInt(f.stats.length), c = rng.nextInt(f.stats[layer].rows);
@@ -203,6 +205,24 @@ Deno.test("allocateBits gives more bits to more sensitive groups", async () => {
   const sizes = plan.layers[layerName(0)].groups.map((g) => g.codebookSize);
   for (let g = 1; g < sizes.length; g++) assert.ok(sizes[g] <= sizes[g - 1], `codebook sizes ${sizes}`);
   assert.ok(sizes[0] > sizes.at(-1)!, `codebook sizes ${sizes} do not vary with sensitivity spread over decades`);
+});
+
+Deno.test("allocateBits searchGroups trades codebooks for rates", async () => {
+  const rng = new Rng(28);
+  for (let trial = 0; trial < 6; trial++) {
+    const f = randomFixture(rng, [[64, 64], [48, 64], [160, 64]]);
+    // Near-equal sensitivities in layer 1: splitting it buys almost nothing but codebooks.
+    f.stats[1].gDiag = Float32Array.from({ length: 48 }, () => 1 + 1e-3 * rng.next());
+    const bits = 3 + 2 * rng.next();
+    for (const scope of ["layer", "model"] as const) {
+      const fixed = await allocate(f, { bits, groups: 4, scope });
+      const searched = await allocate(f, { bits, groups: 4, scope, searchGroups: true });
+      assert.ok(searched.bpw <= bits);
+      assert.ok(modelledDistortion(searched) <= modelledDistortion(fixed) * (1 + 1e-5), `${scope} trial ${trial}: searching made the modelled loss worse`);
+      assert.equal(searched.layers[layerName(1)].groups.length, 1, `${scope} trial ${trial}: near-equal channels kept ${searched.layers[layerName(1)].groups.length} codebooks`);
+      assert.equal(searched.searchGroups, true);
+    }
+  }
 });
 
 Deno.test("allocateBits reports the minimum bits for an unreachable budget", async () => {

@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { Rng } from "../src/util/rng.ts";
+import type { Rng } from "../src/util/rng.ts";
 
 /** Returns n standard normal samples from a seeded generator. */
 export function randn(n: number, rng: Rng, scale = 1): Float64Array {

@@ -87,6 +87,11 @@ Deno.test("GpuBackward matches the reference on stories260K at 130 tokens", asyn
     const short = tokens.slice(0, 17);
     const again = await pass.run(short);
     assert.ok(Math.abs(again.loss - ref.loss(short)) < 1e-5 * again.loss);
+    // the forward-only mode gives the same loss
+    const forwardOnly = await pass.run(tokens, { lossOnly: true });
+    assert.equal(forwardOnly.grads, undefined);
+    assert.ok(Math.abs(forwardOnly.loss - want.loss) < 1e-5 * want.loss, `lossOnly ${forwardOnly.loss} vs ${want.loss}`);
+    await assert.rejects(() => pass.run(tokens, { lossOnly: true, weightGrads: true }), /lossOnly/);
   } finally {
     pass.dispose();
     gpu.destroy();

@@ -299,6 +299,8 @@ Deno.test("calibrate on a synthetic untied model covers every layer", async () =
   const g = stats.layers.get("model.layers.0.mlp.down_proj")!;
   for (let r = 0; r < 13; r++) assert.equal(g.G![r * 13 + r], g.G_diag[r]);
   assert.equal(stats.metadata.seed, null);
+  const uneven = { windows: [windows[0], windows[1].slice(0, 5)], description: "uneven", seed: null };
+  await assert.rejects(() => calibrate({ model, data: uneven, engine, out, quiet: true }), /sequence 1 has 5 tokens/);
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -16,7 +16,14 @@ const STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8
 // Step caching on toy steps (no model)
 
 /** Builds a step that writes `text` to `name`.txt and counts its runs. */
-function textStep(dir: string, name: string, text: () => string, after: string[], inputs: Record<string, string>, counts: Map<string, number>): StepSpec {
+function textStep(
+  dir: string,
+  name: string,
+  text: () => string,
+  after: string[],
+  inputs: Record<string, string>,
+  counts: Map<string, number>,
+): StepSpec {
   return {
     name,
     inputs,
@@ -40,7 +47,9 @@ Deno.test("StepRunner reuses unchanged steps and redoes downstream of a change",
     let bText = "b";
     const chain = async (previous: Record<string, StepRecord>) => {
       const runner = new StepRunner(dir, previous, new FileHasher(), "test", () => {});
-      await runner.run(textStep(dir, "a", () => "a:" + Deno.readTextFileSync(source), [], { source }, counts));
+      await runner.run(
+        textStep(dir, "a", () => "a:" + Deno.readTextFileSync(source), [], { source }, counts),
+      );
       await runner.run(textStep(dir, "b", () => bText, [], {}, counts));
       await runner.run(textStep(dir, "c", () => "c", ["a"], { a: join(dir, "a.txt") }, counts));
       await runner.run(textStep(dir, "d", () => "d", ["b"], { b: join(dir, "b.txt") }, counts));
@@ -79,7 +88,10 @@ Deno.test("StepRunner rejects a step whose upstream has not run", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const runner = new StepRunner(dir, {}, new FileHasher(), "test", () => {});
-    await assert.rejects(() => runner.run(textStep(dir, "c", () => "c", ["a"], {}, new Map())), /runs after a, which has not run yet/);
+    await assert.rejects(
+      () => runner.run(textStep(dir, "c", () => "c", ["a"], {}, new Map())),
+      /runs after a, which has not run yet/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -144,7 +156,11 @@ Deno.test("resolvePipelineOptions rejects bad options by name", () => {
     [{ scope: "block" as never }, /Invalid --scope block/],
   ];
   for (const [change, message] of cases) {
-    assert.throws(() => resolvePipelineOptions({ ...base, ...change }), (err: Error) => err instanceof UsageError && message.test(err.message), JSON.stringify(change));
+    assert.throws(
+      () => resolvePipelineOptions({ ...base, ...change }),
+      (err: Error) => err instanceof UsageError && message.test(err.message),
+      JSON.stringify(change),
+    );
   }
 });
 
@@ -153,7 +169,13 @@ Deno.test("resolvePipelineOptions samples by default and caps files only when as
   assert.deepEqual(sampled.bits, [2, 3]);
   assert.equal(sampled.calibTokens, 8192);
   assert.equal(sampled.evalTokens, 8192);
-  const files = resolvePipelineOptions({ model: "m.bin", out: "o", bits: [2], calibData: ["c.json"], evalData: ["e.json"] });
+  const files = resolvePipelineOptions({
+    model: "m.bin",
+    out: "o",
+    bits: [2],
+    calibData: ["c.json"],
+    evalData: ["e.json"],
+  });
   assert.equal(files.calibTokens, null);
   assert.equal(files.evalTokens, null);
 });
@@ -161,7 +183,10 @@ Deno.test("resolvePipelineOptions samples by default and caps files only when as
 Deno.test("checkDisjointWindows rejects a shared window", () => {
   const a = [new Int32Array([1, 5, 6]), new Int32Array([1, 7, 8])];
   checkDisjointWindows(a, [new Int32Array([1, 5, 7])]);
-  assert.throws(() => checkDisjointWindows(a, [new Int32Array([1, 2, 3]), new Int32Array([1, 7, 8])]), /Evaluation window 1 also occurs/);
+  assert.throws(
+    () => checkDisjointWindows(a, [new Int32Array([1, 2, 3]), new Int32Array([1, 7, 8])]),
+    /Evaluation window 1 also occurs/,
+  );
 });
 
 // ---------------------------------------------------------------------------------------
@@ -209,16 +234,25 @@ Deno.test({
       for (const name of steps) {
         const record: StepRecord | undefined = manifest.steps[name];
         assert.ok(record, `step ${name} missing from the manifest`);
-        for (const [file, f] of Object.entries(record.outputs)) assert.equal(f.sha256, await sha256File(join(dir, file)), `${name}: ${file}`);
+        for (const [file, f] of Object.entries(record.outputs)) {
+          assert.equal(f.sha256, await sha256File(join(dir, file)), `${name}: ${file}`);
+        }
       }
-      assert.equal(manifest.steps["calibrate"].inputs["data0"].path, join(dir, "calib_tokens.json"));
+      assert.equal(
+        manifest.steps["calibrate"].inputs["data0"].path,
+        join(dir, "calib_tokens.json"),
+      );
 
       // calibration and evaluation windows come from different seeds and differ
       const calib: number[][] = JSON.parse(await Deno.readTextFile(join(dir, "calib_tokens.json")));
-      const evalWindows: number[][] = JSON.parse(await Deno.readTextFile(join(dir, "eval_tokens.json")));
+      const evalWindows: number[][] = JSON.parse(
+        await Deno.readTextFile(join(dir, "eval_tokens.json")),
+      );
       assert.equal(calib.length, 4);
       assert.equal(evalWindows.length, 2);
-      for (const w of [...calib, ...evalWindows]) assert.equal(w[0], 1, "every window starts with BOS");
+      for (const w of [...calib, ...evalWindows]) {
+        assert.equal(w[0], 1, "every window starts with BOS");
+      }
       assert.notDeepEqual(calib[0], evalWindows[0]);
 
       // results: the original first, then each method at 2 bits within budget
@@ -226,16 +260,32 @@ Deno.test({
       assert.deepEqual(rows.map((r) => r.method), ["original", "rsavq", "rtn", "gptq", "vptq"]);
       assert.equal(rows[0].kldMean, 0);
       assert.ok(rows[0].ppl > 1, `original perplexity ${rows[0].ppl}`);
-      assert.ok(rows[0].ppl < 512, `original perplexity ${rows[0].ppl} is no better than uniform over 512 tokens`);
+      assert.ok(
+        rows[0].ppl < 512,
+        `original perplexity ${rows[0].ppl} is no better than uniform over 512 tokens`,
+      );
       for (const r of rows.slice(1)) {
         assert.ok(r.bpw! > 0, `${r.method} bpw ${r.bpw}`);
         assert.ok(r.bpw! <= 2 + 1e-9, `${r.method} bpw ${r.bpw} exceeds the budget`);
         assert.ok(r.kldMean > 0, `${r.method} KL divergence ${r.kldMean}`);
         assert.ok(r.top1 > 0, `${r.method} top-1 ${r.top1}`);
-        assert.ok(r.top1 < 1, `${r.method} top-1 ${r.top1}: a 2-bit model should disagree somewhere`);
+        assert.ok(
+          r.top1 < 1,
+          `${r.method} top-1 ${r.top1}: a 2-bit model should disagree somewhere`,
+        );
         assert.equal(r.fileBytes, (await Deno.stat(join(dir, r.file))).size);
       }
-      for (const column of ["method", "bpw", "perplexity", "KL div", "top-1", "file size", "quantize time"]) assert.match(first.table, new RegExp(column));
+      for (
+        const column of [
+          "method",
+          "bpw",
+          "perplexity",
+          "KL div",
+          "top-1",
+          "file size",
+          "quantize time",
+        ]
+      ) assert.match(first.table, new RegExp(column));
       assert.match(await Deno.readTextFile(first.report), /<svg id="rate-distortion"/);
 
       // second run: every step reused, nothing recomputed, the same table
@@ -248,7 +298,11 @@ Deno.test({
 
       // more evaluation tokens: only the evaluation stream and the evaluations rerun
       const third = await runPipeline({ ...options, evalTokens: 192 }, { log: () => {} });
-      assert.deepEqual(third.ran, ["sample-evaluation", "eval-original", ...["rsavq", "rtn", "gptq", "vptq"].map((m) => `eval-${m}-2`)]);
+      assert.deepEqual(third.ran, [
+        "sample-evaluation",
+        "eval-original",
+        ...["rsavq", "rtn", "gptq", "vptq"].map((m) => `eval-${m}-2`),
+      ]);
 
       // a deleted quantized file: that method is quantized and evaluated again
       await Deno.remove(join(dir, "gptq-2.safetensors"));
@@ -268,14 +322,34 @@ Deno.test({
     try {
       const tasks = new URL("./fixtures/choice_ids.jsonl", import.meta.url).pathname;
       const result = await runPipeline(
-        { model: STORIES_260K, out: dir, bits: [3], method: "rtn", evalTokens: 128, seqLen: 64, engine: "reference", choiceTasks: [tasks], quiet: true },
+        {
+          model: STORIES_260K,
+          out: dir,
+          bits: [3],
+          method: "rtn",
+          evalTokens: 128,
+          seqLen: 64,
+          engine: "reference",
+          choiceTasks: [tasks],
+          quiet: true,
+        },
         { log: () => {} },
       );
       // rtn needs no statistics, so nothing is calibrated
-      assert.deepEqual(result.ran, ["sample-evaluation", "eval-original", "zeroshot-original", "quantize-rtn-3", "eval-rtn-3", "zeroshot-rtn-3"]);
+      assert.deepEqual(result.ran, [
+        "sample-evaluation",
+        "eval-original",
+        "zeroshot-original",
+        "quantize-rtn-3",
+        "eval-rtn-3",
+        "zeroshot-rtn-3",
+      ]);
       for (const row of result.manifest.results) {
         assert.ok(row.zeroShotAcc !== undefined, `${row.method} has no zero-shot accuracy`);
-        assert.ok(row.zeroShotAcc >= 0 && row.zeroShotAcc <= 1, `${row.method} accuracy ${row.zeroShotAcc}`);
+        assert.ok(
+          row.zeroShotAcc >= 0 && row.zeroShotAcc <= 1,
+          `${row.method} accuracy ${row.zeroShotAcc}`,
+        );
       }
       const scores = JSON.parse(await Deno.readTextFile(join(dir, "zeroshot-original.json")));
       assert.equal(scores.average.questions, 6);
@@ -286,9 +360,78 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "runPipeline reads and caps data files",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pipeline-" });
+    try {
+      // two documents per file of 64 ids each, every one starting with BOS (id 1)
+      const documents = (offset: number) =>
+        [0, 1].map((
+          d,
+        ) => [1, ...Array.from({ length: 63 }, (_, i) => (offset + 7 * d + 13 * i) % 512)]);
+      const calib = join(dir, "calib.json");
+      const evalFile = join(dir, "eval.json");
+      await Deno.writeTextFile(calib, JSON.stringify(documents(3)));
+      await Deno.writeTextFile(evalFile, JSON.stringify(documents(5)));
+      const options: PipelineOptions = {
+        model: STORIES_260K,
+        out: join(dir, "out"),
+        bits: [3],
+        method: "rtn",
+        compare: ["gptq"],
+        calibData: [calib],
+        evalData: [evalFile],
+        evalTokens: 100,
+        seqLen: 64,
+        engine: "reference",
+        quiet: true,
+      };
+      const result = await runPipeline(options, { log: () => {} });
+      assert.deepEqual(result.ran, [
+        "calibrate",
+        "eval-original",
+        "quantize-rtn-3",
+        "eval-rtn-3",
+        "quantize-gptq-3",
+        "eval-gptq-3",
+      ]);
+      const calibrated = result.manifest.steps["calibrate"];
+      assert.equal(calibrated.inputs["data0"].path, calib);
+      assert.equal((calibrated.result as { sequences: number }).sequences, 2);
+      // 100 tokens kept: one window of 64 and one of 36, scoring 63 + 35 tokens
+      assert.equal(
+        (result.manifest.steps["eval-original"].result as { tokens: number }).tokens,
+        98,
+      );
+
+      // an evaluation file with the same contents as a calibration file is rejected
+      const copy = join(dir, "copy.json");
+      await Deno.copyFile(calib, copy);
+      await assert.rejects(
+        () => runPipeline({ ...options, evalData: [copy] }, { log: () => {} }),
+        /same contents as a calibration file/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("pipeline task prints a one-line error for a bad option", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tasks/pipeline.ts", "--model", STORIES_260K, "--bits", "2,x", "--out", "unused"],
+    args: [
+      "run",
+      "-A",
+      "tasks/pipeline.ts",
+      "--model",
+      STORIES_260K,
+      "--bits",
+      "2,x",
+      "--out",
+      "unused",
+    ],
     cwd: new URL("..", import.meta.url),
     stdout: "piped",
     stderr: "piped",

@@ -4,7 +4,12 @@ import { allocateBits } from "../src/allocate/allocate_bits.ts";
 import { memoryFisherStats } from "../src/allocate/fisher_source.ts";
 import { linearPrefixes } from "../src/quantize/quantize_model.ts";
 import type { FileFingerprint } from "../src/pipeline/file_hash.ts";
-import { type Manifest, MANIFEST_FORMAT, MANIFEST_VERSION, toolVersions } from "../src/pipeline/manifest.ts";
+import {
+  type Manifest,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  toolVersions,
+} from "../src/pipeline/manifest.ts";
 import { resolvePipelineOptions } from "../src/pipeline/options.ts";
 import type { ResultRow } from "../src/pipeline/summary.ts";
 import { buildReportHtml, type ReportData } from "../src/report/report.ts";
@@ -15,11 +20,23 @@ import { Rng } from "../src/util/rng.ts";
 /** Bit widths of the sample data (a model this small cannot meet 2 bits with its codebooks). */
 const BITS = [5, 7];
 /** Chart ids the report draws when the main method follows a plan. */
-const CHART_IDS = ["rate-distortion", "layer-sensitivity", "channel-sensitivity", ...BITS.map((b) => `group-bits-${b}`)];
+const CHART_IDS = [
+  "rate-distortion",
+  "layer-sensitivity",
+  "channel-sensitivity",
+  ...BITS.map((b) => `group-bits-${b}`),
+];
 
 /** Builds report data from real plans of a small synthetic model and made-up results. */
 async function sampleReportData(): Promise<ReportData> {
-  const config = tinyConfig({ nLayers: 2, dim: 32, hiddenDim: 64, nHeads: 4, nKvHeads: 2, headDim: 8 });
+  const config = tinyConfig({
+    nLayers: 2,
+    dim: 32,
+    hiddenDim: 64,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 8,
+  });
   const weights = randomWeights(config, 3);
   const rng = new Rng(5);
   const layers = [];
@@ -35,9 +52,24 @@ async function sampleReportData(): Promise<ReportData> {
   }
   const stats = memoryFisherStats("memory", layers);
   const plans = [];
-  for (const bits of BITS) plans.push({ bits, plan: await allocateBits(stats, weights, { bits, vectorLength: 2, scope: "model", quiet: true }) });
+  for (const bits of BITS) {
+    plans.push({
+      bits,
+      plan: await allocateBits(stats, weights, {
+        bits,
+        vectorLength: 2,
+        scope: "model",
+        quiet: true,
+      }),
+    });
+  }
 
-  const fingerprint = (path: string): FileFingerprint => ({ path, sha256: "0".repeat(64), bytes: 1000, mtimeMs: 0 });
+  const fingerprint = (path: string): FileFingerprint => ({
+    path,
+    sha256: "0".repeat(64),
+    bytes: 1000,
+    mtimeMs: 0,
+  });
   const row = (method: string, bits: number, bpw: number, ppl: number): ResultRow => ({
     method,
     bits,
@@ -51,7 +83,10 @@ async function sampleReportData(): Promise<ReportData> {
     quantizeSeconds: 0.5 * bits,
     file: `${method}-${bits}.safetensors`,
   });
-  const settings = { ...resolvePipelineOptions({ model: "tiny.bin", out: "out", bits: BITS, compare: ["rtn"] }), seqLen: 64 };
+  const settings = {
+    ...resolvePipelineOptions({ model: "tiny.bin", out: "out", bits: BITS, compare: ["rtn"] }),
+    seqLen: 64,
+  };
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
     version: MANIFEST_VERSION,
@@ -60,7 +95,15 @@ async function sampleReportData(): Promise<ReportData> {
     inputs: { model: fingerprint("tiny.bin"), calibData: [], evalData: [] },
     steps: {},
     results: [
-      { ...row("original", 0, 0, 12), bits: null, bpw: null, quantizeSeconds: null, kldMean: 0, kldP99: 0, top1: 1 },
+      {
+        ...row("original", 0, 0, 12),
+        bits: null,
+        bpw: null,
+        quantizeSeconds: null,
+        kldMean: 0,
+        kldP99: 0,
+        top1: 1,
+      },
       row("rsavq", BITS[0], BITS[0] - 0.02, 30),
       row("rtn", BITS[0], BITS[0] - 0.5, 90),
       row("rsavq", BITS[1], BITS[1] - 0.03, 16),
@@ -73,10 +116,14 @@ async function sampleReportData(): Promise<ReportData> {
 
 Deno.test("buildReportHtml draws every chart and states the 16-bit tensors", async () => {
   const html = buildReportHtml(await sampleReportData());
-  for (const id of CHART_IDS) assert.match(html, new RegExp(`<svg id="${id}" class="chart"`), `chart ${id} missing`);
+  for (const id of CHART_IDS) {
+    assert.match(html, new RegExp(`<svg id="${id}" class="chart"`), `chart ${id} missing`);
+  }
   assert.match(html, /stored in 16 bits \(F16\) and are not counted in bpw/);
   assert.match(html, /<table id="results">/);
-  for (const method of ["original", "rsavq", "rtn"]) assert.match(html, new RegExp(`<td>${method}</td>`));
+  for (const method of ["original", "rsavq", "rtn"]) {
+    assert.match(html, new RegExp(`<td>${method}</td>`));
+  }
 });
 
 Deno.test("buildReportHtml loads nothing from outside the file", async () => {
@@ -96,7 +143,9 @@ Deno.test("lineChart maps a larger value higher on a log axis", () => {
     y: { label: "y", log: true },
     series: [{ name: "s", color: "#000", points: [[1, 10], [2, 1000]] }],
   });
-  const ys = [...svg.matchAll(/<circle class="mark" cx="[\d.]+" cy="([\d.]+)"/g)].map((m) => Number(m[1]));
+  const ys = [...svg.matchAll(/<circle class="mark" cx="[\d.]+" cy="([\d.]+)"/g)].map((m) =>
+    Number(m[1])
+  );
   assert.equal(ys.length, 2);
   assert.ok(ys[1] < ys[0], `y of 1000 (${ys[1]}) should be above y of 10 (${ys[0]})`);
 });
@@ -121,7 +170,11 @@ function findChromium(): string | null {
 }
 
 const CHROMIUM = findChromium();
-if (CHROMIUM === null) console.error("report_test: chromium not found, skipping the rendering test (install with: apt-get install -y chromium)");
+if (CHROMIUM === null) {
+  console.error(
+    "report_test: chromium not found, skipping the rendering test (install with: apt-get install -y chromium)",
+  );
+}
 
 /**
  * Script added to a copy of the report: after layout, it writes per chart the rendered
@@ -161,7 +214,11 @@ async function runChromium(args: string[]): Promise<string> {
       stdout: "piped",
       stderr: "piped",
     }).output();
-    assert.equal(out.code, 0, `chromium failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`);
+    assert.equal(
+      out.code,
+      0,
+      `chromium failed: ${new TextDecoder().decode(out.stderr).slice(-2000)}`,
+    );
     return new TextDecoder().decode(out.stdout);
   } finally {
     await Deno.remove(profile, { recursive: true });
@@ -178,18 +235,27 @@ Deno.test({
       const html = buildReportHtml(await sampleReportData());
       const measured = join(dir, "measured.html");
       await Deno.writeTextFile(measured, html.replace("</body>", `${MEASURE_SCRIPT}</body>`));
-      const dom = await runChromium(["--virtual-time-budget=5000", "--dump-dom", `file://${measured}`]);
+      const dom = await runChromium([
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        `file://${measured}`,
+      ]);
       const match = /<pre id="measurements">(.*?)<\/pre>/s.exec(dom);
       assert.ok(match, "the measuring script wrote nothing: the page did not load");
-      const charts: { id: string; width: number; height: number; marks: number; drawn: number }[] = JSON.parse(
-        match[1].replaceAll("&quot;", '"').replaceAll("&amp;", "&"),
-      );
+      const charts: { id: string; width: number; height: number; marks: number; drawn: number }[] =
+        JSON.parse(
+          match[1].replaceAll("&quot;", '"').replaceAll("&amp;", "&"),
+        );
       assert.deepEqual(charts.map((c) => c.id).sort(), [...CHART_IDS].sort());
       for (const c of charts) {
         assert.ok(c.width > 100, `${c.id} is ${c.width} px wide`);
         assert.ok(c.height > 100, `${c.id} is ${c.height} px high`);
         assert.ok(c.marks > 0, `${c.id} has no data marks`);
-        assert.equal(c.drawn, c.marks, `${c.id}: only ${c.drawn} of ${c.marks} marks have a non-empty box`);
+        assert.equal(
+          c.drawn,
+          c.marks,
+          `${c.id}: only ${c.drawn} of ${c.marks} marks have a non-empty box`,
+        );
       }
 
       // The untouched report also renders to a screenshot (a PNG of the page).

@@ -212,10 +212,22 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
       assert.equal(chat, "<|endoftext|>User: Hi\nAssistant:");
       const card = await Deno.readTextFile(`${out}/README.md`);
       assert.match(card, /held-out windows/);
+      assert.match(card, /stored as f32/);
     } finally {
       model.weights.close();
     }
     await assert.rejects(() => trainModel(options), (e) => e instanceof UsageError && /already exists/.test(e.message));
+
+    // An interrupted job resumes from its work folder (tokenizer, token streams, checkpoint).
+    const out2 = `${dir}/model2`;
+    const partial = await trainModel({ ...options, out: out2, stopAfter: 3 });
+    assert.equal(partial.step, 3);
+    assert.equal(partial.heldOut, null);
+    await assert.rejects(() => Deno.stat(out2), Deno.errors.NotFound);
+    const resumed = await trainModel({ ...options, out: out2, resume: true });
+    assert.equal(resumed.step, 6);
+    for (const [name, p] of r.params) assert.deepEqual(resumed.params.get(name), p, name);
+
     await Deno.remove(out, { recursive: true });
     await assert.rejects(() => trainModel(options), (e) => e instanceof UsageError && /--resume/.test(e.message));
   } finally {

@@ -16,8 +16,9 @@ import { BLOCK_LINEARS } from "../model/config.ts";
 import type { WeightStore } from "../model/model.ts";
 import { vqLayerBytes } from "../quantize/bpw.ts";
 import { Progress } from "../util/progress.ts";
+import { budgetBytes, buildGrouping, type LayerWork, minimumBytes, solveGroups } from "./_layer_work.ts";
 import type { FisherStatsSource } from "./fisher_source.ts";
-import { groupChannels } from "./grouping.ts";
+import { chooseGroupCounts } from "./group_count.ts";
 import {
   MAX_CODEBOOK_SIZE,
   type Plan,
@@ -28,15 +29,21 @@ import {
   type PlanLayer,
   type PlanScope,
 } from "./plan.ts";
-import { type RdItem, type RdSolverKind, solveRateDistortion } from "./rate_distortion.ts";
+import type { RdSolverKind } from "./rate_distortion.ts";
 import { channelSensitivity, type FisherKind, type SensitivityKind } from "./sensitivity.ts";
 
 /** Options of {@linkcode allocateBits}; every field but `bits` has a default. */
 export interface AllocateOptions {
   /** Budget in bits per weight, overhead included. */
   bits: number;
-  /** Channel groups (codebooks) per layer. Default 4. */
+  /** Channel groups (codebooks) per layer, or the most tried with `searchGroups`. Default 4. */
   groups?: number;
+  /**
+   * Try every group count from 1 to `groups` per layer and keep the one with the least
+   * modelled loss under the budget (fewer codebooks where their storage costs more than
+   * finer rates save). Default false.
+   */
+  searchGroups?: boolean;
   /** Vector length v along the input dimension. Default 4. */
   vectorLength?: number;
   /** Budget over every layer separately or over the whole model. Default "layer". */
@@ -87,12 +94,12 @@ export async function allocateBits(stats: FisherStatsSource, weights: WeightStor
   const work: LayerWork[] = [];
   for (const name of names) {
     if (!available.has(name)) throw new FormatError(stats.source, name, "No statistics for this layer: calibrate the same model with deno task calibrate");
-    work.push(await prepareLayer(stats, weights, name, work.length, settings));
+    work.push(await prepareLayer(stats, weights, name, settings));
     progress.advance(1, name);
   }
   progress.finish();
 
-  const chosen = settings.scope === "model" ? solveModel(work, settings) : solveLayers(work, settings);
+  const chosen = settings.scope === "model" ? solveModelWithSearch(work, settings) : solveLayersWithSearch(work, settings);
   return buildPlan(work, chosen.k, chosen.solver, settings, stats.source, weights.source);
 }
 
@@ -102,6 +109,7 @@ function resolveOptions(o: AllocateOptions): Settings {
   const s: Settings = {
     bits: o.bits,
     groups: o.groups ?? 4,
+    searchGroups: o.searchGroups ?? false,
     vectorLength: o.vectorLength ?? 4,
     scope: o.scope ?? "layer",
     sensitivity: o.sensitivity ?? "trace",
@@ -145,7 +153,7 @@ export function blockLinearLayers(weights: WeightStore): string[] {
   return found.map((f) => f.name);
 }
 
-async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name: string, index: number, s: Settings): Promise<LayerWork> {
+async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name: string, s: Settings): Promise<LayerWork> {
   const layerStats = await stats.read(name);
   const shape = weights.shape(`${name}.weight`);
   if (shape.length !== 2 || shape[0] !== layerStats.rows || shape[1] !== layerStats.cols) {
@@ -154,24 +162,56 @@ async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name
   const [rows, cols] = shape;
   const weight = await weights.read(`${name}.weight`);
   const { values, kind } = channelSensitivity(layerStats, weight, { kind: s.sensitivity, fisher: s.fisher, minGradientSnr: s.minGradientSnr });
-  const { order, ends } = groupChannels(values, s.groups);
-
-  const groups: GroupInfo[] = [];
-  let start = 0;
-  for (const end of ends) {
-    let sum = 0;
-    for (let i = start; i < end; i++) sum += values[order[i]];
-    groups.push({ layer: index, start, end, sensitivity: sum, options: groupOptions(end - start, cols, s) });
-    start = end;
-  }
+  const counts = s.searchGroups ? Array.from({ length: s.groups }, (_, i) => i + 1) : [s.groups];
+  const candidates = dedupe(counts.map((count) => buildGrouping(values, cols, count, s)));
   const fixed = vqLayerBytes({ rows, cols, vectorLength: s.vectorLength, groups: [], scales: true, permutation: true });
-  return { name, rows, cols, sensitivity: values, kind, order, groups, fixedBytes: fixed.total };
+  const grouping = candidates.at(-1)!;
+  return { name, rows, cols, sensitivity: values, kind, candidates, grouping, fixedBytes: fixed.total };
+}
+
+/** Drops groupings whose boundaries repeat an earlier one's (ties can merge groups). */
+function dedupe(groupings: LayerWork["candidates"]): LayerWork["candidates"] {
+  const seen = new Set<string>();
+  return groupings.filter((g) => {
+    const key = g.groups.map((x) => x.end).join(",");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 interface Chosen {
-  /** Codebook exponent per group, indexed like `work[layer].groups`. */
+  /** Codebook exponent per group, indexed like `work[layer].grouping.groups`. */
   k: number[][];
+  /** Modelled loss of the choice. */
+  distortion: number;
   solver: string;
+}
+
+function solveLayersWithSearch(work: LayerWork[], s: Settings): Chosen {
+  chooseGroupCounts(work, s);
+  return solveLayers(work, s);
+}
+
+/**
+ * Solves the model-wide problem with the searched group counts and also with the most
+ * groups everywhere, and keeps the better of the two, because the Lagrangian search of
+ * group counts is a heuristic.
+ */
+function solveModelWithSearch(work: LayerWork[], s: Settings): Chosen {
+  if (!s.searchGroups) return solveModel(work, s);
+  for (const layer of work) layer.grouping = layer.candidates.at(-1)!;
+  const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
+  const minimum = work.reduce((sum, l) => sum + minimumBytes(l), 0);
+  const most = minimum <= budgetBytes(s.bits, weights) ? solveModel(work, s) : null;
+  const mostGroupings = work.map((l) => l.grouping);
+  chooseGroupCounts(work, s);
+  const searched = solveModel(work, s);
+  if (most && most.distortion < searched.distortion) {
+    work.forEach((layer, i) => (layer.grouping = mostGroupings[i]));
+    return most;
+  }
+  return searched;
 }
 
 function solveLayers(work: LayerWork[], s: Settings): Chosen {
@@ -180,13 +220,15 @@ function solveLayers(work: LayerWork[], s: Settings): Chosen {
     .reduce((a, b) => (b.bpw > a.bpw ? b : a));
   if (worst.bpw > s.bits) throw infeasible(s, `layer ${worst.name} needs at least ${worst.bpw.toFixed(4)}`, worst.bpw);
   const solvers = new Set<string>();
+  let distortion = 0;
   const k = work.map((layer) => {
     const budget = budgetBytes(s.bits, layer.rows * layer.cols) - layer.fixedBytes;
-    const result = solveGroups(layer.groups, budget, s);
+    const result = solveGroups(layer.grouping.groups, budget, s);
     solvers.add(result.solver);
-    return layer.groups.map((g) => result.k.get(g)!);
+    distortion += result.distortion;
+    return layer.grouping.groups.map((g) => result.k.get(g)!);
   });
-  return { k, solver: solvers.size === 1 ? [...solvers][0] : "mixed" };
+  return { k, distortion, solver: solvers.size === 1 ? [...solvers][0] : "mixed" };
 }
 
 function solveModel(work: LayerWork[], s: Settings): Chosen {
@@ -195,14 +237,14 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
   const minimum = work.reduce((sum, l) => sum + minimumBytes(l), 0);
   const minBpw = (minimum * 8) / weights;
   if (minBpw > s.bits) throw infeasible(s, `the model needs at least ${minBpw.toFixed(4)}`, minBpw);
-  const result = solveGroups(work.flatMap((l) => l.groups), budgetBytes(s.bits, weights) - fixed, s);
-  return { k: work.map((l) => l.groups.map((g) => result.k.get(g)!)), solver: result.solver };
+  const result = solveGroups(work.flatMap((l) => l.grouping.groups), budgetBytes(s.bits, weights) - fixed, s);
+  return { k: work.map((l) => l.grouping.groups.map((g) => result.k.get(g)!)), distortion: result.distortion, solver: result.solver };
 }
 
 function infeasible(s: Settings, what: string, minBpw: number): UsageError {
   return new UsageError(
     `Budget of ${s.bits} bits per weight cannot be met: ${what} bits per weight with the smallest codebooks ` +
-      `(K = ${s.minCodebookSize}, ${s.groups} groups, vector length ${s.vectorLength}, scales and permutation included). ` +
+      `(K = ${s.minCodebookSize}, ${s.searchGroups ? "1 to " : ""}${s.groups} groups, vector length ${s.vectorLength}, scales and permutation included). ` +
       `Raise --bits to at least ${Math.ceil(minBpw * 1e4) / 1e4}, or use fewer --groups or a longer --vector-length`,
   );
 }
@@ -214,11 +256,11 @@ function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings
       rows: w.rows,
       cols: w.cols,
       vectorLength: s.vectorLength,
-      groups: w.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
+      groups: w.grouping.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
     };
     layers[w.name] = {
       ...layout,
-      channelOrder: w.order,
+      channelOrder: w.grouping.order,
       sensitivity: Array.from(w.sensitivity, (x) => Number(x.toPrecision(6))),
       bpw: (planLayerBytes(layout).total * 8) / (w.rows * w.cols),
       sensitivityKind: w.kind,
@@ -235,6 +277,7 @@ function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings
     vectorLength: s.vectorLength,
     bpw,
     groups: s.groups,
+    searchGroups: s.searchGroups,
     sensitivity: s.sensitivity,
     fisher: s.fisher,
     solver,

@@ -69,6 +69,8 @@ export interface Plan {
   layers: Record<string, PlanLayer>;
   /** Requested number of groups per layer (a layer may use fewer when sensitivities tie). */
   groups?: number;
+  /** Whether each layer's group count was searched from 1 to `groups`. */
+  searchGroups?: boolean;
   /** Requested sensitivity formula. */
   sensitivity?: SensitivityKind;
   /** Fisher diagonal used. */

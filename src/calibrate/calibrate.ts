@@ -72,6 +72,11 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   const fullG = options.fullG ?? false;
   const seqLen = data.windows[0]?.length ?? 0;
   if (data.windows.length === 0) throw new UsageError("No calibration sequences: add data");
+  if (seqLen < 2) throw new UsageError(`Calibration sequences need at least 2 tokens, sequence 0 has ${seqLen}`);
+  const uneven = data.windows.findIndex((w) => w.length !== seqLen);
+  if (uneven >= 0) {
+    throw new UsageError(`Calibration sequences must have the same length: sequence 0 has ${seqLen} tokens, sequence ${uneven} has ${data.windows[uneven].length}`);
+  }
   const id: RunIdentity = {
     model: model.path,
     data: data.description,

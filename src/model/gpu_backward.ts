@@ -63,6 +63,8 @@ export interface GpuRunOptions {
   onLinear?: (tap: GpuLinearTap, batch: GpuBatch) => Promise<void>;
   /** Also compute and return the gradient of every weight. Default false. */
   weightGrads?: boolean;
+  /** Run only the forward pass and the loss: no backward pass, no taps. Default false. */
+  lossOnly?: boolean;
 }
 
 /** Result of one sequence. */
@@ -136,6 +138,15 @@ export class GpuBackward {
         throw new UsageError(`Token id ${tokens[t]} at position ${t} is outside the vocabulary [0, ${c.vocabSize})`);
       }
     }
+    // NOTE: attention keeps one head's [T, T] scores in one storage binding, which bounds T
+    // (8192 tokens need 256 MiB); longer sequences need a tiled attention backward.
+    const maxT = Math.floor(Math.sqrt(gpu.limits.maxStorageBufferBindingSize / 4));
+    if (T > maxT) {
+      throw new UsageError(`Sequence of ${T} tokens needs a [${T}, ${T}] f32 attention buffer, beyond this device's maxStorageBufferBindingSize ${gpu.limits.maxStorageBufferBindingSize}: use --seq-len ${maxT} or less, or --engine reference`);
+    }
+    if (options.lossOnly && (options.weightGrads || options.onLinear)) {
+      throw new UsageError("GpuBackward.run: lossOnly runs no backward pass, so it takes neither weightGrads nor onLinear");
+    }
     const s = this.#sequence(T);
     gpu.write(s.ids, Uint32Array.from(tokens));
     const grads = options.weightGrads ? this.#zeroGrads() : null;
@@ -150,13 +161,20 @@ export class GpuBackward {
     await rmsnorm(gpu, batch, { x: s.xFinal, weight: this.#w.finalNorm, out: s.xnFinal, rows: T, dim: c.dim, eps: c.normEps });
 
     // head and cross-entropy in row chunks, giving dLoss/dxnFinal in s.dxn
-    await this.#headBackward(batch, s, grads);
+    await this.#headBackward(batch, s, grads, options.lossOnly ?? false);
+    if (options.lossOnly) return await this.#finish(batch, s, null);
     await rmsnormBackward(gpu, batch, { x: s.xFinal, dy: s.dxn, weight: this.#w.finalNorm, dx: s.dx, rstd: s.rstd, rows: T, dim: c.dim, eps: c.normEps });
     if (grads) await rmsnormWeightBackward(gpu, batch, { x: s.xFinal, dy: s.dxn, rstd: s.rstd, dw: grads.get(tensorNames.finalNorm)!.chunks[0].buffer, rows: T, dim: c.dim });
 
     for (let l = c.nLayers - 1; l >= 0; l--) await this.#blockBackward(batch, l, s, grads, options);
     if (grads) await embeddingBackward(gpu, batch, { ids: s.ids, dx: s.dx, table: grads.get(tensorNames.embed)!, tokens: T });
 
+    return await this.#finish(batch, s, grads);
+  }
+
+  /** Submits the batch, reads the losses (and gradients) and sums the loss in f64. */
+  async #finish(batch: GpuBatch, s: SequenceBuffers, grads: GradStore | null): Promise<GpuRunResult> {
+    const T = s.T;
     const lossRead = batch.read(s.losses, 4 * T);
     const gradReads = grads ? [...grads].map(([name, m]) => ({ name, m, reads: m.chunks.map((ch) => batch.read(ch.buffer)) })) : [];
     await batch.submit();
@@ -170,7 +188,7 @@ export class GpuBackward {
         const out = new Float32Array(m.rows * m.cols);
         m.chunks.forEach((ch, i) => out.set(reads[i].f32().subarray(0, ch.rows * m.cols), ch.row0 * m.cols));
         result.grads.set(name, out);
-        releaseMatrix(gpu, m);
+        releaseMatrix(this.gpu, m);
       }
     }
     return result;
@@ -265,13 +283,14 @@ export class GpuBackward {
     return Math.floor(h / (this.config.nHeads / this.config.nKvHeads));
   }
 
-  async #headBackward(batch: GpuBatch, s: SequenceBuffers, grads: GradStore | null): Promise<void> {
+  async #headBackward(batch: GpuBatch, s: SequenceBuffers, grads: GradStore | null, lossOnly: boolean): Promise<void> {
     const c = this.config, gpu = this.gpu, T = s.T, V = c.vocabSize, head = this.#w.head;
     const headGrad = grads?.get(c.tiedEmbeddings ? tensorNames.embed : tensorNames.lmHead);
     for (let t0 = 0; t0 < T; t0 += s.logitRows) {
       const rows = Math.min(s.logitRows, T - t0);
       await linear(gpu, batch, { x: s.xnFinal, xOffset: t0 * c.dim, w: head, y: s.logits, rows });
       await crossEntropyBackward(gpu, batch, { tokens: s.ids, logits: s.logits, losses: s.losses, rows, vocab: V, row0: t0, seqLen: T });
+      if (lossOnly) continue;
       // dxn[t0 : t0 + rows] = dlogits H, summed over the head's row chunks
       for (let i = 0; i < head.chunks.length; i++) {
         const ch = head.chunks[i];

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { BLOCK_LINEARS, type ModelConfig, tensorNames } from "./config.ts";
+import { type BLOCK_LINEARS, type ModelConfig, tensorNames } from "./config.ts";
 import { readAllWeights, type WeightStore } from "./model.ts";
 import { ShapeError, UsageError } from "../errors.ts";
 import { linearBackward64, linearForward64 } from "../ops/linear_backward.ts";

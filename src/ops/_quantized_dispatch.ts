@@ -95,7 +95,12 @@ export function codebookWords(size: number, v: number): number {
  * @param w Layer buffers.
  * @param act Bound activations.
  */
-export async function recordVq(gpu: GpuContext, batch: GpuBatch, w: VqBuffers, act: BoundActivations): Promise<void> {
+export async function recordVq(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  w: VqBuffers,
+  act: BoundActivations,
+): Promise<void> {
   const v = w.vectorLength, perRow = Math.ceil(w.cols / v);
   const decode = act.tokens === 1;
   for (const group of w.groups) {
@@ -115,13 +120,26 @@ export async function recordVq(gpu: GpuContext, batch: GpuBatch, w: VqBuffers, a
           ACCUMULATE: act.accumulate || s > 0 || q0 > 0 ? 1 : 0,
         });
         const common = [count, group.start, perRow, q0, q1, w.cols, stage.bits];
-        const params = batch.uniform(decode
-          ? paramWords([...common, act.xOffset, act.yOffset])
-          : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]));
+        const params = batch.uniform(
+          decode
+            ? paramWords([...common, act.xOffset, act.yOffset])
+            : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]),
+        );
         // without a channel order the kernel never reads binding 4; any buffer fills it
-        const bindings = [stage.indices, stage.codebook, act.x, w.scales, w.order ?? w.scales, act.y, params];
+        const bindings = [
+          stage.indices,
+          stage.codebook,
+          act.x,
+          w.scales,
+          w.order ?? w.scales,
+          act.y,
+          params,
+        ];
         const rowGroups = Math.ceil(count / (ROWS_PER_INVOCATION * QUANTIZED_WG));
-        const grid: [number, number] = [rowGroups, decode ? 1 : Math.ceil(act.tokens / TOKENS_PER_INVOCATION)];
+        const grid: [number, number] = [
+          rowGroups,
+          decode ? 1 : Math.ceil(act.tokens / TOKENS_PER_INVOCATION),
+        ];
         batch.dispatch(pipeline, bindings, grid);
       }
     }
@@ -136,7 +154,12 @@ export async function recordVq(gpu: GpuContext, batch: GpuBatch, w: VqBuffers, a
  * @param w Layer buffers.
  * @param act Bound activations.
  */
-export async function recordUniform(gpu: GpuContext, batch: GpuBatch, w: UniformBuffers, act: BoundActivations): Promise<void> {
+export async function recordUniform(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  w: UniformBuffers,
+  act: BoundActivations,
+): Promise<void> {
   const decode = act.tokens === 1;
   const groupSize = Math.min(w.groupSize, w.cols);
   const groups = Math.ceil(w.cols / groupSize), wordsPerRow = Math.ceil((w.cols * w.bits) / 32);
@@ -149,9 +172,11 @@ export async function recordUniform(gpu: GpuContext, batch: GpuBatch, w: Uniform
       ACCUMULATE: act.accumulate || c0 > 0 ? 1 : 0,
     });
     const common = [w.rows, w.cols, w.bits, groupSize, groups, wordsPerRow, c0, c1];
-    const params = batch.uniform(decode
-      ? paramWords([...common, act.xOffset, act.yOffset])
-      : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]));
+    const params = batch.uniform(
+      decode
+        ? paramWords([...common, act.xOffset, act.yOffset])
+        : paramWords([...common, act.tokens, act.ldy, act.xOffset, act.yOffset]),
+    );
     const bindings = [w.qweight, w.scales, w.zeros, act.x, act.y, params];
     const rowInvocations = Math.ceil(w.rows / ROWS_PER_INVOCATION);
     const grid: [number, number?] = decode

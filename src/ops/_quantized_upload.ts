@@ -8,16 +8,27 @@ import type { GpuContext } from "../gpu/device.ts";
 import { FormatError, GpuError } from "../errors.ts";
 import type { UniformLayerDesc, VqLayerDesc } from "../formats/quantized.ts";
 import { unpackIndices } from "../formats/quantized.ts";
-import { codebookWords, QUANTIZED_WG, type UniformBuffers, type VqBuffers, type VqGroupBuffers } from "./_quantized_dispatch.ts";
-import { type CodebookCache, checkBytes, type PackedTensorSource, uploadPacked } from "./quantized_tensors.ts";
+import {
+  codebookWords,
+  QUANTIZED_WG,
+  type UniformBuffers,
+  type VqBuffers,
+  type VqGroupBuffers,
+} from "./_quantized_dispatch.ts";
+import {
+  checkBytes,
+  type CodebookCache,
+  type PackedTensorSource,
+  uploadPacked,
+} from "./quantized_tensors.ts";
 import { LOOP_BUDGET } from "./_common.ts";
 
 /** Longest VQ vector the kernels unroll. */
 export const MAX_VECTOR_LENGTH = 8;
 
 /**
- * Where the kernels read a VQ codebook from: "auto" picks workgroup memory when the
- * codebook fits the device's maxComputeWorkgroupStorageSize and a storage buffer when not.
+ * Memory the kernels read a VQ codebook from. "auto" picks workgroup memory when the
+ * codebook fits the device's maxComputeWorkgroupStorageSize, and a storage buffer when not.
  */
 export type CodebookPlacement = "auto" | "workgroup" | "storage";
 
@@ -69,13 +80,26 @@ export class LayerUploads {
  * @param uploads Collector of the layer's buffers.
  * @param source Where tensors are read, for errors.
  */
-export async function uploadUniform(prefix: string, layer: UniformLayerDesc, uploads: LayerUploads, source: PackedTensorSource): Promise<UniformBuffers> {
+export async function uploadUniform(
+  prefix: string,
+  layer: UniformLayerDesc,
+  uploads: LayerUploads,
+  source: PackedTensorSource,
+): Promise<UniformBuffers> {
   const { rows, cols, bits, groupSize } = layer;
   if (!(Number.isInteger(bits) && bits >= 1 && bits <= 8)) {
-    throw new FormatError(source.path, `${prefix}.bits`, `Expected an integer in [1, 8], got ${bits}`);
+    throw new FormatError(
+      source.path,
+      `${prefix}.bits`,
+      `Expected an integer in [1, 8], got ${bits}`,
+    );
   }
   if (!(Number.isSafeInteger(groupSize) && groupSize >= 1)) {
-    throw new FormatError(source.path, `${prefix}.groupSize`, `Expected a positive integer, got ${groupSize}`);
+    throw new FormatError(
+      source.path,
+      `${prefix}.groupSize`,
+      `Expected a positive integer, got ${groupSize}`,
+    );
   }
   const groups = Math.ceil(cols / groupSize), wordsPerRow = Math.ceil((cols * bits) / 32);
   const qweight = (await uploads.take(`${prefix}.qweight`, rows * wordsPerRow * 4)).buffer;
@@ -107,7 +131,11 @@ export async function uploadVq(
 ): Promise<VqBuffers> {
   const { rows, cols, vectorLength: v } = layer;
   if (!(Number.isInteger(v) && v >= 1 && v <= MAX_VECTOR_LENGTH)) {
-    throw new FormatError(source.path, `${prefix}.vectorLength`, `The GPU kernels support vector lengths 1 to ${MAX_VECTOR_LENGTH}, got ${v}: dequantize the layer instead`);
+    throw new FormatError(
+      source.path,
+      `${prefix}.vectorLength`,
+      `The GPU kernels support vector lengths 1 to ${MAX_VECTOR_LENGTH}, got ${v}: dequantize the layer instead`,
+    );
   }
   const perRow = Math.ceil(cols / v);
   const scales = (await uploads.take(`${prefix}.scales`, rows * 2)).buffer;
@@ -121,43 +149,84 @@ export async function uploadVq(
   const groups: VqGroupBuffers[] = [];
   let next = 0;
   for (const [g, group] of (layer.groups ?? []).entries()) {
-    if (group.start !== next || !(group.end > group.start) || group.end > rows || !group.stages?.length) {
-      throw new FormatError(source.path, `${prefix}.groups[${g}]`, `Groups must partition rows 0..${rows} in order with at least one stage each; got start ${group.start}, end ${group.end}`);
+    if (
+      group.start !== next || !(group.end > group.start) || group.end > rows ||
+      !group.stages?.length
+    ) {
+      throw new FormatError(
+        source.path,
+        `${prefix}.groups[${g}]`,
+        `Groups must partition rows 0..${rows} in order with at least one stage each; got start ${group.start}, end ${group.end}`,
+      );
     }
     next = group.end;
     const count = group.end - group.start;
     const stages = [];
     for (const stage of group.stages) {
       if (!(Number.isSafeInteger(stage.size) && stage.size >= 1 && stage.size <= 2 ** 32)) {
-        throw new FormatError(source.path, `${prefix}.groups[${g}].size`, `Expected a codebook size in [1, 2^32], got ${stage.size}`);
+        throw new FormatError(
+          source.path,
+          `${prefix}.groups[${g}].size`,
+          `Expected a codebook size in [1, 2^32], got ${stage.size}`,
+        );
       }
       const bits = Math.max(1, Math.ceil(Math.log2(stage.size)));
       if (count * perRow * bits >= 2 ** 32) {
         // NOTE: the kernels address index bits with u32; a larger group would need 64-bit offsets.
-        throw new GpuError(`${prefix}: group ${g} holds ${count * perRow} indices of ${bits} bits, past the 2^32 bit positions the kernels address: use smaller channel groups`);
+        throw new GpuError(
+          `${prefix}: group ${g} has ${
+            count * perRow
+          } indices of ${bits} bits, more than the 2^32 bit positions the kernels can address: use smaller channel groups`,
+        );
       }
-      const indices = await uploads.take(stage.indices, Math.ceil((count * perRow * bits) / 32) * 4);
+      const indices = await uploads.take(
+        stage.indices,
+        Math.ceil((count * perRow * bits) / 32) * 4,
+      );
       // a power-of-two codebook cannot be indexed past its end; others are checked once here
-      if (2 ** bits !== stage.size) checkIndexRange(source.path, stage.indices, indices.bytes, count * perRow, bits, stage.size);
+      if (2 ** bits !== stage.size) {
+        checkIndexRange(
+          source.path,
+          stage.indices,
+          indices.bytes,
+          count * perRow,
+          bits,
+          stage.size,
+        );
+      }
       const codebook = await codebooks.get(stage.codebook, source, stage.size * v * 2);
       const shared = placeCodebook(gpu, placement, stage.codebook, stage.size, v);
       stages.push({ indices: indices.buffer, codebook, size: stage.size, bits, shared });
     }
     groups.push({ start: group.start, end: group.end, stages });
   }
-  if (next !== rows) throw new FormatError(source.path, `${prefix}.groups`, `Groups cover rows 0..${next} of ${rows}`);
+  if (next !== rows) {
+    throw new FormatError(
+      source.path,
+      `${prefix}.groups`,
+      `Groups cover rows 0..${next} of ${rows}`,
+    );
+  }
   return { rows, cols, vectorLength: v, scales, order, groups };
 }
 
 // Whether a [size, v] f16 codebook goes to workgroup memory under `placement`.
-function placeCodebook(gpu: GpuContext, placement: CodebookPlacement, name: string, size: number, v: number): boolean {
+function placeCodebook(
+  gpu: GpuContext,
+  placement: CodebookPlacement,
+  name: string,
+  size: number,
+  v: number,
+): boolean {
   if (placement === "storage") return false;
   const bytes = codebookWords(size, v) * 4;
   const limit = gpu.limits.maxComputeWorkgroupStorageSize;
   // the copy loop must also leave most of the loop budget to the product itself
   const fits = bytes <= limit && codebookWords(size, v) / QUANTIZED_WG <= LOOP_BUDGET / 2;
   if (placement === "workgroup" && !fits) {
-    throw new GpuError(`Codebook ${name} of ${bytes} bytes does not fit the device's maxComputeWorkgroupStorageSize ${limit}: use placement "auto" or "storage"`);
+    throw new GpuError(
+      `Codebook ${name} of ${bytes} bytes does not fit the device's maxComputeWorkgroupStorageSize ${limit}: use placement "auto" or "storage"`,
+    );
   }
   return fits;
 }
@@ -168,15 +237,32 @@ function checkPermutation(path: string, field: string, bytes: Uint8Array, rows: 
   for (let p = 0; p < rows; p++) {
     const row = order[p];
     if (row >= rows || seen[row]) {
-      throw new FormatError(path, field, `Entry ${p} is ${row}: expected a permutation of 0..${rows - 1}`);
+      throw new FormatError(
+        path,
+        field,
+        `Entry ${p} is ${row}: expected a permutation of 0..${rows - 1}`,
+      );
     }
     seen[row] = 1;
   }
 }
 
-function checkIndexRange(path: string, name: string, bytes: Uint8Array, count: number, bits: number, size: number): void {
+function checkIndexRange(
+  path: string,
+  name: string,
+  bytes: Uint8Array,
+  count: number,
+  bits: number,
+  size: number,
+): void {
   const indices = unpackIndices(new Uint32Array(bytes.slice().buffer), count, bits);
   for (let i = 0; i < count; i++) {
-    if (indices[i] >= size) throw new FormatError(path, name, `Index ${indices[i]} at ${i} is out of range for a codebook of ${size} entries`);
+    if (indices[i] >= size) {
+      throw new FormatError(
+        path,
+        name,
+        `Index ${indices[i]} at ${i} is out of range for a codebook of ${size} entries`,
+      );
+    }
   }
 }

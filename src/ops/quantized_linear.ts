@@ -12,8 +12,18 @@ import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { FormatError, ShapeError } from "../errors.ts";
 import type { LayerDesc } from "../formats/quantized.ts";
 import { bindRange, checkSize } from "./_common.ts";
-import { recordUniform, recordVq, type UniformBuffers, type VqBuffers } from "./_quantized_dispatch.ts";
-import { type CodebookPlacement, LayerUploads, uploadUniform, uploadVq } from "./_quantized_upload.ts";
+import {
+  recordUniform,
+  recordVq,
+  type UniformBuffers,
+  type VqBuffers,
+} from "./_quantized_dispatch.ts";
+import {
+  type CodebookPlacement,
+  LayerUploads,
+  uploadUniform,
+  uploadVq,
+} from "./_quantized_upload.ts";
 import { CodebookCache, type PackedTensorSource } from "./quantized_tensors.ts";
 import type { GpuMatrix } from "./gpu_matrix.ts";
 import { linear, type LinearArgs } from "./linear.ts";
@@ -25,7 +35,7 @@ export { dequantizeLayer, quantizedLinearRef } from "./quantized_linear_ref.ts";
 export interface QuantizedLinearOptions {
   /** Codebooks shared across layers; default a private cache (then release() frees them too). */
   codebooks?: CodebookCache;
-  /** Where the kernels read codebooks from. Default "auto". */
+  /** Memory the kernels read codebooks from. Default "auto". */
   placement?: CodebookPlacement;
 }
 
@@ -127,14 +137,30 @@ export class QuantizedLinear {
     checkSize(`${prefix} rows`, layer.rows);
     checkSize(`${prefix} cols`, layer.cols);
     const uploads = new LayerUploads(gpu, tensors);
-    const privateCodebooks = layer.kind === "vq" && !options.codebooks ? new CodebookCache(gpu) : null;
+    const privateCodebooks = layer.kind === "vq" && !options.codebooks
+      ? new CodebookCache(gpu)
+      : null;
     try {
       const vq = layer.kind === "vq"
-        ? await uploadVq(gpu, prefix, layer, uploads, tensors, options.codebooks ?? privateCodebooks!, options.placement ?? "auto")
+        ? await uploadVq(
+          gpu,
+          prefix,
+          layer,
+          uploads,
+          tensors,
+          options.codebooks ?? privateCodebooks!,
+          options.placement ?? "auto",
+        )
         : null;
-      const uniform = layer.kind === "uniform" ? await uploadUniform(prefix, layer, uploads, tensors) : null;
+      const uniform = layer.kind === "uniform"
+        ? await uploadUniform(prefix, layer, uploads, tensors)
+        : null;
       if (!vq && !uniform) {
-        throw new FormatError(tensors.path, `${prefix}.kind`, `Expected "vq" or "uniform", got ${JSON.stringify((layer as { kind: unknown }).kind)}`);
+        throw new FormatError(
+          tensors.path,
+          `${prefix}.kind`,
+          `Expected "vq" or "uniform", got ${JSON.stringify((layer as { kind: unknown }).kind)}`,
+        );
       }
       return new QuantizedLinear(gpu, prefix, layer, { vq, uniform, uploads, privateCodebooks });
     } catch (err) {
@@ -156,14 +182,31 @@ export class QuantizedLinear {
     const { rows, cols } = this.layer;
     checkSize("quantized linear tokens", args.tokens);
     const ldy = args.ldy ?? rows;
-    if (ldy < rows) throw new ShapeError(`${this.prefix}: row stride ldy ${ldy} is shorter than the layer's ${rows} outputs`);
-    if (args.x === args.y) throw new ShapeError(`${this.prefix}: output y must not share a buffer with x`);
+    if (ldy < rows) {
+      throw new ShapeError(
+        `${this.prefix}: row stride ldy ${ldy} is shorter than the layer's ${rows} outputs`,
+      );
+    }
+    if (args.x === args.y) {
+      throw new ShapeError(`${this.prefix}: output y must not share a buffer with x`);
+    }
     const T = args.tokens;
     const x = bindRange(this.#gpu, args.x, args.xOffset ?? 0, T * cols, `${this.prefix} x`);
-    const y = bindRange(this.#gpu, args.y, args.yOffset ?? 0, (T - 1) * ldy + rows, `${this.prefix} y`);
+    const y = bindRange(
+      this.#gpu,
+      args.y,
+      args.yOffset ?? 0,
+      (T - 1) * ldy + rows,
+      `${this.prefix} y`,
+    );
     const act = {
-      x: x.binding, xOffset: x.offset, y: y.binding, yOffset: y.offset,
-      ldy, tokens: T, accumulate: args.accumulate ?? false,
+      x: x.binding,
+      xOffset: x.offset,
+      y: y.binding,
+      yOffset: y.offset,
+      ldy,
+      tokens: T,
+      accumulate: args.accumulate ?? false,
     };
     if (this.#vq) await recordVq(this.#gpu, batch, this.#vq, act);
     else await recordUniform(this.#gpu, batch, this.#uniform!, act);
@@ -183,7 +226,10 @@ export class QuantizedLinear {
  * @param codebooks The cache they share, if any.
  * @returns Stored bytes of every uploaded tensor, each counted once.
  */
-export function quantizedWeightBytes(layers: Iterable<QuantizedLinear>, codebooks?: CodebookCache): number {
+export function quantizedWeightBytes(
+  layers: Iterable<QuantizedLinear>,
+  codebooks?: CodebookCache,
+): number {
   let total = codebooks?.bytes ?? 0;
   for (const layer of layers) total += layer.weightBytes;
   return total;
@@ -200,7 +246,11 @@ export type LinearAnyArgs = Omit<LinearArgs, "w"> & { w: GpuMatrix | QuantizedLi
  * @param batch Batch to record into.
  * @param args The arguments of {@linkcode linear}, with `w` dense or quantized.
  */
-export async function linearAny(gpu: GpuContext, batch: GpuBatch, args: LinearAnyArgs): Promise<void> {
+export async function linearAny(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: LinearAnyArgs,
+): Promise<void> {
   const { w, rows, ...rest } = args;
   if (w instanceof QuantizedLinear) {
     await w.record(batch, { ...rest, tokens: rows });
@@ -208,4 +258,3 @@ export async function linearAny(gpu: GpuContext, batch: GpuBatch, args: LinearAn
     await linear(gpu, batch, { ...args, w });
   }
 }
-

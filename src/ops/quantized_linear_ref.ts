@@ -4,7 +4,12 @@
  *
  * @module
  */
-import { dequantizeUniform, dequantizeVq, type LayerDesc, unpackIndices } from "../formats/quantized.ts";
+import {
+  dequantizeUniform,
+  dequantizeVq,
+  type LayerDesc,
+  unpackIndices,
+} from "../formats/quantized.ts";
 import { decodeToF32 } from "../formats/dtype.ts";
 import { matmulRef } from "./matmul_ref.ts";
 import type { PackedTensorSource } from "./quantized_tensors.ts";
@@ -17,21 +22,34 @@ import type { PackedTensorSource } from "./quantized_tensors.ts";
  * @param tensors Source of the packed tensors.
  * @returns W as f32, row-major [rows, cols].
  */
-export async function dequantizeLayer(prefix: string, layer: LayerDesc, tensors: PackedTensorSource): Promise<Float32Array> {
+export async function dequantizeLayer(
+  prefix: string,
+  layer: LayerDesc,
+  tensors: PackedTensorSource,
+): Promise<Float32Array> {
   const u32 = async (name: string) => {
     const bytes = await tensors.readBytes(name);
     return new Uint32Array(bytes.slice().buffer);
   };
   const f16 = async (name: string) => decodeToF32(await tensors.readBytes(name), "F16");
   if (layer.kind === "uniform") {
-    return dequantizeUniform(layer, await u32(`${prefix}.qweight`), await f16(`${prefix}.scales`), await f16(`${prefix}.zeros`));
+    return dequantizeUniform(
+      layer,
+      await u32(`${prefix}.qweight`),
+      await f16(`${prefix}.scales`),
+      await f16(`${prefix}.zeros`),
+    );
   }
   const perRow = Math.ceil(layer.cols / layer.vectorLength);
   const stages = [];
   for (const group of layer.groups) {
     for (const stage of group.stages) {
       const bits = Math.max(1, Math.ceil(Math.log2(stage.size)));
-      const indices = unpackIndices(await u32(stage.indices), (group.end - group.start) * perRow, bits);
+      const indices = unpackIndices(
+        await u32(stage.indices),
+        (group.end - group.start) * perRow,
+        bits,
+      );
       stages.push({ group, codebook: await f16(stage.codebook), indices });
     }
   }

@@ -1,5 +1,5 @@
 /**
- * Where the packed tensors of quantized layers come from (a quantized safetensors file or
+ * Sources of the packed tensors of quantized layers (a quantized safetensors file or
  * tensors in memory) and the GPU cache that uploads each shared codebook once.
  *
  * @module
@@ -28,19 +28,26 @@ export interface PackedTensorSource {
  * @param tensors Tensors by name.
  * @param path Name used in errors.
  */
-export function memoryTensors(tensors: Record<string, TensorToWrite>, path = "memory"): PackedTensorSource {
+export function memoryTensors(
+  tensors: Record<string, TensorToWrite>,
+  path = "memory",
+): PackedTensorSource {
   return {
     path,
     readBytes(name: string): Promise<Uint8Array> {
       const tensor = tensors[name];
-      if (!tensor) return Promise.reject(new FormatError(path, name, "Missing tensor that the layer metadata references"));
+      if (!tensor) {
+        return Promise.reject(
+          new FormatError(path, name, "Missing tensor that the layer metadata references"),
+        );
+      }
       return Promise.resolve(tensor.data);
     },
   };
 }
 
 /**
- * Throws unless tensor `name` holds exactly `byteLength` bytes.
+ * Checks that tensor `name` has exactly `byteLength` bytes.
  *
  * @param source Source, for the file name.
  * @param name Tensor name.
@@ -48,9 +55,18 @@ export function memoryTensors(tensors: Record<string, TensorToWrite>, path = "me
  * @param byteLength Size the layer metadata implies.
  * @throws {FormatError} On a size mismatch.
  */
-export function checkBytes(source: PackedTensorSource, name: string, bytes: Uint8Array, byteLength: number): void {
+export function checkBytes(
+  source: PackedTensorSource,
+  name: string,
+  bytes: Uint8Array,
+  byteLength: number,
+): void {
   if (bytes.byteLength !== byteLength) {
-    throw new FormatError(source.path, name, `Expected ${byteLength} bytes from the layer metadata, found ${bytes.byteLength}`);
+    throw new FormatError(
+      source.path,
+      name,
+      `Expected ${byteLength} bytes from the layer metadata, found ${bytes.byteLength}`,
+    );
   }
 }
 
@@ -66,7 +82,9 @@ export function uploadPacked(gpu: GpuContext, bytes: Uint8Array, name: string): 
   const limit = gpu.limits.maxStorageBufferBindingSize;
   if (bytes.byteLength > limit) {
     // NOTE: packed tensors are bound whole; one past the binding limit would need a split by rows.
-    throw new GpuError(`${name}: ${bytes.byteLength} bytes exceed the device's maxStorageBufferBindingSize ${limit}: quantize with smaller channel groups`);
+    throw new GpuError(
+      `${name}: ${bytes.byteLength} bytes exceed the device's maxStorageBufferBindingSize ${limit}: quantize with smaller channel groups`,
+    );
   }
   return gpu.upload(bytes, name);
 }
@@ -99,7 +117,8 @@ export class CodebookCache {
     const entry = this.#entries.get(name);
     if (entry) {
       if (entry.byteLength === byteLength) return entry.buffer;
-      const detail = `Layers sharing this codebook disagree on its size: ${entry.byteLength} and ${byteLength} bytes (K * vectorLength * 2)`;
+      const detail =
+        `Layers sharing this codebook disagree on its size: ${entry.byteLength} and ${byteLength} bytes (K * vectorLength * 2)`;
       return Promise.reject(new FormatError(source.path, name, detail));
     }
     const buffer = source.readBytes(name).then((bytes) => {

@@ -68,7 +68,9 @@ export class FileHasher {
     try {
       info = await Deno.stat(path);
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "File not found: check the path");
+      if (err instanceof Deno.errors.NotFound) {
+        throw new FormatError(path, "", "File not found: check the path");
+      }
       throw err;
     }
     if (info.isDirectory) return await this.#hashFolder(path);

@@ -125,17 +125,35 @@ export async function readManifest(dir: string): Promise<Manifest | null> {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new FormatError(path, "", `Invalid JSON: ${(err as Error).message}; delete the file to start the pipeline over`);
+    throw new FormatError(
+      path,
+      "",
+      `Invalid JSON: ${(err as Error).message}; delete the file to start the pipeline over`,
+    );
   }
   const m = value as Partial<Manifest> | null;
   if (m?.format !== MANIFEST_FORMAT) {
-    throw new FormatError(path, "format", `Expected "${MANIFEST_FORMAT}", got ${JSON.stringify(m?.format)}: --out must be a pipeline folder or a new one`);
+    throw new FormatError(
+      path,
+      "format",
+      `Expected "${MANIFEST_FORMAT}", got ${
+        JSON.stringify(m?.format)
+      }: --out must be a pipeline folder or a new one`,
+    );
   }
   if (m.version !== MANIFEST_VERSION) {
-    throw new FormatError(path, "version", `Expected ${MANIFEST_VERSION}, got ${JSON.stringify(m.version)}: use a new --out folder`);
+    throw new FormatError(
+      path,
+      "version",
+      `Expected ${MANIFEST_VERSION}, got ${JSON.stringify(m.version)}: use a new --out folder`,
+    );
   }
   if (typeof m.steps !== "object" || m.steps === null || Array.isArray(m.steps)) {
-    throw new FormatError(path, "steps", "Expected an object of step records: delete the file to start over");
+    throw new FormatError(
+      path,
+      "steps",
+      "Expected an object of step records: delete the file to start over",
+    );
   }
   return m as Manifest;
 }

@@ -123,30 +123,52 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     throw new UsageError("Missing bits: pass --bits B or a list such as --bits 2,3");
   }
   for (const b of options.bits) {
-    if (!(Number.isFinite(b) && b > 0)) throw new UsageError(`Invalid --bits value ${b}: expected positive numbers of bits per weight`);
+    if (!(Number.isFinite(b) && b > 0)) {
+      throw new UsageError(
+        `Invalid --bits value ${b}: expected positive numbers of bits per weight`,
+      );
+    }
   }
-  if (new Set(options.bits).size !== options.bits.length) throw new UsageError(`Invalid --bits ${options.bits.join(",")}: a value is repeated`);
+  if (new Set(options.bits).size !== options.bits.length) {
+    throw new UsageError(`Invalid --bits ${options.bits.join(",")}: a value is repeated`);
+  }
 
   const method = options.method ?? PIPELINE_DEFAULTS.method;
   checkMethod("--method", method);
   const compare = options.compare ?? [];
   for (const m of compare) checkMethod("--compare", m);
-  if (compare.includes(method)) throw new UsageError(`--compare lists ${method}, which is already the main --method: remove it from --compare`);
-  if (new Set(compare).size !== compare.length) throw new UsageError(`--compare ${compare.join(",")} repeats a method`);
+  if (compare.includes(method)) {
+    throw new UsageError(
+      `--compare lists ${method}, which is already the main --method: remove it from --compare`,
+    );
+  }
+  if (new Set(compare).size !== compare.length) {
+    throw new UsageError(`--compare ${compare.join(",")} repeats a method`);
+  }
 
   const calibData = options.calibData ?? [];
   const evalData = options.evalData ?? [];
   const shared = calibData.filter((f) => evalData.includes(f));
-  if (shared.length > 0) throw new UsageError(`${shared[0]} is both calibration and evaluation data: evaluate on held-out data`);
+  if (shared.length > 0) {
+    throw new UsageError(
+      `${shared[0]} is both calibration and evaluation data: evaluate on held-out data`,
+    );
+  }
   const calibTokens = optionalCount("--calib-tokens", options.calibTokens, 2);
   const evalTokens = optionalCount("--eval-tokens", options.evalTokens, 2);
   const seqLen = optionalCount("--seq-len", options.seqLen, 2);
   const seed = options.seed ?? PIPELINE_DEFAULTS.seed;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`Invalid --seed ${seed}: expected a non-negative integer`);
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new UsageError(`Invalid --seed ${seed}: expected a non-negative integer`);
+  }
   const engine = options.engine ?? PIPELINE_DEFAULTS.engine;
-  if (engine !== "gpu" && engine !== "reference") throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  if (engine !== "gpu" && engine !== "reference") {
+    throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  }
   const scope = options.scope ?? PIPELINE_DEFAULTS.scope;
-  if (scope !== "layer" && scope !== "model") throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
+  if (scope !== "layer" && scope !== "model") {
+    throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
+  }
 
   return {
     model: options.model,
@@ -163,7 +185,8 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     seed,
     engine,
     groups: optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups,
-    vectorLength: optionalCount("--vector-length", options.vectorLength, 1) ?? PIPELINE_DEFAULTS.vectorLength,
+    vectorLength: optionalCount("--vector-length", options.vectorLength, 1) ??
+      PIPELINE_DEFAULTS.vectorLength,
     scope,
     quiet: options.quiet ?? false,
   };
@@ -184,12 +207,16 @@ export function parseMethodList(flag: string, text: string): QuantMethod[] {
 
 function checkMethod(flag: string, method: string): void {
   if (!(QUANT_METHODS as readonly string[]).includes(method)) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(method)}: expected one of ${QUANT_METHODS.join(", ")}`);
+    throw new UsageError(
+      `Invalid ${flag} ${JSON.stringify(method)}: expected one of ${QUANT_METHODS.join(", ")}`,
+    );
   }
 }
 
 function optionalCount(flag: string, value: number | undefined, min: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${value}: expected an integer of at least ${min}`);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(`Invalid ${flag} ${value}: expected an integer of at least ${min}`);
+  }
   return value;
 }

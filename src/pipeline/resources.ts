@@ -47,7 +47,9 @@ export class PipelineResources {
 
   /** Returns the original model's forward pass (created on first use) for sampling and reference logits. */
   async original(): Promise<CausalLM> {
-    this.#original ??= this.gpu().then((gpu) => createCausalLM(this.model, this.engine, { gpu, contextLength: this.contextLength }));
+    this.#original ??= this.gpu().then((gpu) =>
+      createCausalLM(this.model, this.engine, { gpu, contextLength: this.contextLength })
+    );
     return await this.#original;
   }
 
@@ -57,7 +59,10 @@ export class PipelineResources {
    * @param model Loaded model; the caller disposes the result and closes the model.
    */
   async forward(model: LoadedModel): Promise<CausalLM> {
-    return await createCausalLM(model, this.engine, { gpu: await this.gpu(), contextLength: this.contextLength });
+    return await createCausalLM(model, this.engine, {
+      gpu: await this.gpu(),
+      contextLength: this.contextLength,
+    });
   }
 
   /** Releases the forward pass, the device and the model's files. */

@@ -67,7 +67,13 @@ export class StepRunner {
    * @param version Package version, part of every key.
    * @param log Receives one line per step.
    */
-  constructor(dir: string, previous: Record<string, StepRecord>, hasher: FileHasher, version: string, log: (line: string) => void) {
+  constructor(
+    dir: string,
+    previous: Record<string, StepRecord>,
+    hasher: FileHasher,
+    version: string,
+    log: (line: string) => void,
+  ) {
     this.#dir = dir;
     this.#previous = previous;
     this.#hasher = hasher;
@@ -83,7 +89,9 @@ export class StepRunner {
    */
   async run(spec: StepSpec): Promise<StepOutcome> {
     const inputs: Record<string, FileFingerprint> = {};
-    for (const [role, path] of Object.entries(spec.inputs)) inputs[role] = await this.#hasher.hash(path);
+    for (const [role, path] of Object.entries(spec.inputs)) {
+      inputs[role] = await this.#hasher.hash(path);
+    }
     const upstream = spec.after.map((name) => {
       const record = this.records[name];
       if (!record) throw new Error(`Step ${spec.name} runs after ${name}, which has not run yet`);
@@ -98,7 +106,10 @@ export class StepRunner {
 
     const previous = this.#previous[spec.name];
     const upstreamRedone = spec.after.some((name) => this.ran.includes(name));
-    if (previous && previous.key === key && !upstreamRedone && await this.#outputsIntact(spec, previous)) {
+    if (
+      previous && previous.key === key && !upstreamRedone &&
+      await this.#outputsIntact(spec, previous)
+    ) {
       this.records[spec.name] = previous;
       this.reused.push(spec.name);
       this.#log(`${spec.name}: reused ${spec.outputs.join(", ")} (inputs and settings unchanged)`);
@@ -117,7 +128,9 @@ export class StepRunner {
     const result = await spec.run();
     const seconds = (performance.now() - start) / 1000;
     const outputs: Record<string, FileFingerprint> = {};
-    for (const name of spec.outputs) outputs[name] = { ...(await this.#hasher.hash(join(this.#dir, name))), path: name };
+    for (const name of spec.outputs) {
+      outputs[name] = { ...(await this.#hasher.hash(join(this.#dir, name))), path: name };
+    }
     const record: StepRecord = {
       key,
       inputs,

@@ -16,7 +16,7 @@ import { quantizeModel } from "../quantize/quantize_model.ts";
 import { totalBytes } from "../quantize/layer_report.ts";
 import { openStatistics } from "../quantize/statistics.ts";
 import type { QuantMethod } from "../quantize/types.ts";
-import { evaluate, type EvalResult } from "../eval/evaluate.ts";
+import { type EvalResult, evaluate } from "../eval/evaluate.ts";
 import { evaluateChoiceTasks } from "../eval/zero_shot.ts";
 import type { ChoiceQuestion } from "../data/choice_tasks.ts";
 import { loadModel } from "../model/load.ts";
@@ -44,10 +44,20 @@ export interface CalibrateStepOptions {
  * @param options Data, output and verbosity.
  * @returns Sequences, mean loss (nats) and throughput.
  */
-export async function calibrateStep(resources: PipelineResources, options: CalibrateStepOptions): Promise<Record<string, unknown>> {
+export async function calibrateStep(
+  resources: PipelineResources,
+  options: CalibrateStepOptions,
+): Promise<Record<string, unknown>> {
   const { model, seqLen } = resources;
-  const data = await loadCalibrationData(model, { files: options.files, seqLen, sequences: options.sequences });
-  const engine = await createEngine(model, resources.engine, { gpu: await resources.gpu(), fullG: false });
+  const data = await loadCalibrationData(model, {
+    files: options.files,
+    seqLen,
+    sequences: options.sequences,
+  });
+  const engine = await createEngine(model, resources.engine, {
+    gpu: await resources.gpu(),
+    fullG: false,
+  });
   try {
     const result = await calibrate({ model, data, engine, out: options.out, quiet: options.quiet });
     return {
@@ -87,7 +97,10 @@ export interface AllocateStepOptions {
  * @param options Statistics, budget and output.
  * @returns Achieved bits per weight, solver and layer count.
  */
-export async function allocateStep(resources: PipelineResources, options: AllocateStepOptions): Promise<Record<string, unknown>> {
+export async function allocateStep(
+  resources: PipelineResources,
+  options: AllocateStepOptions,
+): Promise<Record<string, unknown>> {
   const stats = await openFisherStats(options.fisher);
   try {
     const plan = await allocateBits(stats, resources.model.weights, {
@@ -141,7 +154,10 @@ export interface QuantizeStepResult {
  * @param resources The original model and the device.
  * @param options Method, budget, inputs and output.
  */
-export async function quantizeStep(resources: PipelineResources, options: QuantizeStepOptions): Promise<QuantizeStepResult> {
+export async function quantizeStep(
+  resources: PipelineResources,
+  options: QuantizeStepOptions,
+): Promise<QuantizeStepResult> {
   const stats = options.fisher ? await openStatistics(options.fisher) : null;
   try {
     const plan = options.plan ? await readWcsgPlan(options.plan) : null;
@@ -189,7 +205,10 @@ export type EvaluateStepResult = EvalResult & { file_bytes: number };
  * @param resources The original model's forward pass is the reference.
  * @param options Model, data and output.
  */
-export async function evaluateStep(resources: PipelineResources, options: EvaluateStepOptions): Promise<EvaluateStepResult> {
+export async function evaluateStep(
+  resources: PipelineResources,
+  options: EvaluateStepOptions,
+): Promise<EvaluateStepResult> {
   const loaded = await loadModel(options.model);
   try {
     const ref = await resources.original();
@@ -197,7 +216,11 @@ export async function evaluateStep(resources: PipelineResources, options: Evalua
     try {
       const total = options.documents.reduce((n, d) => n + d.length, 0);
       const progress = new Progress(options.label, total, { quiet: options.quiet, unit: "tokens" });
-      const result = await evaluate(lm, options.documents, { ctx: resources.seqLen, ref, progress });
+      const result = await evaluate(lm, options.documents, {
+        ctx: resources.seqLen,
+        ref,
+        progress,
+      });
       progress.finish();
       const report = { ...result, file_bytes: (await Deno.stat(options.model)).size };
       await writeTextFileAtomic(options.out, JSON.stringify(report, null, 2) + "\n");
@@ -227,10 +250,16 @@ export interface EvaluateOriginalOptions {
  * @param resources The original model's forward pass.
  * @param options Data and output.
  */
-export async function evaluateOriginalStep(resources: PipelineResources, options: EvaluateOriginalOptions): Promise<EvalResult> {
+export async function evaluateOriginalStep(
+  resources: PipelineResources,
+  options: EvaluateOriginalOptions,
+): Promise<EvalResult> {
   const total = options.documents.reduce((n, d) => n + d.length, 0);
   const progress = new Progress("eval original", total, { quiet: options.quiet, unit: "tokens" });
-  const result = await evaluate(await resources.original(), options.documents, { ctx: resources.seqLen, progress });
+  const result = await evaluate(await resources.original(), options.documents, {
+    ctx: resources.seqLen,
+    progress,
+  });
   progress.finish();
   await writeTextFileAtomic(options.out, JSON.stringify(result, null, 2) + "\n");
   return result;
@@ -269,15 +298,26 @@ export interface ZeroShotStepResult {
  * @param resources Engine, device and the original model (whose tokenizer encodes text questions).
  * @param options Model, questions and output.
  */
-export async function zeroShotStep(resources: PipelineResources, options: ZeroShotStepOptions): Promise<ZeroShotStepResult> {
+export async function zeroShotStep(
+  resources: PipelineResources,
+  options: ZeroShotStepOptions,
+): Promise<ZeroShotStepResult> {
   const loaded = options.model ? await loadModel(options.model) : null;
   try {
     const lm = loaded ? await resources.forward(loaded) : await resources.original();
     try {
-      const progress = new Progress(options.label, options.questions.length, { quiet: options.quiet, unit: "questions" });
-      const result = await evaluateChoiceTasks(lm, resources.model.tokenizer, options.questions, { progress });
+      const progress = new Progress(options.label, options.questions.length, {
+        quiet: options.quiet,
+        unit: "questions",
+      });
+      const result = await evaluateChoiceTasks(lm, resources.model.tokenizer, options.questions, {
+        progress,
+      });
       progress.finish();
-      await writeTextFileAtomic(options.out, JSON.stringify({ tasks: result.tasks, average: result.average }, null, 2) + "\n");
+      await writeTextFileAtomic(
+        options.out,
+        JSON.stringify({ tasks: result.tasks, average: result.average }, null, 2) + "\n",
+      );
       return { ...result.average };
     } finally {
       if (loaded) lm.dispose();

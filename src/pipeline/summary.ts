@@ -49,7 +49,17 @@ export interface ResultRow {
  */
 export function formatSummaryTable(rows: ResultRow[]): string {
   const zeroShot = rows.some((r) => r.zeroShotAcc !== undefined);
-  const header = ["method", "bits", "bpw", "perplexity", "KL div (mean)", "KL div (p99)", "top-1 agree", "file size", "quantize time"];
+  const header = [
+    "method",
+    "bits",
+    "bpw",
+    "perplexity",
+    "KL div (mean)",
+    "KL div (p99)",
+    "top-1 agree",
+    "file size",
+    "quantize time",
+  ];
   if (zeroShot) header.push("0-shot acc", "acc_norm");
   const percent = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(2)}%`);
   const body = rows.map((r) => [
@@ -65,7 +75,10 @@ export function formatSummaryTable(rows: ResultRow[]): string {
     ...(zeroShot ? [percent(r.zeroShotAcc), percent(r.zeroShotAccNorm)] : []),
   ]);
   const widths = header.map((h, c) => Math.max(h.length, ...body.map((row) => row[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
+  const line = (cells: string[]) =>
+    cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join(
+      "  ",
+    );
   return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 

@@ -35,17 +35,31 @@ export interface SampleWindowsOptions {
  * @returns Windows and tokens written.
  * @throws {UsageError} When `tokens` is less than one window.
  */
-export async function sampleWindowsFile(resources: PipelineResources, options: SampleWindowsOptions): Promise<{ windows: number; tokens: number; seed: number }> {
+export async function sampleWindowsFile(
+  resources: PipelineResources,
+  options: SampleWindowsOptions,
+): Promise<{ windows: number; tokens: number; seed: number }> {
   const seqLen = resources.seqLen;
   const windows = Math.floor(options.tokens / seqLen);
-  if (windows < 1) throw new UsageError(`${options.label}: ${options.tokens} tokens is less than one window of ${seqLen}: raise the token count or lower --seq-len`);
+  if (windows < 1) {
+    throw new UsageError(
+      `${options.label}: ${options.tokens} tokens is less than one window of ${seqLen}: raise the token count or lower --seq-len`,
+    );
+  }
   const lm = await resources.original();
   const total = windows * seqLen;
   const progress = new Progress(options.label, total, { quiet: options.quiet, unit: "tokens" });
-  const stream = await sampleTokenStream(lm, { tokens: total, windowLength: seqLen, seed: options.seed, progress });
+  const stream = await sampleTokenStream(lm, {
+    tokens: total,
+    windowLength: seqLen,
+    seed: options.seed,
+    progress,
+  });
   progress.finish();
   const lines: string[] = [];
-  for (let w = 0; w < windows; w++) lines.push(`[${stream.subarray(w * seqLen, (w + 1) * seqLen).join(",")}]`);
+  for (let w = 0; w < windows; w++) {
+    lines.push(`[${stream.subarray(w * seqLen, (w + 1) * seqLen).join(",")}]`);
+  }
   await writeTextFileAtomic(options.out, `[\n${lines.join(",\n")}\n]\n`);
   return { windows, tokens: total, seed: options.seed };
 }
@@ -58,16 +72,20 @@ export async function sampleWindowsFile(resources: PipelineResources, options: S
  * @param resources Vocabulary and tokenizer come from the original model.
  * @param maxTokens Token cap, or null for all.
  */
-export async function readDocuments(files: string[], resources: PipelineResources, maxTokens: number | null): Promise<Int32Array[]> {
+export async function readDocuments(
+  files: string[],
+  resources: PipelineResources,
+  maxTokens: number | null,
+): Promise<Int32Array[]> {
   const { config, tokenizer } = resources.model;
   const docs: Int32Array[] = [];
   let left = maxTokens ?? Infinity;
   for (const file of files) {
     for (const doc of await readTokenFile(file, { vocabSize: config.vocabSize, tokenizer })) {
       if (left <= 0) return docs;
-      const kept = doc.length > left ? doc.subarray(0, left) : doc;
-      docs.push(kept);
-      left -= kept.length;
+      const head = doc.length > left ? doc.subarray(0, left) : doc;
+      docs.push(head);
+      left -= head.length;
     }
   }
   return docs;
@@ -90,6 +108,8 @@ export function checkDisjointWindows(calibration: Int32Array[], evaluation: Int3
   const seen = new Set(calibration.map((w) => w.join(",")));
   const shared = evaluation.findIndex((w) => seen.has(w.join(",")));
   if (shared >= 0) {
-    throw new UsageError(`Evaluation window ${shared} also occurs in the calibration data: use other evaluation data or another --seed`);
+    throw new UsageError(
+      `Evaluation window ${shared} also occurs in the calibration data: use other evaluation data or another --seed`,
+    );
   }
 }

@@ -90,12 +90,28 @@ export function vqLayerBytes(layer: VqLayerStorage): StorageBytes {
     const stages = [g.codebookSize, g.residualCodebookSize ?? 0].filter((k) => k > 0);
     for (const k of stages) {
       indices += packedIndexBytes(g.rows * vectorsPerRow, indexBits(k));
-      if (g.ownsCodebook ?? true) codebooks += 2 * k * layer.vectorLength;
+      if (g.ownsCodebook ?? true) codebooks += codebookBytes(k, layer.vectorLength);
     }
   }
   const scales = (layer.scales ?? true) ? 2 * layer.rows : 0;
   const permutation = layer.permutation ? 4 * layer.rows : 0;
   return { indices, codebooks, scales, permutation, total: indices + codebooks + scales + permutation };
+}
+
+/**
+ * Bytes of one f16 codebook [size, v]. A codebook shared by several layers is counted once,
+ * in the `sharedBytes` of {@linkcode bitsPerWeight}, and in no layer's own bytes.
+ *
+ * @example
+ * ```ts
+ * import { codebookBytes } from "./bpw.ts";
+ * if (codebookBytes(256, 4) !== 2048) throw new Error();
+ * ```
+ * @param size Codebook entries K.
+ * @param vectorLength Vector length v.
+ */
+export function codebookBytes(size: number, vectorLength: number): number {
+  return 2 * size * vectorLength;
 }
 
 /**
@@ -115,11 +131,22 @@ export function uniformLayerBytes(rows: number, cols: number, bits: number, grou
 }
 
 /**
- * Bits per weight of a set of layers: total stored bytes * 8 over their weight count, plus
- * `sharedBytes` (codebooks shared across layers, counted once).
+ * Bits per weight of a set of layers: their stored bytes plus `sharedBytes`, times 8, over
+ * their weight count. Layers whose groups use shared codebooks leave those codebooks out
+ * of their own bytes (`ownsCodebook: false`), and `sharedBytes` counts each shared
+ * codebook once, so the result equals the file's bytes over the weights.
  *
+ * @example Two layers sharing one codebook
+ * ```ts
+ * import { bitsPerWeight, codebookBytes, vqLayerBytes } from "./bpw.ts";
+ * const bytes = vqLayerBytes({ rows: 8, cols: 8, vectorLength: 4,
+ *   groups: [{ rows: 8, codebookSize: 16, ownsCodebook: false }] });
+ * const layers = [{ bytes, weights: 64 }, { bytes, weights: 64 }];
+ * const bpw = bitsPerWeight(layers, codebookBytes(16, 4));
+ * if (bpw !== ((2 * bytes.total + 128) * 8) / 128) throw new Error();
+ * ```
  * @param layers Byte counts and weight counts of each quantized layer.
- * @param sharedBytes Bytes stored once for several layers.
+ * @param sharedBytes Bytes stored once for several layers (shared codebooks).
  */
 export function bitsPerWeight(layers: { bytes: StorageBytes; weights: number }[], sharedBytes = 0): number {
   let bytes = sharedBytes, weights = 0;

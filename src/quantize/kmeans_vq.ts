@@ -5,8 +5,17 @@
  *
  * @module
  */
-import { quantizeVqLayer } from "./vq_layer.ts";
+import { quantizeVqLayer, type VqLayerInput } from "./vq_layer.ts";
 import type { QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
+
+/**
+ * Builds the VQ-core input of a layer for plain k-means: no metric, no error feedback.
+ *
+ * @param job Weights and channel groups (statistics are ignored).
+ */
+export function kmeansLayerInput(job: VqLayerJob): VqLayerInput {
+  return { ...job, metric: null, hessian: null, direction: null };
+}
 
 /**
  * Quantizes a layer with plain k-means VQ.
@@ -18,5 +27,5 @@ export function quantizeKmeansLayer(
   job: VqLayerJob,
   settings: VqSettings,
 ): Promise<QuantizedLayer> {
-  return quantizeVqLayer({ ...job, metric: null, hessian: null, direction: null }, settings);
+  return quantizeVqLayer(kmeansLayerInput(job), settings);
 }

@@ -14,7 +14,7 @@
  */
 import { FormatError, UsageError } from "../errors.ts";
 import { naturalGradient } from "./edsg.ts";
-import { quantizeVqLayer } from "./vq_layer.ts";
+import { quantizeVqLayer, type VqLayerInput } from "./vq_layer.ts";
 import type { LayerStatistics, QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
 
 /**
@@ -58,17 +58,15 @@ export function fisherMetric(
 }
 
 /**
- * Quantizes a layer with RSAVQ (Fisher-weighted VQ plus EDSG).
+ * Builds the VQ-core input of a layer for RSAVQ: the Fisher metric, A for error feedback
+ * and the EDSG natural-gradient direction.
  *
  * @param job Weights, channel groups and statistics (A and G_diag required; grad_mean
  *   required when lambda is not 0).
  * @param settings VQ settings including lambda, EDSG mode and Fisher metric.
  * @throws {UsageError} Without statistics.
  */
-export async function quantizeRsavqLayer(
-  job: VqLayerJob,
-  settings: VqSettings,
-): Promise<QuantizedLayer> {
+export function rsavqLayerInput(job: VqLayerJob, settings: VqSettings): VqLayerInput {
   const { stats, rows, cols, prefix } = job;
   if (!stats) {
     throw new UsageError(
@@ -88,5 +86,19 @@ export async function quantizeRsavqLayer(
       );
     }
   }
-  return await quantizeVqLayer({ ...job, metric, hessian: stats.A, direction }, settings);
+  return { ...job, metric, hessian: stats.A, direction };
+}
+
+/**
+ * Quantizes a layer with RSAVQ (Fisher-weighted VQ plus EDSG).
+ *
+ * @param job Weights, channel groups and statistics (see {@linkcode rsavqLayerInput}).
+ * @param settings VQ settings including lambda, EDSG mode and Fisher metric.
+ * @throws {UsageError} Without statistics.
+ */
+export async function quantizeRsavqLayer(
+  job: VqLayerJob,
+  settings: VqSettings,
+): Promise<QuantizedLayer> {
+  return await quantizeVqLayer(rsavqLayerInput(job, settings), settings);
 }

@@ -110,13 +110,17 @@ export interface LayerResult {
   cols: number;
   /** Stored bytes by component. */
   bytes: StorageBytes;
-  /** Bits per weight of this layer (stored bytes * 8 / rows * cols). */
+  /** Bits per weight of this layer (stored bytes * 8 / rows * cols). Codebooks shared with
+   * other layers are not in `bytes`; quantizeModel counts them once for their scope. */
   bpw: number;
   /** Codebook sizes per group (VQ) or [2^bits] (uniform). */
   codebookSizes: number[];
   /** Relative output error tr(E A E^T) / tr(W A W^T) with A the input second moment, or
    * the relative squared Frobenius error when no statistics were given. */
   relativeError: number;
+  /** Fisher-weighted error (src/quantize/layer_report.ts `layerErrors`), or null when the
+   * layer was quantized without statistics. */
+  fisherError: number | null;
   /** Wall-clock seconds spent on the layer. */
   seconds: number;
 }

@@ -7,8 +7,29 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { quantizeVqLayer } from "./vq_layer.ts";
+import { quantizeVqLayer, type VqLayerInput } from "./vq_layer.ts";
 import type { QuantizedLayer, VqLayerJob, VqSettings } from "./types.ts";
+
+/**
+ * Builds the VQ-core input of a layer for VPTQ: the metric A_jj on every row and A for
+ * error feedback.
+ *
+ * @param job Weights, channel groups and statistics (A is required).
+ * @throws {UsageError} Without statistics.
+ */
+export function vptqLayerInput(job: VqLayerJob): VqLayerInput {
+  if (!job.stats) {
+    throw new UsageError(
+      `vptq needs calibration statistics for ${job.prefix}: run deno task calibrate and pass --fisher`,
+    );
+  }
+  const { rows, cols } = job, a = job.stats.A;
+  const metric = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) metric[r * cols + j] = a[j * cols + j];
+  }
+  return { ...job, metric, hessian: a, direction: null };
+}
 
 /**
  * Quantizes a layer VPTQ-style.
@@ -21,15 +42,5 @@ export async function quantizeVptqLayer(
   job: VqLayerJob,
   settings: VqSettings,
 ): Promise<QuantizedLayer> {
-  if (!job.stats) {
-    throw new UsageError(
-      `vptq needs calibration statistics for ${job.prefix}: run deno task calibrate and pass --fisher`,
-    );
-  }
-  const { rows, cols } = job, a = job.stats.A;
-  const metric = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) metric[r * cols + j] = a[j * cols + j];
-  }
-  return await quantizeVqLayer({ ...job, metric, hessian: a, direction: null }, settings);
+  return await quantizeVqLayer(vptqLayerInput(job), settings);
 }

@@ -10,6 +10,13 @@
  * units, scaled to mean 1 over the layer. Inputs not a multiple of v are padded with zero
  * columns of weight 0, which are stored but never dequantized or counted as weights.
  *
+ * Order of work: a group's codebooks are trained first, on the layer's initial normalized
+ * vectors; then codewords are assigned column block by column block, and each block's error
+ * is fed forward into the later columns. A group with shared codebooks (a codebook scope
+ * wider than one layer, src/quantize/shared_codebooks.ts) skips the training: its codebooks
+ * were trained on the whole scope's initial vectors and stay fixed while this layer's
+ * assignment and error feedback run.
+ *
  * @module
  */
 import { f16Tensor, packIndices, u32Tensor, type VqGroupDesc } from "../formats/quantized.ts";
@@ -17,27 +24,11 @@ import type { TensorToWrite } from "../formats/safetensors.ts";
 import { ShapeError } from "../errors.ts";
 import { indexBits, vqLayerBytes } from "./bpw.ts";
 import { normalizeDirection } from "./edsg.ts";
-import { weightedKmeans } from "./kmeans.ts";
 import { dampHessian, upperCholeskyOfInverse } from "./linalg.ts";
 import { edsgGuide, feedBack, gatherVectors, gatherWeights } from "./vq_blocks.ts";
-import {
-  nearestCodewordsCpu,
-  nearestCodewordsGpu,
-  type NearestJob,
-  type NearestResult,
-} from "./nearest.ts";
+import type { NearestJob } from "./nearest.ts";
+import { assign, trainStageCodebooks } from "./vq_codebook.ts";
 import type { QuantizedLayer, VqGroupSpec, VqSettings } from "./types.ts";
-import { roundF16 } from "./uniform.ts";
-
-/** Multiply-adds per pass above which "auto" moves k-means and assignment to the GPU; below
- * it, TypeScript finishes before one GPU round trip would. */
-const GPU_WORK = 1 << 24;
-
-/** Returns the GPU context to use for `work` multiply-adds, or null for TypeScript. */
-function deviceFor(settings: VqSettings, work: number) {
-  if (!settings.gpu || settings.gpuUse === "never") return null;
-  return settings.gpuUse === "always" || work >= GPU_WORK ? settings.gpu : null;
-}
 
 /** One layer to vector-quantize. */
 export interface VqLayerInput {
@@ -98,27 +89,17 @@ export async function quantizeVqLayer(
   checkGroups(input);
   const { scales, weights, direction } = prepareLayer(input, settings);
 
-  // Train each group's codebooks on its initial normalized vectors.
+  // Train each group's codebooks on its initial normalized vectors, unless they are shared:
+  // a shared codebook was trained on the whole scope before and stays fixed here.
   const states: GroupState[] = [];
   for (const spec of groups) {
-    const points = gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow);
-    const w = gatherWeights(weights, spec.rows, padded, 0, padded);
-    const codebooks = spec.shared
-      ? sharedCodebooks(input.prefix, spec, v)
-      : [await trainCodebook(points, w, spec.codebookSize, settings)];
-    if (spec.residualSize > 0 && !spec.shared) {
-      const [first] = await assign([{
-        vectorLength: v,
-        points,
-        weights: w,
-        codebook: codebooks[0],
-      }], settings);
-      const residual = points.slice();
-      for (let i = 0; i < first.index.length; i++) {
-        for (let d = 0; d < v; d++) residual[i * v + d] -= codebooks[0][first.index[i] * v + d];
-      }
-      codebooks.push(await trainCodebook(residual, w, spec.residualSize, settings));
-    }
+    const codebooks = spec.shared ? sharedCodebooks(input.prefix, spec, v) : await trainStageCodebooks(
+      gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow),
+      gatherWeights(weights, spec.rows, padded, 0, padded),
+      spec.codebookSize,
+      spec.residualSize,
+      settings,
+    );
     states.push({
       spec,
       codebooks,
@@ -217,7 +198,11 @@ interface PreparedLayer {
   direction: Float32Array | null;
 }
 
-function prepareLayer(input: VqLayerInput, settings: VqSettings): PreparedLayer {
+function prepareLayer(
+  input: VqLayerInput,
+  settings: VqSettings,
+  withDirection = true,
+): PreparedLayer {
   const { weight, rows, cols } = input;
   const v = settings.vectorLength, perRow = Math.ceil(cols / v), padded = perRow * v;
   const scales = new Float32Array(rows);
@@ -226,8 +211,7 @@ function prepareLayer(input: VqLayerInput, settings: VqSettings): PreparedLayer 
   // Metric weights in the normalized space [rows, padded]; padding weighs 0.
   let metric = input.metric;
   if (metric) {
-    let mean = 0;
-    for (const m of metric) mean += Math.max(0, m) / metric.length;
+    const mean = meanMetric(metric);
     const scaled = new Float32Array(metric.length);
     for (let i = 0; i < metric.length; i++) {
       scaled[i] = mean > 0 ? Math.max(0, metric[i]) / mean : 1;
@@ -240,7 +224,7 @@ function prepareLayer(input: VqLayerInput, settings: VqSettings): PreparedLayer 
       weights[r * padded + j] = (metric ? metric[r * cols + j] : 1) * scales[r] * scales[r];
     }
   }
-  const direction = input.direction && settings.edsgMode !== "none"
+  const direction = withDirection && input.direction && settings.edsgMode !== "none"
     ? normalizeDirection(
       input.direction,
       metric ?? new Float32Array(rows * cols).fill(1),
@@ -250,6 +234,18 @@ function prepareLayer(input: VqLayerInput, settings: VqSettings): PreparedLayer 
     : null;
 
   return { scales, weights, direction };
+}
+
+/**
+ * Mean of the metric over a layer, negative entries counted as 0; the VQ core divides the
+ * metric by it, so each layer's metric has mean 1.
+ *
+ * @param metric Metric M [rows, cols] in weight units.
+ */
+export function meanMetric(metric: Float32Array): number {
+  let mean = 0;
+  for (const m of metric) mean += Math.max(0, m) / metric.length;
+  return mean;
 }
 
 /**
@@ -266,7 +262,7 @@ export function layerTrainingVectors(
   settings: VqSettings,
 ): { points: Float32Array; weights: Float32Array }[] {
   checkGroups(input);
-  const { scales, weights } = prepareLayer(input, settings);
+  const { scales, weights } = prepareLayer(input, settings, false);
   const v = settings.vectorLength, perRow = Math.ceil(input.cols / v);
   return input.groups.map((spec) => ({
     points: gatherVectors(input.weight, scales, spec.rows, input.cols, v, 0, perRow),
@@ -313,30 +309,6 @@ function sharedCodebooks(prefix: string, spec: VqGroupSpec, v: number): Float32A
     );
   }
   return spec.shared!.map((s) => s.codebook);
-}
-
-async function trainCodebook(
-  points: Float32Array,
-  weights: Float32Array,
-  k: number,
-  settings: VqSettings,
-): Promise<Float32Array> {
-  const { codebook } = await weightedKmeans(points, weights, {
-    k,
-    vectorLength: settings.vectorLength,
-    iterations: settings.iterations,
-    seedRounds: settings.seedRounds,
-    rng: settings.rng,
-    gpu: deviceFor(settings, points.length * k),
-  });
-  return codebook.map(roundF16);
-}
-
-async function assign(jobs: NearestJob[], settings: VqSettings): Promise<NearestResult[]> {
-  let work = 0;
-  for (const j of jobs) work += j.points.length * (j.codebook.length / j.vectorLength);
-  const gpu = deviceFor(settings, work);
-  return gpu ? await nearestCodewordsGpu(gpu, jobs) : jobs.map((j) => nearestCodewordsCpu(j));
 }
 
 function assemble(

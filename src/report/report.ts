@@ -87,7 +87,9 @@ export function buildReportHtml(data: ReportData): string {
   const sections: string[] = [];
   sections.push(`<h1>Quantization report: ${esc(s.model)}</h1>`);
   sections.push(
-    `<p>Main method <b>${esc(s.method)}</b>${s.compare.length ? `, compared with ${esc(s.compare.join(", "))}` : ""}, at ${esc(s.bits.join(", "))} bits per weight. ` +
+    `<p>Main method <b>${esc(s.method)}</b>${
+      s.compare.length ? `, compared with ${esc(s.compare.join(", "))}` : ""
+    }, at ${esc(s.bits.join(", "))} bits per weight. ` +
       `Bits per weight (bpw) count every stored byte of the quantized linear layers: indices, codebooks, scales and channel permutations. ` +
       `<b>The token embeddings, the norms and the output head are not quantized: they are stored in 16 bits (F16) and are not counted in bpw</b>, ` +
       `but they are part of the file size.</p>`,
@@ -101,23 +103,34 @@ export function buildReportHtml(data: ReportData): string {
     const layers = Object.entries(data.plans[0].plan.layers);
     sections.push(
       `<h2>Sensitivity per layer</h2>`,
-      `<p>Sum over output channels of the channel sensitivity I_c (${esc(data.plans[0].plan.sensitivity ?? "trace")} formula, ` +
-        `${esc(data.plans[0].plan.fisher ?? "kfac")} Fisher diagonal) from the calibration statistics.</p>`,
+      `<p>Sum over output channels of the channel sensitivity I_c (${
+        esc(data.plans[0].plan.sensitivity ?? "trace")
+      } formula, ` +
+        `${
+          esc(data.plans[0].plan.fisher ?? "kfac")
+        } Fisher diagonal) from the calibration statistics.</p>`,
       layerSensitivityChart(layers),
       `<h2>Sensitivity per channel</h2>`,
       `<p>Channel sensitivities of each layer sorted from most to least sensitive, for the most, median and least sensitive layers.</p>`,
       channelSensitivityChart(layers),
     );
+    const allRates = data.plans.flatMap(({ plan }) => [...planRates(plan)]);
+    const lo = Math.min(...allRates);
+    const hi = Math.max(...allRates);
     for (const { bits, plan } of data.plans) {
       sections.push(
         `<h2>Bits per channel group at ${bits} bits (plan bpw ${plan.bpw.toFixed(4)})</h2>`,
         `<p>Each bar is one layer; its segments are the channel groups in order of decreasing sensitivity, as wide as their share of the channels. ` +
           `The number is the index rate log2(K)/v in bits per weight; scales, permutation and codebook storage come on top.</p>`,
-        groupBitsChart(`group-bits-${bits}`, plan),
+        groupBitsChart(`group-bits-${bits}`, plan, lo, hi),
       );
     }
   } else {
-    sections.push(`<p>No sensitivity or group charts: the main method ${esc(s.method)} does not follow an allocation plan.</p>`);
+    sections.push(
+      `<p>No sensitivity or group charts: the main method ${
+        esc(s.method)
+      } does not follow an allocation plan.</p>`,
+    );
   }
 
   sections.push(`<h2>Steps</h2>`, stepsTable(m));
@@ -153,30 +166,57 @@ ${sections.join("\n")}
 }
 
 function dataDescription(m: Manifest): string {
-  const calib = m.steps["calibrate"]?.result as { data?: string; sequences?: number; tokens?: number } | undefined;
+  const calib = m.steps["calibrate"]?.result as {
+    data?: string;
+    sequences?: number;
+    tokens?: number;
+  } | undefined;
   const evalSteps = Object.entries(m.steps).filter(([name]) => name.startsWith("eval-"));
-  const evalResult = evalSteps[0]?.[1].result as { tokens?: number; windows?: number; ctx?: number } | undefined;
+  const evalResult = evalSteps[0]?.[1].result as
+    | { tokens?: number; windows?: number; ctx?: number }
+    | undefined;
   const parts: string[] = [];
-  if (m.settings.calibData.length === 0) parts.push(`Calibration: tokens sampled from the original model with seed ${m.settings.seed}.`);
-  else parts.push(`Calibration: ${m.settings.calibData.join(", ")}.`);
+  if (m.settings.calibData.length === 0) {
+    parts.push(`Calibration: tokens sampled from the original model with seed ${m.settings.seed}.`);
+  } else parts.push(`Calibration: ${m.settings.calibData.join(", ")}.`);
   if (calib?.sequences) parts.push(`${calib.sequences} sequences of ${m.settings.seqLen} tokens.`);
-  if (m.settings.evalData.length === 0) parts.push(`Evaluation: a separate stream sampled from the original model with seed ${m.settings.seed + 1}, checked to share no window with the calibration data.`);
-  else parts.push(`Evaluation: ${m.settings.evalData.join(", ")}.`);
-  if (evalResult?.windows) parts.push(`${evalResult.windows} windows of up to ${evalResult.ctx} tokens, ${evalResult.tokens} scored tokens; KL divergence and top-1 agreement are measured against the original model on the same tokens.`);
+  if (m.settings.evalData.length === 0) {
+    parts.push(
+      `Evaluation: a separate stream sampled from the original model with seed ${
+        m.settings.seed + 1
+      }, checked to share no window with the calibration data.`,
+    );
+  } else parts.push(`Evaluation: ${m.settings.evalData.join(", ")}.`);
+  if (evalResult?.windows) {
+    parts.push(
+      `${evalResult.windows} windows of up to ${evalResult.ctx} tokens, ${evalResult.tokens} scored tokens; KL divergence and top-1 agreement are measured against the original model on the same tokens.`,
+    );
+  }
   return parts.join(" ");
 }
 
 function resultsTable(rows: ResultRow[]): string {
   const zeroShot = rows.some((r) => r.zeroShotAcc !== undefined);
   const percent = (v: number | undefined) => (v === undefined ? "-" : `${(100 * v).toFixed(2)}%`);
-  const head = `<tr><th>method</th><th>bits</th><th>bpw</th><th>perplexity</th><th>KL div. mean</th><th>KL div. p99</th><th>top-1 agreement</th>` +
-    `${zeroShot ? "<th>0-shot acc</th><th>acc_norm</th>" : ""}<th>file size</th><th>quantize time</th><th>file</th></tr>`;
+  const head =
+    `<tr><th>method</th><th>bits</th><th>bpw</th><th>perplexity</th><th>KL div. mean</th><th>KL div. p99</th><th>top-1 agreement</th>` +
+    `${
+      zeroShot ? "<th>0-shot acc</th><th>acc_norm</th>" : ""
+    }<th>file size</th><th>quantize time</th><th>file</th></tr>`;
   const body = rows.map((r) =>
-    `<tr><td>${esc(r.method)}</td><td>${r.bits ?? "-"}</td><td>${r.bpw === null ? "-" : r.bpw.toFixed(4)}</td>` +
-    `<td>${formatValue(r.ppl)} ± ${formatValue(r.pplStderr)}</td><td>${r.kldMean.toFixed(4)}</td><td>${r.kldP99.toFixed(4)}</td>` +
-    `<td>${(100 * r.top1).toFixed(2)}%</td>${zeroShot ? `<td>${percent(r.zeroShotAcc)}</td><td>${percent(r.zeroShotAccNorm)}</td>` : ""}` +
+    `<tr><td>${esc(r.method)}</td><td>${r.bits ?? "-"}</td><td>${
+      r.bpw === null ? "-" : r.bpw.toFixed(4)
+    }</td>` +
+    `<td>${formatValue(r.ppl)} ± ${formatValue(r.pplStderr)}</td><td>${
+      r.kldMean.toFixed(4)
+    }</td><td>${r.kldP99.toFixed(4)}</td>` +
+    `<td>${(100 * r.top1).toFixed(2)}%</td>${
+      zeroShot ? `<td>${percent(r.zeroShotAcc)}</td><td>${percent(r.zeroShotAccNorm)}</td>` : ""
+    }` +
     `<td>${esc(formatBytes(r.fileBytes))}</td>` +
-    `<td>${r.quantizeSeconds === null ? "-" : `${r.quantizeSeconds.toFixed(1)} s`}</td><td class="text"><code>${esc(r.file)}</code></td></tr>`
+    `<td>${
+      r.quantizeSeconds === null ? "-" : `${r.quantizeSeconds.toFixed(1)} s`
+    }</td><td class="text"><code>${esc(r.file)}</code></td></tr>`
   ).join("");
   return `<table id="results">${head}${body}</table>`;
 }
@@ -187,16 +227,25 @@ function rateDistortionChart(m: Manifest): string {
   const series: LineSeries[] = methods.map((method) => ({
     name: method,
     color: METHOD_COLORS[method] ?? "#333",
-    points: quantized.filter((r) => r.method === method).map((r) => [r.bpw!, r.ppl] as [number, number]).sort((a, b) => a[0] - b[0]),
+    points: quantized.filter((r) => r.method === method).map((r) =>
+      [r.bpw!, r.ppl] as [number, number]
+    ).sort((a, b) => a[0] - b[0]),
   }));
   const original = m.results.find((r) => r.method === "original");
   if (original && quantized.length > 0) {
     const xs = quantized.map((r) => r.bpw!);
     let lo = Math.min(...xs), hi = Math.max(...xs);
     if (hi - lo < 0.5) [lo, hi] = [lo - 0.25, hi + 0.25];
-    series.push({ name: `original (${original.ppl.toPrecision(4)})`, color: METHOD_COLORS.original, dashed: true, points: [[lo, original.ppl], [hi, original.ppl]] });
+    series.push({
+      name: `original (${original.ppl.toPrecision(4)})`,
+      color: METHOD_COLORS.original,
+      dashed: true,
+      points: [[lo, original.ppl], [hi, original.ppl]],
+    });
   }
-  const note = m.settings.bits.length > 1 ? "" : `<p>Only one bit width was run, so each method is a single point; pass several, for example --bits 2,3,4, for curves.</p>`;
+  const note = m.settings.bits.length > 1
+    ? ""
+    : `<p>Only one bit width was run, so each method is a single point; pass several, for example --bits 2,3,4, for curves.</p>`;
   return note + lineChart({
     id: "rate-distortion",
     title: "Perplexity against stored bits per weight, per method",
@@ -209,7 +258,12 @@ function rateDistortionChart(m: Manifest): string {
 function layerSensitivityChart(layers: [string, PlanLayer][]): string {
   const bars = layers.map(([name, layer]) => {
     const total = layer.sensitivity.reduce((a, b) => a + b, 0);
-    return { label: shortName(name), value: total, color: LAYER_COLORS[layerType(name)] ?? "#777", title: `${name}: ${total.toExponential(3)}` };
+    return {
+      label: shortName(name),
+      value: total,
+      color: LAYER_COLORS[layerType(name)] ?? "#777",
+      title: `${name}: ${total.toExponential(3)}`,
+    };
   });
   const types = [...new Set(layers.map(([name]) => layerType(name)))];
   return barChart({
@@ -238,7 +292,9 @@ function channelSensitivityChart(layers: [string, PlanLayer][]): string {
     return {
       name: shortName(p.name),
       color: palette[i % palette.length],
-      points: sorted.map((v, r) => [m > 1 ? r / (m - 1) : 0, v > 0 ? v : floor] as [number, number]),
+      points: sorted.map((v, r) =>
+        [m > 1 ? r / (m - 1) : 0, v > 0 ? v : floor] as [number, number]
+      ),
     };
   });
   return lineChart({
@@ -250,12 +306,18 @@ function channelSensitivityChart(layers: [string, PlanLayer][]): string {
   }).replace(/<circle [^>]*>.*?<\/circle>/g, "");
 }
 
-function groupBitsChart(id: string, plan: Plan): string {
+/** Index rates log2(K)/v of every group of a plan, in bits per weight. */
+function planRates(plan: Plan): Set<number> {
   const rates = new Set<number>();
   for (const layer of Object.values(plan.layers)) {
     for (const g of layer.groups) rates.add(Math.log2(g.codebookSize) / layer.vectorLength);
   }
-  const lo = Math.min(...rates), hi = Math.max(...rates);
+  return rates;
+}
+
+/** Draws one plan's group rates, colored on the scale [lo, hi] shared by every plan of the report. */
+function groupBitsChart(id: string, plan: Plan, lo: number, hi: number): string {
+  const rates = planRates(plan);
   const position = (rate: number) => (hi > lo ? (rate - lo) / (hi - lo) : 0.5);
   const rateColor = (rate: number) => viridis(position(rate));
   const rows = Object.entries(plan.layers).map(([name, layer]) => ({
@@ -267,7 +329,11 @@ function groupBitsChart(id: string, plan: Plan): string {
         color: rateColor(rate),
         text: rate.toFixed(2),
         textColor: position(rate) > 0.6 ? "#222" : "#fff",
-        title: `${name}: channels ${g.start}..${g.end - 1} of ${layer.rows} by sensitivity, K = ${g.codebookSize}, ${rate.toFixed(3)} index bits per weight`,
+        title: `${name}: channels ${g.start}..${
+          g.end - 1
+        } of ${layer.rows} by sensitivity, K = ${g.codebookSize}, ${
+          rate.toFixed(3)
+        } index bits per weight`,
       };
     }),
   }));
@@ -276,17 +342,27 @@ function groupBitsChart(id: string, plan: Plan): string {
     title: `Index bits per channel group at ${plan.bits} bits`,
     rows,
     xLabel: "share of the layer's output channels, most sensitive first",
-    legend: [...rates].sort((a, b) => a - b).map((r) => ({ name: `${r.toFixed(2)} bits`, color: rateColor(r) })),
+    legend: [...rates].sort((a, b) => a - b).map((r) => ({
+      name: `${r.toFixed(2)} bits`,
+      color: rateColor(r),
+    })),
   });
 }
 
 function stepsTable(m: Manifest): string {
-  const head = `<tr><th>step</th><th>this run</th><th>seconds</th><th>finished</th><th>outputs</th></tr>`;
+  const head =
+    `<tr><th>step</th><th>this run</th><th>seconds</th><th>finished</th><th>outputs</th></tr>`;
   const body = Object.entries(m.steps).map(([name, r]) =>
-    `<tr><td>${esc(name)}</td><td class="text">${m.run.reused.includes(name) ? "reused" : "ran"}</td><td>${r.seconds.toFixed(1)}</td>` +
-    `<td class="text">${esc(r.finishedAt)}</td><td class="text">${esc(Object.keys(r.outputs).join(", "))}</td></tr>`
+    `<tr><td>${esc(name)}</td><td class="text">${
+      m.run.reused.includes(name) ? "reused" : "ran"
+    }</td><td>${r.seconds.toFixed(1)}</td>` +
+    `<td class="text">${esc(r.finishedAt)}</td><td class="text">${
+      esc(Object.keys(r.outputs).join(", "))
+    }</td></tr>`
   ).join("");
-  return `<table id="steps">${head}${body}</table><p>This run took ${m.run.seconds.toFixed(1)} s: ${m.run.ran.length} steps ran, ${m.run.reused.length} were reused.</p>`;
+  return `<table id="steps">${head}${body}</table><p>This run took ${
+    m.run.seconds.toFixed(1)
+  } s: ${m.run.ran.length} steps ran, ${m.run.reused.length} were reused.</p>`;
 }
 
 function inputsTable(m: Manifest): string {
@@ -295,7 +371,11 @@ function inputsTable(m: Manifest): string {
     ...m.inputs.calibData.map((f): [string, FileFingerprint] => ["calibration data", f]),
     ...m.inputs.evalData.map((f): [string, FileFingerprint] => ["evaluation data", f]),
   ];
-  const body = files.map(([role, f]) => `<tr><td>${role}</td><td class="text"><code>${esc(f.path)}</code></td><td>${esc(formatBytes(f.bytes))}</td><td class="text"><code>${f.sha256}</code></td></tr>`).join("");
+  const body = files.map(([role, f]) =>
+    `<tr><td>${role}</td><td class="text"><code>${esc(f.path)}</code></td><td>${
+      esc(formatBytes(f.bytes))
+    }</td><td class="text"><code>${f.sha256}</code></td></tr>`
+  ).join("");
   return `<table id="inputs"><tr><th>role</th><th>path</th><th>size</th><th>sha256</th></tr>${body}</table>`;
 }
 

@@ -112,7 +112,10 @@ export function trainBpe(texts: Iterable<string>, options: BpeTrainOptions): Tra
 
 /**
  * Builds the tokenizer.json object of a trained vocabulary, loadable by
- * `@huggingface/tokenizers` and by the Rust `tokenizers` library.
+ * `@huggingface/tokenizers` (the tests load it with version 0.2.0).
+ *
+ * NOTE: merges are written as [left, right] pairs. Older releases of the Rust `tokenizers`
+ * library expect "left right" strings instead. No Rust or Python loader was tried here.
  *
  * @param bpe Trained vocabulary.
  * @returns A JSON-serialisable tokenizer description.

@@ -34,6 +34,8 @@ export interface ModelCardFacts {
   sources: string[];
   /** Gradient engine's label. */
   engine: string;
+  /** Stored dtype of model.safetensors. */
+  dtype: string;
 }
 
 /**
@@ -75,6 +77,7 @@ export function modelCard(f: ModelCardFacts): string {
     ...curve,
     "",
     `Final: loss ${f.heldOut.loss.toFixed(4)}, perplexity ${Math.exp(f.heldOut.loss).toFixed(2)} over ${f.heldOut.windows} non-overlapping held-out windows of ${o.seqLen} tokens, each starting with BOS.`,
+    `The weights are stored as ${f.dtype}. The perplexities above were measured with the f32 training weights${f.dtype === "f32" ? "" : ", before rounding"}.`,
     "",
   ].join("\n");
 }

@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import { expectedTensors, type ModelConfig } from "../model/config.ts";
 import { MemoryWeightStore } from "../model/model.ts";
-import { writeHf } from "../formats/hf_writer.ts";
+import { type HfDtype, writeHf } from "../formats/hf_writer.ts";
 import { HfTokenizer } from "../tokenizer/hf_tokenizer.ts";
 import { UsageError } from "../errors.ts";
 import { writeFileAtomic, writeTextFileAtomic } from "../util/atomic_write.ts";
@@ -49,12 +49,12 @@ export interface TrainModelOptions extends ModelShape, Omit<TrainOptions, "check
   dataSource: "npm" | readonly string[];
   /** Output Hugging Face directory (must not exist). */
   out: string;
+  /** Stored dtype of model.safetensors (f16 halves the size on disk). Default "f32". */
+  dtype?: HfDtype;
   /** Held-out windows of the final perplexity. Default 256. */
   finalEvalWindows?: number;
   /** Builds the gradient engine. Default: the TypeScript reference. */
   createEngine?: (config: ModelConfig, params: Map<string, Float32Array>) => Promise<GradientEngine>;
-  /** Stop after writing the work files and the checkpoint of step `stopAfter` (tests). */
-  stopAfter?: number;
 }
 
 /** Result of {@linkcode trainModel}. */
@@ -133,11 +133,12 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainModel
     const loss = await meanLoss(engine, windows, options.batchSize);
     log(`final held-out loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)} over ${windows.length} windows of ${options.seqLen} tokens`);
     const heldOut = { loss, windows: windows.length };
-    const card = modelCard({ options, config, tokens, result, heldOut, sources: sourceLines(options), engine: engine.label });
+    const card = modelCard({ options, config, tokens, result, heldOut, sources: sourceLines(options), engine: engine.label, dtype: options.dtype ?? "f32" });
     const shapes = expectedTensors(config);
     const tensors = new Map([...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
     const encoder = new TextEncoder();
     await writeHf({ config, weights: new MemoryWeightStore(out, tensors) }, out, {
+      dtype: options.dtype ?? "f32",
       quiet: options.quiet,
       files: {
         "tokenizer.json": encoder.encode(JSON.stringify(tokenizerJson)),

@@ -1,0 +1,83 @@
+/**
+ * Types and constants of the quantized-model file (docs/format.md): the layer descriptions
+ * stored under the `layers` metadata key, and what the writer takes and the reader returns.
+ *
+ * @module
+ */
+import type { ModelConfig } from "../model/config.ts";
+import type { WeightStore } from "../model/model.ts";
+import type { SafetensorsFile, TensorToWrite } from "./safetensors.ts";
+
+/** Value of the `format` metadata key. */
+export const QUANTIZED_FORMAT = "rsavq-quantized";
+/** Current format version (metadata key `version`). */
+export const QUANTIZED_VERSION = 1;
+
+/** One stage of a channel group: a codebook and the packed indices into it. */
+export interface VqStage {
+  /** Tensor name of the F16 codebook [size, vectorLength]. */
+  codebook: string;
+  /** Codebook entries K; indices are ceil(log2 K) bits wide (at least 1). */
+  size: number;
+  /** Tensor name of the packed U32 indices. */
+  indices: string;
+}
+
+/** Rows channelOrder[start..end) of a layer, quantized with their own codebooks. */
+export interface VqGroupDesc {
+  start: number;
+  end: number;
+  /** First stage, then residual stages; dequantized vectors are their sum. */
+  stages: VqStage[];
+}
+
+/** Metadata of a vector-quantized layer. */
+export interface VqLayerDesc {
+  kind: "vq";
+  rows: number;
+  cols: number;
+  vectorLength: number;
+  /** Whether `P.channel_order` is stored; otherwise rows are in natural order. */
+  channelOrder: boolean;
+  groups: VqGroupDesc[];
+}
+
+/** Metadata of a uniformly quantized layer (RTN, GPTQ). */
+export interface UniformLayerDesc {
+  kind: "uniform";
+  rows: number;
+  cols: number;
+  /** Code width in bits (1-8). */
+  bits: number;
+  /** Input columns per scale and zero point; the last group of a row may be partial. */
+  groupSize: number;
+}
+
+/** Metadata of one quantized layer. */
+export type LayerDesc = VqLayerDesc | UniformLayerDesc;
+
+/** Everything a quantized file holds, in memory, as the writer takes it. */
+export interface QuantizedModelData {
+  /** The original model's hyperparameters. */
+  config: ModelConfig;
+  /** Quantized layers by prefix (the tensor name without ".weight"). */
+  layers: Record<string, LayerDesc>;
+  /** Every stored tensor: unquantized weights, scales, indices, codebooks. */
+  tensors: Record<string, TensorToWrite>;
+  /** Method, settings and results, stored as JSON under `quantization`. */
+  quantization: Record<string, unknown>;
+}
+
+/** An open quantized model: validated metadata and lazy dequantization. */
+export interface QuantizedModelFile {
+  /** Original hyperparameters. */
+  config: ModelConfig;
+  /** Quantized layers by prefix. */
+  layers: Record<string, LayerDesc>;
+  /** Stored settings and results. */
+  quantization: Record<string, unknown>;
+  /** Dense weights under canonical names (quantized layers dequantized on read). */
+  weights: WeightStore;
+  /** The underlying file, for raw access to packed tensors. */
+  file: SafetensorsFile;
+}

@@ -1,0 +1,294 @@
+/**
+ * The pipeline's steps in order, each a file in the output folder: sampled data,
+ * calibration, the original model's evaluation, and per bit width the allocation plan and
+ * every method's quantized model and evaluation. Returns the results table's rows.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { readTokenFile } from "../data/token_files.ts";
+import type { ChoiceQuestion } from "../data/choice_tasks.ts";
+import { METHODS_NEEDING_STATISTICS, type QuantMethod } from "../quantize/types.ts";
+import type { StepRecord } from "./manifest.ts";
+import { PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
+import type { PipelineResources } from "./resources.ts";
+import type { StepSpec } from "./step_runner.ts";
+import {
+  allocateStep,
+  calibrateStep,
+  evaluateOriginalStep,
+  evaluateStep,
+  type EvaluateStepResult,
+  quantizeStep,
+  type QuantizeStepResult,
+  zeroShotStep,
+  type ZeroShotStepResult,
+} from "./steps.ts";
+import type { ResultRow } from "./summary.ts";
+import { checkDisjointWindows, readDocuments, sampleWindowsFile } from "./token_streams.ts";
+
+/** Inputs of {@linkcode scheduleSteps}. */
+export interface ScheduleContext {
+  /** Resolved options. */
+  o: ResolvedPipelineOptions;
+  /** Output folder. */
+  dir: string;
+  /** Tokens per calibration sequence and evaluation window. */
+  seqLen: number;
+  /** Model, engine and device. */
+  resources: PipelineResources;
+  /** Parsed multiple-choice questions; empty for none. */
+  questions: ChoiceQuestion[];
+  /** Size of the original model's files in bytes. */
+  modelBytes: number;
+  /** Reuses or runs one step and saves the manifest. */
+  step: (spec: StepSpec) => Promise<StepRecord>;
+  /** Receives each results row as soon as its steps are done. */
+  results: ResultRow[];
+}
+
+/**
+ * Reuses or runs every step of the pipeline in order and appends the results rows.
+ *
+ * @param context Options, folder, resources and the step function.
+ */
+export async function scheduleSteps(context: ScheduleContext): Promise<void> {
+  const { o, dir, seqLen, resources, questions, step, results } = context;
+  const model = resources.model;
+  const path = (name: string) => join(dir, name);
+  const fileInputs = (role: string, files: string[]) =>
+    Object.fromEntries(files.map((f, i) => [`${role}${i}`, f]));
+
+  const methods: QuantMethod[] = [o.method, ...o.compare];
+  const usesPlan = PLAN_METHODS.has(o.method);
+  const needsFisher = usesPlan || methods.some((m) => METHODS_NEEDING_STATISTICS.has(m));
+
+  // data: sampled windows, or the user's files
+  let calibFiles = o.calibData;
+  let calibAfter: string[] = [];
+  if (needsFisher && o.calibData.length === 0) {
+    await step({
+      name: "sample-calibration",
+      inputs: { model: o.model },
+      settings: { tokens: o.calibTokens, seed: o.seed, seqLen, engine: o.engine },
+      after: [],
+      outputs: ["calib_tokens.json"],
+      run: () =>
+        sampleWindowsFile(resources, {
+          tokens: o.calibTokens!,
+          seed: o.seed,
+          out: path("calib_tokens.json"),
+          label: "sample calibration",
+          quiet: o.quiet,
+        }),
+    });
+    calibFiles = [path("calib_tokens.json")];
+    calibAfter = ["sample-calibration"];
+  }
+  let evalFiles = o.evalData;
+  let evalAfter: string[] = [];
+  if (o.evalData.length === 0) {
+    await step({
+      name: "sample-evaluation",
+      inputs: { model: o.model },
+      settings: { tokens: o.evalTokens, seed: o.seed + 1, seqLen, engine: o.engine },
+      after: [],
+      outputs: ["eval_tokens.json"],
+      run: () =>
+        sampleWindowsFile(resources, {
+          tokens: o.evalTokens!,
+          seed: o.seed + 1,
+          out: path("eval_tokens.json"),
+          label: "sample evaluation",
+          quiet: o.quiet,
+        }),
+    });
+    evalFiles = [path("eval_tokens.json")];
+    evalAfter = ["sample-evaluation"];
+  }
+  if (needsFisher && o.calibData.length === 0 && o.evalData.length === 0) {
+    const vocabSize = model.config.vocabSize;
+    checkDisjointWindows(
+      await readTokenFile(calibFiles[0], { vocabSize }),
+      await readTokenFile(evalFiles[0], { vocabSize }),
+    );
+  }
+  let evalDocuments: Int32Array[] | null = null;
+  const documents = async () =>
+    evalDocuments ??= o.evalData.length === 0
+      ? await readTokenFile(evalFiles[0], { vocabSize: model.config.vocabSize })
+      : await readDocuments(evalFiles, resources, o.evalTokens);
+
+  // calibration statistics, when a method or the plan needs them
+  const fisher = path("fisher.safetensors");
+  if (needsFisher) {
+    const sequences = o.calibTokens === null ? undefined : Math.floor(o.calibTokens / seqLen);
+    await step({
+      name: "calibrate",
+      inputs: { model: o.model, ...fileInputs("data", calibFiles) },
+      settings: { seqLen, sequences: sequences ?? null, engine: o.engine, fullG: false },
+      after: calibAfter,
+      outputs: ["fisher.safetensors"],
+      run: () =>
+        calibrateStep(resources, { files: calibFiles, sequences, out: fisher, quiet: o.quiet }),
+    });
+  }
+
+  // reference figures of the original model on the evaluation data
+  const original = await step({
+    name: "eval-original",
+    inputs: { model: o.model, ...fileInputs("data", evalFiles) },
+    settings: { seqLen, evalTokens: o.evalTokens, engine: o.engine },
+    after: evalAfter,
+    outputs: ["eval-original.json"],
+    run: async () =>
+      evaluateOriginalStep(resources, {
+        documents: await documents(),
+        out: path("eval-original.json"),
+        quiet: o.quiet,
+      }),
+  });
+  const ref = original.result as { ppl: number; nll_stderr: number };
+  const zeroShot = async (name: string, quantized: string | null, after: string[]) => {
+    if (questions.length === 0) return {};
+    const record = await step({
+      name: `zeroshot-${name}`,
+      inputs: {
+        model: o.model,
+        ...(quantized ? { quantized } : {}),
+        ...fileInputs("tasks", o.choiceTasks),
+      },
+      settings: { engine: o.engine },
+      after,
+      outputs: [`zeroshot-${name}.json`],
+      run: () =>
+        zeroShotStep(resources, {
+          model: quantized,
+          questions,
+          out: path(`zeroshot-${name}.json`),
+          label: `zero-shot ${name}`,
+          quiet: o.quiet,
+        }),
+    });
+    const r = record.result as ZeroShotStepResult;
+    return { zeroShotAcc: r.acc, zeroShotAccNorm: r.acc_norm };
+  };
+  results.push({
+    method: "original",
+    bits: null,
+    bpw: null,
+    ppl: ref.ppl,
+    pplStderr: ref.ppl * ref.nll_stderr,
+    kldMean: 0,
+    kldP99: 0,
+    top1: 1,
+    fileBytes: context.modelBytes,
+    quantizeSeconds: null,
+    file: o.model,
+    ...(await zeroShot("original", null, [])),
+  });
+
+  for (const bits of o.bits) {
+    const planName = `plan-${bits}.json`;
+    if (usesPlan) {
+      await step({
+        name: `allocate-${bits}`,
+        inputs: { model: o.model, fisher },
+        settings: { bits, groups: o.groups, vectorLength: o.vectorLength, scope: o.scope },
+        after: ["calibrate"],
+        outputs: [planName],
+        run: () =>
+          allocateStep(resources, {
+            fisher,
+            bits,
+            groups: o.groups,
+            vectorLength: o.vectorLength,
+            scope: o.scope,
+            out: path(planName),
+            quiet: o.quiet,
+          }),
+      });
+    }
+    for (const method of methods) {
+      const name = `${method}-${bits}`;
+      const stats = METHODS_NEEDING_STATISTICS.has(method) ? fisher : null;
+      const plan = method === o.method && usesPlan ? path(planName) : null;
+      const quantized = await step({
+        name: `quantize-${name}`,
+        inputs: { model: o.model, ...(stats ? { fisher } : {}), ...(plan ? { plan } : {}) },
+        settings: {
+          method,
+          bits,
+          vectorLength: o.vectorLength,
+          seed: o.seed,
+          unquantized: "F16",
+          engine: o.engine,
+        },
+        after: [...(stats ? ["calibrate"] : []), ...(plan ? [`allocate-${bits}`] : [])],
+        outputs: [`${name}.safetensors`],
+        run: () =>
+          quantizeStep(resources, {
+            method,
+            bits,
+            fisher: stats,
+            plan,
+            vectorLength: o.vectorLength,
+            seed: o.seed,
+            out: path(`${name}.safetensors`),
+            quiet: o.quiet,
+          }),
+      });
+      const evaluated = await step({
+        name: `eval-${name}`,
+        inputs: {
+          model: o.model,
+          quantized: path(`${name}.safetensors`),
+          ...fileInputs("data", evalFiles),
+        },
+        settings: { seqLen, evalTokens: o.evalTokens, engine: o.engine },
+        after: [`quantize-${name}`, ...evalAfter],
+        outputs: [`eval-${name}.json`],
+        run: async () =>
+          evaluateStep(resources, {
+            model: path(`${name}.safetensors`),
+            documents: await documents(),
+            out: path(`eval-${name}.json`),
+            label: `eval ${name}`,
+            quiet: o.quiet,
+          }),
+      });
+      results.push({
+        ...resultRow(
+          method,
+          bits,
+          `${name}.safetensors`,
+          quantized.result as QuantizeStepResult,
+          evaluated.result as EvaluateStepResult,
+        ),
+        ...(await zeroShot(name, path(`${name}.safetensors`), [`quantize-${name}`])),
+      });
+    }
+  }
+}
+
+function resultRow(
+  method: string,
+  bits: number,
+  file: string,
+  q: QuantizeStepResult,
+  e: EvaluateStepResult,
+): ResultRow {
+  return {
+    method,
+    bits,
+    bpw: q.bpw,
+    ppl: e.ppl,
+    pplStderr: e.ppl * e.nll_stderr,
+    kldMean: e.kld_mean ?? NaN,
+    kldP99: e.kld_p99 ?? NaN,
+    top1: e.top1_agreement ?? NaN,
+    fileBytes: e.file_bytes,
+    quantizeSeconds: q.seconds,
+    file,
+  };
+}
