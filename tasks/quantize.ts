@@ -2,7 +2,8 @@
  * `deno task quantize`: quantize a model's linear layers and write a quantized model file.
  *
  * deno task quantize --model PATH [--fisher FILE] --method rtn|gptq|kmeans|vptq|rsavq
- *   --bits B [--vector-length V] [--codebook-size K] [--residual K2] [--group-size G]
+ *   --bits B [--vector-length V] [--codebook-size K] [--residual K2]
+ *   [--codebook-scope layer|block|type|model|auto] [--group-size G]
  *   [--plan FILE] [--lambda L] [--edsg projection|linear|none] [--fisher-metric kfac|empirical]
  *   [--iterations N] [--seed S] [--gpu auto|always|never] [--quiet] --out FILE
  *
@@ -14,7 +15,12 @@ import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
 import { readWcsgPlan } from "../src/quantize/plan.ts";
-import { QUANTIZE_DEFAULTS, quantizeModel } from "../src/quantize/quantize_model.ts";
+import {
+  CODEBOOK_SCOPE_OPTIONS,
+  type CodebookScopeOption,
+  QUANTIZE_DEFAULTS,
+  quantizeModel,
+} from "../src/quantize/quantize_model.ts";
 import { totalBytes } from "../src/quantize/layer_report.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
 import {
@@ -35,6 +41,9 @@ Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
   --vector-length V     VQ vector length: 2, 4, 6 or 8 (default ${QUANTIZE_DEFAULTS.vectorLength})
   --codebook-size K     fixed codebook size instead of the largest that fits --bits
   --residual K2         add a residual stage with K2 codewords (default none)
+  --codebook-scope S    share VQ codebooks per layer | block | type (one per projection
+                        across blocks) | model, or auto: try each and keep the lowest
+                        Fisher-weighted error (needs --fisher) (default ${QUANTIZE_DEFAULTS.codebookScope})
   --group-size G        columns per scale group for rtn and gptq (default ${QUANTIZE_DEFAULTS.groupSize})
   --plan FILE           WCSG plan from deno task allocate; followed exactly
   --lambda L            EDSG weight for rsavq (default ${QUANTIZE_DEFAULTS.lambda})
@@ -83,6 +92,7 @@ async function main(): Promise<void> {
       "vector-length": { type: "string" },
       "codebook-size": { type: "string" },
       residual: { type: "string" },
+      "codebook-scope": { type: "string" },
       "group-size": { type: "string" },
       plan: { type: "string" },
       lambda: { type: "string" },
@@ -125,6 +135,11 @@ async function main(): Promise<void> {
       vectorLength: number("--vector-length", values["vector-length"]),
       codebookSize: number("--codebook-size", values["codebook-size"]),
       residual: number("--residual", values.residual),
+      codebookScope: oneOf<CodebookScopeOption>(
+        "--codebook-scope",
+        values["codebook-scope"],
+        CODEBOOK_SCOPE_OPTIONS,
+      ),
       groupSize: number("--group-size", values["group-size"]),
       plan,
       lambda: number("--lambda", values.lambda),
@@ -141,11 +156,15 @@ async function main(): Promise<void> {
       statisticsPath: values.fisher,
     });
     const bytes = totalBytes(result.layers);
+    const codebooks = bytes.codebooks + result.sharedBytes;
+    const shared = result.sharedCodebooks.length
+      ? ` (${result.sharedCodebooks.length} shared by ${result.codebookScope})`
+      : "";
     console.log(
       `${result.method}: ${
         result.bpw.toFixed(4)
-      } bpw (target ${result.targetBpw}) over ${result.layers.length} layers; ` +
-        `indices ${bytes.indices} B, codebooks ${bytes.codebooks} B, scales ${bytes.scales} B, permutations ${bytes.permutation} B; ` +
+      } bpw (target ${result.targetBpw}) over ${result.layers.length} layers, codebook scope ${result.codebookScope}; ` +
+        `indices ${bytes.indices} B, codebooks ${codebooks} B${shared}, scales ${bytes.scales} B, permutations ${bytes.permutation} B; ` +
         `embeddings, norms and head unquantized; ${
           result.seconds.toFixed(1)
         } s; wrote ${result.path}`,

