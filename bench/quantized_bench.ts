@@ -128,8 +128,8 @@ for (const [rows, cols] of SHAPES) {
 }
 
 if (import.meta.main) {
-  // table mode: the best of 5 measurements after one warm-up (pipeline compilation); the
-  // minimum is the least disturbed by other processes sharing a software adapter's CPU
+  // table mode: the best of 5 measurements after one warm-up (pipeline compilation). The
+  // minimum is the least disturbed by other processes that share a software adapter's CPU.
   console.log(
     `adapter: ${gpu.adapterName}; products per submit: ${REPS.decode} decode, ${REPS.prefill} prefill; prefill T = ${PREFILL_TOKENS}`,
   );

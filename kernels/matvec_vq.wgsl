@@ -20,6 +20,10 @@
 // value is loaded once per four rows; positions past the group are clamped on load and
 // skipped on store. It runs CB_WORDS / WG copy iterations plus q1 - q0 vector
 // iterations; the host keeps that sum below the 65535-iteration cap.
+//
+// NOTE: one invocation walks whole rows, which suits CPU adapters (lavapipe) but leaves a
+// many-core GPU mostly idle on a small group; splitting columns across a workgroup with
+// a reduction would be the GPU-tuned form. It has not been measured on a hardware GPU.
 
 override V: u32 = 4;               // vector length, 1 to 8
 override WG: u32 = 64;             // invocations per workgroup, four rows each

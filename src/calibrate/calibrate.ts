@@ -75,7 +75,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   if (seqLen < 2) throw new UsageError(`Calibration sequences need at least 2 tokens, sequence 0 has ${seqLen}`);
   const uneven = data.windows.findIndex((w) => w.length !== seqLen);
   if (uneven >= 0) {
-    throw new UsageError(`Calibration sequences must have the same length: sequence 0 has ${seqLen} tokens, sequence ${uneven} has ${data.windows[uneven].length}`);
+    throw new UsageError(`Calibration sequences must have the same length: sequence 0 has ${seqLen} tokens, sequence ${uneven} has ${data.windows[uneven].length} tokens`);
   }
   const id: RunIdentity = {
     model: model.path,
