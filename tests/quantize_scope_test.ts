@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { openQuantizedModel, type QuantizedModelFile } from "../src/formats/quantized.ts";
+import {
+  openQuantizedModel,
+  type QuantizedModelFile,
+  type VqStage,
+} from "../src/formats/quantized.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { chooseCodebookSize, chooseScopeCodebookSize, vqScopeBpw } from "../src/quantize/budget.ts";
@@ -46,7 +50,7 @@ function layerTensorNames(q: QuantizedModelFile, prefix: string): string[] {
 async function assertSameLayers(a: QuantizedModelFile, b: QuantizedModelFile, prefixes: string[]) {
   for (const prefix of prefixes) {
     const [la, lb] = [a.layers[prefix], b.layers[prefix]];
-    assert.ok(la.kind === "vq" && lb.kind === "vq", prefix);
+    if (la.kind !== "vq" || lb.kind !== "vq") throw new Error(`${prefix} is not vector-quantized`);
     assert.deepEqual(
       await a.weights.read(`${prefix}.weight`),
       await b.weights.read(`${prefix}.weight`),
@@ -55,7 +59,7 @@ async function assertSameLayers(a: QuantizedModelFile, b: QuantizedModelFile, pr
     assert.deepEqual(await a.file.readBytes(`${prefix}.scales`), await b.file.readBytes(`${prefix}.scales`));
     for (const [g, group] of la.groups.entries()) {
       for (const [s, stage] of group.stages.entries()) {
-        const other = lb.groups[g].stages[s];
+        const other: VqStage = lb.groups[g].stages[s];
         assert.equal(stage.size, other.size, `${prefix} g${g} s${s}: size`);
         assert.deepEqual(
           await a.file.readBytes(stage.indices),

@@ -8,7 +8,7 @@
 import { FormatError } from "../errors.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { validateConfig } from "../model/config.ts";
-import type { WeightStore } from "../model/model.ts";
+import type { PackedLayers, WeightStore } from "../model/model.ts";
 import { decodeToF32 } from "./dtype.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 import { dequantizeUniform, dequantizeVq } from "./quantized_dequantize.ts";
@@ -181,12 +181,14 @@ function validateLayer(file: SafetensorsFile, prefix: string, layer: LayerDesc):
 /** Dense view of a quantized file: quantized layers are dequantized when read. */
 class QuantizedWeightStore implements WeightStore {
   readonly source: string;
+  readonly packed: PackedLayers;
   #file: SafetensorsFile;
   #layers: Map<string, LayerDesc>;
   #plain: Set<string>;
 
   constructor(file: SafetensorsFile, layers: Record<string, LayerDesc>) {
     this.source = file.path;
+    this.packed = { layers, tensors: file };
     this.#file = file;
     this.#layers = new Map(Object.entries(layers).map(([p, l]) => [`${p}.weight`, l]));
     const stored = new Set<string>();

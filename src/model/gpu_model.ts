@@ -15,7 +15,7 @@ import { UsageError } from "../errors.ts";
 import { add } from "../ops/add.ts";
 import { attention } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
-import { linear } from "../ops/linear.ts";
+import { linearAny as linear } from "../ops/quantized_linear.ts";
 import { rmsnorm } from "../ops/rmsnorm.ts";
 import { rope } from "../ops/rope.ts";
 import { swiglu } from "../ops/swiglu.ts";
@@ -27,6 +27,7 @@ import {
   releaseWeights,
   type RunBuffers,
   uploadWeights,
+  weightBytes,
 } from "./gpu_model_buffers.ts";
 
 /** Options of {@linkcode GpuModel.create}. */
@@ -115,6 +116,11 @@ export class GpuModel implements CausalLM {
       releaseRunBuffers(gpu, run);
       throw err;
     }
+  }
+
+  /** Bytes of the weights on the GPU (quantized layers count their stored bytes). */
+  get weightBytes(): number {
+    return weightBytes(this.#weights);
   }
 
   get position(): number {

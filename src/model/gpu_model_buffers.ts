@@ -12,21 +12,25 @@ import { Progress } from "../util/progress.ts";
 import { attentionScratchBytes } from "../ops/attention.ts";
 import { type GpuMatrix, releaseMatrix, uploadMatrix } from "../ops/gpu_matrix.ts";
 import { ropeTable } from "../ops/rope.ts";
+import { CodebookCache, QuantizedLinear } from "../ops/quantized_linear.ts";
+
+/** A linear layer's weight on the GPU: dense f32 row chunks, or the packed codes of a quantized file. */
+export type LinearWeight = GpuMatrix | QuantizedLinear;
 
 /** Weights of one transformer block on the GPU. */
 export interface BlockWeights {
   attnNorm: GPUBuffer; // [dim]
-  wq: GpuMatrix; // [nHeads * headDim, dim]
-  wk: GpuMatrix; // [nKvHeads * headDim, dim]
-  wv: GpuMatrix; // [nKvHeads * headDim, dim]
-  wo: GpuMatrix; // [dim, nHeads * headDim]
+  wq: LinearWeight; // [nHeads * headDim, dim]
+  wk: LinearWeight; // [nKvHeads * headDim, dim]
+  wv: LinearWeight; // [nKvHeads * headDim, dim]
+  wo: LinearWeight; // [dim, nHeads * headDim]
   bq: GPUBuffer | null; // [nHeads * headDim] (qkvBias only)
   bk: GPUBuffer | null; // [nKvHeads * headDim]
   bv: GPUBuffer | null; // [nKvHeads * headDim]
   ffnNorm: GPUBuffer; // [dim]
-  wGate: GpuMatrix; // [hiddenDim, dim]
-  wUp: GpuMatrix; // [hiddenDim, dim]
-  wDown: GpuMatrix; // [dim, hiddenDim]
+  wGate: LinearWeight; // [hiddenDim, dim]
+  wUp: LinearWeight; // [hiddenDim, dim]
+  wDown: LinearWeight; // [dim, hiddenDim]
 }
 
 /** Activations of one pass of up to `tokens` rows, and the KV cache. */
@@ -49,9 +53,10 @@ export interface RunBuffers {
 /** Every weight of the model on the GPU. */
 export interface ModelWeights {
   embed: GpuMatrix; // [vocabSize, dim]
-  head: GpuMatrix; // [vocabSize, dim]; the embedding itself when tied
+  head: LinearWeight; // [vocabSize, dim]; the embedding itself when tied
   finalNorm: GPUBuffer; // [dim]
   blocks: BlockWeights[];
+  codebooks: CodebookCache | null; // codebooks shared by the quantized layers
 }
 
 /**
@@ -98,12 +103,25 @@ export async function uploadWeights(
     return data;
   };
   const vector = async (name: string) => gpu.upload(await read(name), name);
-  const matrix = async (name: string) => {
+  const dense = async (name: string) => {
     const [rows, cols] = expected.get(name)!;
     return uploadMatrix(gpu, await read(name), rows, cols, name, options.maxChunkBytes);
   };
+  // quantized layers go up as their packed codes and are never read dense
+  const packed = weights.packed;
+  const codebooks = packed ? new CodebookCache(gpu) : null;
+  const matrix = async (name: string): Promise<LinearWeight> => {
+    const prefix = name.replace(/\.weight$/, "");
+    const layer = packed?.layers[prefix];
+    if (!packed || !layer) return await dense(name);
+    const uploaded = await QuantizedLinear.upload(gpu, prefix, layer, packed.tensors, {
+      codebooks: codebooks!,
+    });
+    progress.advance(1, name);
+    return uploaded;
+  };
 
-  const embed = await matrix(tensorNames.embed);
+  const embed = await dense(tensorNames.embed);
   const blocks: BlockWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
     const bias = (projection: "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj") =>
@@ -126,7 +144,29 @@ export async function uploadWeights(
   const finalNorm = await vector(tensorNames.finalNorm);
   const head = config.tiedEmbeddings ? embed : await matrix(tensorNames.lmHead);
   progress.finish();
-  return { embed, head, finalNorm, blocks };
+  return { embed, head, finalNorm, blocks, codebooks };
+}
+
+/**
+ * Bytes of every weight on the GPU: dense f32 matrices and vectors, and the stored bytes of
+ * quantized layers and their shared codebooks.
+ *
+ * @param weights Uploaded weights.
+ */
+export function weightBytes(weights: ModelWeights): number {
+  const size = (w: LinearWeight | GPUBuffer | null): number => {
+    if (!w) return 0;
+    if (w instanceof QuantizedLinear) return w.weightBytes;
+    if ("chunks" in w) return w.chunks.reduce((sum, c) => sum + c.buffer.size, 0);
+    return w.size;
+  };
+  let total = size(weights.embed) + size(weights.finalNorm) + (weights.codebooks?.bytes ?? 0);
+  if (weights.head !== weights.embed) total += size(weights.head);
+  for (const b of weights.blocks) {
+    const parts = [b.attnNorm, b.ffnNorm, b.bq, b.bk, b.bv, b.wq, b.wk, b.wv, b.wo, b.wGate, b.wUp, b.wDown];
+    for (const w of parts) total += size(w);
+  }
+  return total;
 }
 
 /**
@@ -136,11 +176,14 @@ export async function uploadWeights(
  * @param weights Weights to free.
  */
 export function releaseWeights(gpu: GpuContext, weights: ModelWeights): void {
+  const releaseLinear = (w: LinearWeight) =>
+    w instanceof QuantizedLinear ? w.release() : releaseMatrix(gpu, w);
   releaseMatrix(gpu, weights.embed);
-  if (weights.head !== weights.embed) releaseMatrix(gpu, weights.head);
+  if (weights.head !== weights.embed) releaseLinear(weights.head);
   gpu.release(weights.finalNorm);
+  weights.codebooks?.release();
   for (const b of weights.blocks) {
-    for (const m of [b.wq, b.wk, b.wv, b.wo, b.wGate, b.wUp, b.wDown]) releaseMatrix(gpu, m);
+    for (const m of [b.wq, b.wk, b.wv, b.wo, b.wGate, b.wUp, b.wDown]) releaseLinear(m);
     for (const v of [b.attnNorm, b.ffnNorm, b.bq, b.bk, b.bv]) if (v) gpu.release(v);
   }
 }

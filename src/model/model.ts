@@ -4,6 +4,8 @@
  *
  * @module
  */
+import type { LayerDesc } from "../formats/quantized.ts";
+import type { PackedTensorSource } from "../ops/quantized_tensors.ts";
 import type { ModelConfig } from "./config.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { FormatError } from "../errors.ts";
@@ -20,6 +22,17 @@ export interface WeightStore {
   read(name: string): Promise<Float32Array>;
   /** Releases open file handles. */
   close(): void;
+  /**
+   * The packed layers behind this store when it reads a quantized file: GPU code runs
+   * them with the quantized kernels instead of reading them dense.
+   */
+  readonly packed?: PackedLayers;
+}
+
+/** Quantized layers by prefix and the source of their packed tensors. */
+export interface PackedLayers {
+  layers: Record<string, LayerDesc>;
+  tensors: PackedTensorSource;
 }
 
 /** Checkpoint formats the loaders recognise. */
