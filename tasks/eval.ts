@@ -240,6 +240,8 @@ async function runPerplexity(
     ...result,
     ...(model.format === "quantized" ? await quantizationSummary(args.model) : {}),
     file_bytes: await checkpointBytes(args.model),
+    // Bytes of weights resident on the GPU (packed codes for a quantized model).
+    ...("weightBytes" in lm ? { weight_bytes: (lm as { weightBytes: number }).weightBytes } : {}),
     seconds: round(seconds, 3),
   };
   console.log(args.json ? JSON.stringify(report) : formatPerplexitySummary(report, result));

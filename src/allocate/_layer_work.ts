@@ -107,8 +107,8 @@ function groupOptions(rows: number, cols: number, s: SolveSettings): { k: number
  * @param weights Weights the budget covers.
  */
 export function budgetBytes(bits: number, weights: number): number {
-  let bytes = Math.floor((bits * weights) / 8) + 64;
-  while (bytes > 1e12) bytes--;
+  let bytes = Math.floor((bits * weights) / 8);
+  while (bytes > 0 && (bytes * 8) / weights > bits) bytes--;
   return bytes;
 }
 
