@@ -39,7 +39,13 @@ function tokenIds(count: number, vocab: number): Int32Array {
 }
 
 /** Registers forward-only and calibration benches of one model on the given engines. */
-async function register(label: string, config: ModelConfig, weights: WeightStore, T: number, withReference: boolean): Promise<void> {
+async function register(
+  label: string,
+  config: ModelConfig,
+  weights: WeightStore,
+  T: number,
+  withReference: boolean,
+): Promise<void> {
   const tokens = tokenIds(T, config.vocabSize);
   const group = `${label} ${T} tokens`;
   const counts = withReference ? { n: 5, warmup: 1 } : { n: 3, warmup: 1 };
@@ -53,10 +59,16 @@ async function register(label: string, config: ModelConfig, weights: WeightStore
   });
   const pass = await GpuBackward.create(gpu, config, weights);
   disposers.push(() => pass.dispose());
-  Deno.bench({ name: `${group}: forward loss only (gpu training pass)`, group, ...counts }, async () => {
-    await pass.run(tokens, { lossOnly: true });
+  Deno.bench(
+    { name: `${group}: forward loss only (gpu training pass)`, group, ...counts },
+    async () => {
+      await pass.run(tokens, { lossOnly: true });
+    },
+  );
+  const engine: GradientEngine = await GpuEngine.create(gpu, config, weights, {
+    fullG: false,
+    ownsGpu: false,
   });
-  const engine: GradientEngine = await GpuEngine.create(gpu, config, weights, { fullG: false, ownsGpu: false });
   disposers.push(() => engine.dispose());
   Deno.bench({ name: `${group}: calibrate (gpu)`, group, ...counts }, async () => {
     await engine.accumulate(tokens, acc);

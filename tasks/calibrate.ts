@@ -8,7 +8,7 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../src/model/load.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
-import { loadCalibrationData, validateDataSpec, type DataSpec } from "../src/calibrate/data.ts";
+import { type DataSpec, loadCalibrationData, validateDataSpec } from "../src/calibrate/data.ts";
 import { createEngine } from "../src/calibrate/create_engine.ts";
 import { calibrate } from "../src/calibrate/calibrate.ts";
 import { Progress } from "../src/util/progress.ts";
@@ -43,7 +43,9 @@ Options:
   --out FILE           Output statistics file (.safetensors)
   --resume             Continue an interrupted run from FILE.partial
   --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)
-  --sample-engine E    Engine that samples --sample-tokens: ${ENGINES.join(" | ")} (default: --engine);
+  --sample-engine E    Engine that samples --sample-tokens: ${
+  ENGINES.join(" | ")
+} (default: --engine);
                        sampling decodes one token per step, so the reference is faster for tiny models
   --checkpoint-seconds S  Seconds between checkpoints to FILE.partial (default 60)
   --quiet              No progress on stderr
@@ -85,9 +87,16 @@ function parse(argv: string[]): CalibrateArgs | null {
     },
   });
   if (values.help) return null;
-  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint to calibrate (see --help)");
-  if (!values.out) throw new UsageError("Missing --out: pass the statistics file to write, for example --out fisher.safetensors");
-  const optionalInt = (flag: string, text: string | undefined, min: number) => text === undefined ? undefined : integer(flag, text, min);
+  if (!values.model) {
+    throw new UsageError("Missing --model: pass the checkpoint to calibrate (see --help)");
+  }
+  if (!values.out) {
+    throw new UsageError(
+      "Missing --out: pass the statistics file to write, for example --out fisher.safetensors",
+    );
+  }
+  const optionalInt = (flag: string, text: string | undefined, min: number) =>
+    text === undefined ? undefined : integer(flag, text, min);
   return {
     model: values.model,
     spec: {
@@ -110,22 +119,33 @@ function parse(argv: string[]): CalibrateArgs | null {
 
 function integer(flag: string, text: string, min: number): number {
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  }
   return value;
 }
 
 async function run(args: CalibrateArgs): Promise<void> {
   const engineName = parseEngine(args.engine);
   const sampleEngine = parseEngine(args.sampleEngine ?? args.engine);
-  if (!(args.checkpointSeconds > 0)) throw new UsageError(`Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`);
+  if (!(args.checkpointSeconds > 0)) {
+    throw new UsageError(
+      `Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`,
+    );
+  }
   let model: LoadedModel | undefined;
   let gpu: GpuContext | undefined;
   try {
     model = await loadModel(args.model);
     const loaded = model;
-    const spec: DataSpec = { ...args.spec, seqLen: args.spec.seqLen ?? Math.min(DEFAULT_SEQ_LEN, loaded.config.maxSeqLen) };
+    const spec: DataSpec = {
+      ...args.spec,
+      seqLen: args.spec.seqLen ?? Math.min(DEFAULT_SEQ_LEN, loaded.config.maxSeqLen),
+    };
     validateDataSpec(loaded, spec);
-    if (engineName === "gpu" || (sampleEngine === "gpu" && spec.sampleTokens !== undefined)) gpu = await GpuContext.create();
+    if (engineName === "gpu" || (sampleEngine === "gpu" && spec.sampleTokens !== undefined)) {
+      gpu = await GpuContext.create();
+    }
     const data = await loadCalibrationData(loaded, spec, {
       sampler: () => createCausalLM(loaded, sampleEngine, { gpu, contextLength: spec.seqLen }),
       progress: (total) => new Progress("sample", total, { quiet: args.quiet, unit: "tokens" }),
@@ -148,12 +168,18 @@ async function run(args: CalibrateArgs): Promise<void> {
         signal: abort.signal,
       });
       if (!result.complete) {
-        console.error(`Interrupted after ${result.sequences} sequences: run again with --resume to finish ${args.out}`);
+        console.error(
+          `Interrupted after ${result.sequences} sequences: run again with --resume to finish ${args.out}`,
+        );
         Deno.exitCode = 130;
         return;
       }
       if (!args.quiet) {
-        console.error(`${args.out}: ${result.sequences} sequences of ${spec.seqLen} tokens, mean loss ${result.meanLoss.toFixed(4)} nats, ${result.tokensPerSecond.toFixed(0)} tokens/s`);
+        console.error(
+          `${args.out}: ${result.sequences} sequences of ${spec.seqLen} tokens, mean loss ${
+            result.meanLoss.toFixed(4)
+          } nats, ${result.tokensPerSecond.toFixed(0)} tokens/s`,
+        );
       }
     } finally {
       Deno.removeSignalListener("SIGINT", onSignal);

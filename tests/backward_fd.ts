@@ -52,7 +52,12 @@ export function assertGradient(
     const err = Math.abs(analytic[i] - fd) / Math.max(Math.abs(fd), floor);
     if (err > worst) [worst, worstAt, worstFd] = [err, i, fd];
   }
-  assert.ok(worst <= tol, `${label}: element ${worstAt} analytic ${analytic[worstAt]} vs finite difference ${worstFd} (relative error ${worst.toExponential(2)} > ${tol})`);
+  assert.ok(
+    worst <= tol,
+    `${label}: element ${worstAt} analytic ${
+      analytic[worstAt]
+    } vs finite difference ${worstFd} (relative error ${worst.toExponential(2)} > ${tol})`,
+  );
 }
 
 /** Picks `count` distinct seeded indices in [0, n), or all of them when n <= count. */

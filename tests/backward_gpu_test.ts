@@ -43,21 +43,29 @@ for (const { label, overrides } of VARIANTS) {
     const gpu = await GpuContext.create();
     // 3-row chunks split every weight matrix, so chunked products are exercised
     const pass = await GpuBackward.create(gpu, config, weights, { maxChunkBytes: 3 * 17 * 4 });
+    // the transposed head (2-row chunks of 19 floats) takes the other head-gradient path
+    const passT = await GpuBackward.create(gpu, config, weights, {
+      maxChunkBytes: 3 * 17 * 4,
+      transposedHead: true,
+    });
     try {
       const rng = new Rng(22);
       const tokens = Array.from({ length: 11 }, () => rng.nextInt(config.vocabSize));
       const want = ref.backward(tokens);
-      const got = await pass.run(tokens, { weightGrads: true });
-      assert.ok(
-        Math.abs(got.loss - want.loss) < 1e-5 * want.loss,
-        `loss ${got.loss} vs ${want.loss}`,
-      );
-      for (const name of expectedTensors(config).keys()) {
-        const err = relativeError(got.grads!.get(name)!, want.grads.get(name)!);
-        assert.ok(err < 1e-3, `${name}: relative error ${err.toExponential(2)}`);
+      for (const [mode, p] of [["row head", pass], ["transposed head", passT]] as const) {
+        const got = await p.run(tokens, { weightGrads: true });
+        assert.ok(
+          Math.abs(got.loss - want.loss) < 1e-5 * want.loss,
+          `${mode}: loss ${got.loss} vs ${want.loss}`,
+        );
+        for (const name of expectedTensors(config).keys()) {
+          const err = relativeError(got.grads!.get(name)!, want.grads.get(name)!);
+          assert.ok(err < 1e-3, `${mode}: ${name}: relative error ${err.toExponential(2)}`);
+        }
       }
     } finally {
       pass.dispose();
+      passT.dispose();
       gpu.destroy();
     }
   });
@@ -90,7 +98,10 @@ Deno.test("GpuBackward matches the reference on stories260K at 130 tokens", asyn
     // the forward-only mode gives the same loss
     const forwardOnly = await pass.run(tokens, { lossOnly: true });
     assert.equal(forwardOnly.grads, undefined);
-    assert.ok(Math.abs(forwardOnly.loss - want.loss) < 1e-5 * want.loss, `lossOnly ${forwardOnly.loss} vs ${want.loss}`);
+    assert.ok(
+      Math.abs(forwardOnly.loss - want.loss) < 1e-5 * want.loss,
+      `lossOnly ${forwardOnly.loss} vs ${want.loss}`,
+    );
     await assert.rejects(() => pass.run(tokens, { lossOnly: true, weightGrads: true }), /lossOnly/);
   } finally {
     pass.dispose();

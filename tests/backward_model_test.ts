@@ -9,11 +9,25 @@ import { randomWeights, STORIES_260K, tinyConfig } from "./_helpers.ts";
 import { assertGradient, sampleIndices } from "./backward_fd.ts";
 
 // Odd widths: dim 13, hidden 17, vocab 19, three query heads sharing one key/value head.
-const ODD = { dim: 13, hiddenDim: 17, vocabSize: 19, nHeads: 3, nKvHeads: 1, headDim: 4, nLayers: 2 };
+const ODD = {
+  dim: 13,
+  hiddenDim: 17,
+  vocabSize: 19,
+  nHeads: 3,
+  nKvHeads: 1,
+  headDim: 4,
+  nLayers: 2,
+};
 
 const VARIANTS = [
-  { label: "adjacent rope, untied head", overrides: { ropeStyle: "adjacent" as const, tiedEmbeddings: false, qkvBias: false } },
-  { label: "half rope, tied head, qkv bias", overrides: { ropeStyle: "half" as const, tiedEmbeddings: true, qkvBias: true } },
+  {
+    label: "adjacent rope, untied head",
+    overrides: { ropeStyle: "adjacent" as const, tiedEmbeddings: false, qkvBias: false },
+  },
+  {
+    label: "half rope, tied head, qkv bias",
+    overrides: { ropeStyle: "half" as const, tiedEmbeddings: true, qkvBias: true },
+  },
 ];
 
 for (const { label, overrides } of VARIANTS) {
@@ -51,7 +65,9 @@ Deno.test("ReferenceBackward taps give g = dy^T x for every linear", async () =>
       for (let t = 0; t < tap.T; t++) sum += tap.dy[t * tap.outDim + 1] * tap.x[t * tap.inDim + 2];
       assert.ok(Math.abs(sum - tap.dw[tap.inDim + 2]) < 1e-12, name);
       taps.set(name, tap.dw);
-      for (let o = 0; o < tap.outDim; o++) assert.ok(tap.dy[(tap.T - 1) * tap.outDim + o] === 0, `${name}: last position has no loss`);
+      for (let o = 0; o < tap.outDim; o++) {
+        assert.ok(tap.dy[(tap.T - 1) * tap.outDim + o] === 0, `${name}: last position has no loss`);
+      }
     },
   });
   assert.equal(seen.length, config.nLayers * 7);

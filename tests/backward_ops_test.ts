@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Rng } from "../src/util/rng.ts";
 import { linearBackward64, linearForward64 } from "../src/ops/linear_backward.ts";
 import { rmsnormBackward64, rmsnormForward64 } from "../src/ops/rmsnorm_backward.ts";
-import { type RopeParams, ropeBackward64, ropeForward64 } from "../src/ops/rope_backward.ts";
+import { ropeBackward64, ropeForward64, type RopeParams } from "../src/ops/rope_backward.ts";
 import { attentionBackward64, attentionForward64 } from "../src/ops/attention_backward.ts";
 import { swigluBackward64, swigluForward64 } from "../src/ops/swiglu_backward.ts";
 import { crossEntropy64 } from "../src/ops/cross_entropy_backward.ts";
@@ -61,7 +61,9 @@ for (const style of ["adjacent", "half"] as const) {
     for (let t = 0; t < T; t++) {
       const row = Float32Array.from(x.subarray(t * 18, (t + 1) * 18));
       applyRope(row, 6, t, 500, style);
-      for (let i = 0; i < 18; i++) assert.ok(Math.abs(row[i] - y[t * 18 + i]) < 1e-5, `row ${t} element ${i}`);
+      for (let i = 0; i < 18; i++) {
+        assert.ok(Math.abs(row[i] - y[t * 18 + i]) < 1e-5, `row ${t} element ${i}`);
+      }
     }
   });
 }
@@ -69,7 +71,10 @@ for (const style of ["adjacent", "half"] as const) {
 Deno.test("attentionBackward64 with grouped heads matches finite differences", () => {
   const rng = new Rng(16);
   const p = { heads: 6, kvHeads: 2, headDim: 3 };
-  const q = randn(T * 18, rng), k = randn(T * 6, rng), v = randn(T * 6, rng), r = randn(T * 18, rng);
+  const q = randn(T * 18, rng),
+    k = randn(T * 6, rng),
+    v = randn(T * 6, rng),
+    r = randn(T * 18, rng);
   const f = () => dot(r, attentionForward64(q, k, v, T, p).out);
   const { probs } = attentionForward64(q, k, v, T, p);
   const g = attentionBackward64(q, k, v, probs, r, T, p);
@@ -86,7 +91,9 @@ Deno.test("attentionForward64 is causal", () => {
   k[(T - 1) * 3] += 1;
   v[(T - 1) * 3 + 1] += 1;
   const after = attentionForward64(q, k, v, T, p).out;
-  for (let i = 0; i < (T - 1) * 6; i++) assert.equal(after[i], before[i], `element ${i} saw the last position`);
+  for (let i = 0; i < (T - 1) * 6; i++) {
+    assert.equal(after[i], before[i], `element ${i} saw the last position`);
+  }
   assert.notEqual(after[(T - 1) * 6 + 1], before[(T - 1) * 6 + 1]);
 });
 
@@ -107,7 +114,9 @@ Deno.test("crossEntropy64 matches finite differences", () => {
   const f = () => crossEntropy64(logits, tokens, V).loss;
   const { dLogits } = crossEntropy64(logits, tokens, V);
   assertGradient("dLogits", logits, dLogits, f);
-  for (let j = 0; j < V; j++) assert.equal(dLogits[(T - 1) * V + j], 0, "the last position predicts nothing");
+  for (let j = 0; j < V; j++) {
+    assert.equal(dLogits[(T - 1) * V + j], 0, "the last position predicts nothing");
+  }
 });
 
 Deno.test("crossEntropy64 rejects a single token", () => {

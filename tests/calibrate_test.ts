@@ -8,7 +8,11 @@ import { calibrate } from "../src/calibrate/calibrate.ts";
 import { CpuEngine } from "../src/calibrate/engine.ts";
 import { GpuEngine } from "../src/calibrate/gpu_engine.ts";
 import { GpuContext } from "../src/gpu/device.ts";
-import { type CalibrationData, loadCalibrationData, validateDataSpec } from "../src/calibrate/data.ts";
+import {
+  type CalibrationData,
+  loadCalibrationData,
+  validateDataSpec,
+} from "../src/calibrate/data.ts";
 import { FisherStatsFile, readFisherStats } from "../src/calibrate/fisher_file.ts";
 import { partialPath } from "../src/calibrate/checkpoint.ts";
 import { calibratedLinears } from "../src/calibrate/layers.ts";
@@ -27,7 +31,11 @@ const SEQUENCES = FULL ? 64 : 6, SEQ_LEN = FULL ? 256 : 96, SEED = 3;
 
 async function storiesData(): Promise<{ model: LoadedModel; data: CalibrationData }> {
   const model = await loadLlama2c(STORIES_260K);
-  const data = await loadCalibrationData(model, { sampleTokens: SEQUENCES * SEQ_LEN, seed: SEED, seqLen: SEQ_LEN }, {
+  const data = await loadCalibrationData(model, {
+    sampleTokens: SEQUENCES * SEQ_LEN,
+    seed: SEED,
+    seqLen: SEQ_LEN,
+  }, {
     sampler: () => ReferenceModel.create(model.config, model.weights),
   });
   return { model, data };
@@ -84,10 +92,15 @@ Deno.test("calibrate on stories260K writes valid statistics", async () => {
     let trace = 0;
     for (let i = 0; i < n; i++) {
       trace += layer.A[i * n + i];
-      for (let j = 0; j < i; j++) assert.equal(layer.A[i * n + j], layer.A[j * n + i], `${prefix}.A[${i}, ${j}] symmetric`);
+      for (let j = 0; j < i; j++) {
+        assert.equal(layer.A[i * n + j], layer.A[j * n + i], `${prefix}.A[${i}, ${j}] symmetric`);
+      }
     }
     assert.ok(trace > 0, `${prefix}.A has a positive trace`);
-    assert.ok(choleskySucceeds(layer.A, n, 1e-6 * trace / n), `${prefix}.A + tiny jitter has a Cholesky factor`);
+    assert.ok(
+      choleskySucceeds(layer.A, n, 1e-6 * trace / n),
+      `${prefix}.A + tiny jitter has a Cholesky factor`,
+    );
     assert.ok(layer.G_diag.every((v) => v >= 0), `${prefix}.G_diag non-negative`);
     assert.ok(layer.G_diag.some((v) => v > 0), `${prefix}.G_diag not all zero`);
     assert.ok(layer.fisher_diag.every((v) => v >= 0), `${prefix}.fisher_diag non-negative`);
@@ -103,7 +116,8 @@ Deno.test("calibrate on stories260K writes valid statistics", async () => {
     lossSum += loss;
     for (const prefix of stats.layers.keys()) {
       const g = grads.get(`${prefix}.weight`)!;
-      const s = sums.get(prefix) ?? { g: new Float64Array(g.length), g2: new Float64Array(g.length) };
+      const s = sums.get(prefix) ??
+        { g: new Float64Array(g.length), g2: new Float64Array(g.length) };
       for (let i = 0; i < g.length; i++) {
         s.g[i] += g[i] / SEQUENCES;
         s.g2[i] += (g[i] * g[i]) / SEQUENCES;
@@ -128,18 +142,51 @@ Deno.test("calibrate resumed after a stop writes identical bytes", async () => {
   const engine = await CpuEngine.create(model.config, model.weights);
   await calibrate({ model, data, engine, out: whole, fullG: true, quiet: true });
 
-  const first = await calibrate({ model, data, engine, out: parts, fullG: true, quiet: true, stopAfter: 2 });
+  const first = await calibrate({
+    model,
+    data,
+    engine,
+    out: parts,
+    fullG: true,
+    quiet: true,
+    stopAfter: 2,
+  });
   assert.equal(first.complete, false);
   assert.equal(first.sequences, 2);
-  await assert.rejects(() => Deno.stat(parts), Deno.errors.NotFound, "no output before the run completes");
-  const second = await calibrate({ model, data, engine, out: parts, fullG: true, quiet: true, resume: true, stopAfter: 3 });
+  await assert.rejects(
+    () => Deno.stat(parts),
+    Deno.errors.NotFound,
+    "no output before the run completes",
+  );
+  const second = await calibrate({
+    model,
+    data,
+    engine,
+    out: parts,
+    fullG: true,
+    quiet: true,
+    resume: true,
+    stopAfter: 3,
+  });
   assert.equal(second.sequences, 5);
-  const third = await calibrate({ model, data, engine, out: parts, fullG: true, quiet: true, resume: true });
+  const third = await calibrate({
+    model,
+    data,
+    engine,
+    out: parts,
+    fullG: true,
+    quiet: true,
+    resume: true,
+  });
   assert.ok(third.complete);
   assert.equal(third.sequencesThisRun, SEQUENCES - 5);
 
   assert.deepEqual(await Deno.readFile(parts), await Deno.readFile(whole));
-  await assert.rejects(() => Deno.stat(partialPath(parts)), Deno.errors.NotFound, "partial state removed");
+  await assert.rejects(
+    () => Deno.stat(partialPath(parts)),
+    Deno.errors.NotFound,
+    "partial state removed",
+  );
   const stats = await readFisherStats(parts);
   const g = stats.layers.get("model.layers.0.mlp.down_proj")!.G!;
   assert.equal(g.length, 64 * 64);
@@ -156,25 +203,44 @@ Deno.test("calibrate resume rejects partial state of another run", async () => {
   const sidecar = await Deno.readFile(partialPath(out));
 
   const shorter: CalibrationData = { ...data, windows: data.windows.map((w) => w.slice(0, 64)) };
-  await assert.rejects(() => calibrate({ model, data: shorter, engine, out, quiet: true, resume: true }), (err: Error) => {
-    assert.ok(err instanceof FormatError);
-    assert.match(err.message, /seq_len/);
-    return true;
-  });
-  await assert.rejects(() => calibrate({ model, data, engine, out, quiet: true, resume: true, fullG: true }), /full_g/);
+  await assert.rejects(
+    () => calibrate({ model, data: shorter, engine, out, quiet: true, resume: true }),
+    (err: Error) => {
+      assert.ok(err instanceof FormatError);
+      assert.match(err.message, /seq_len/);
+      return true;
+    },
+  );
+  await assert.rejects(
+    () => calibrate({ model, data, engine, out, quiet: true, resume: true, fullG: true }),
+    /full_g/,
+  );
   const other = { ...data, windows: data.windows.map((w) => w.map((id) => (id + 1) % 512)) };
-  await assert.rejects(() => calibrate({ model, data: other, engine, out, quiet: true, resume: true }), /data_hash/);
+  await assert.rejects(
+    () => calibrate({ model, data: other, engine, out, quiet: true, resume: true }),
+    /data_hash/,
+  );
   await assert.rejects(() => calibrate({ model, data, engine, out, quiet: true }), (err: Error) => {
     assert.ok(err instanceof UsageError);
     assert.match(err.message, /--resume/);
     return true;
   });
-  assert.deepEqual(await Deno.readFile(partialPath(out)), sidecar, "partial state untouched by rejected runs");
+  assert.deepEqual(
+    await Deno.readFile(partialPath(out)),
+    sidecar,
+    "partial state untouched by rejected runs",
+  );
 
   await Deno.writeFile(partialPath(out), new TextEncoder().encode("not a checkpoint"));
-  await assert.rejects(() => calibrate({ model, data, engine, out, quiet: true, resume: true }), /Unreadable partial state/);
+  await assert.rejects(
+    () => calibrate({ model, data, engine, out, quiet: true, resume: true }),
+    /Unreadable partial state/,
+  );
   await Deno.remove(partialPath(out));
-  await assert.rejects(() => calibrate({ model, data, engine, out, quiet: true, resume: true }), /No partial state/);
+  await assert.rejects(
+    () => calibrate({ model, data, engine, out, quiet: true, resume: true }),
+    /No partial state/,
+  );
   model.weights.close();
   await Deno.remove(dir, { recursive: true });
 });
@@ -185,12 +251,24 @@ Deno.test("loadCalibrationData rejects bad sizes", async () => {
   const ids = join(dir, "ids.json");
   await Deno.writeTextFile(ids, JSON.stringify([1, 5, 9, 13, 17, 21, 25, 29, 33, 37]));
 
-  assert.throws(() => validateDataSpec(model, { files: [ids], seqLen: 513 }), /beyond the model's context of 512/);
+  assert.throws(
+    () => validateDataSpec(model, { files: [ids], seqLen: 513 }),
+    /beyond the model's context of 512/,
+  );
   assert.throws(() => validateDataSpec(model, { seqLen: 32 }), /either --data/);
   assert.throws(() => validateDataSpec(model, { sampleTokens: 100, seqLen: 32 }), /--seed/);
-  assert.throws(() => validateDataSpec(model, { sampleTokens: 10, seed: 1, seqLen: 32 }), /shorter than one sequence/);
-  await assert.rejects(() => loadCalibrationData(model, { files: [ids], seqLen: 32 }), /contains 10 tokens, shorter than one sequence/);
-  await assert.rejects(() => loadCalibrationData(model, { files: [ids], seqLen: 4, sequences: 3 }), /--sequences 3/);
+  assert.throws(
+    () => validateDataSpec(model, { sampleTokens: 10, seed: 1, seqLen: 32 }),
+    /shorter than one sequence/,
+  );
+  await assert.rejects(
+    () => loadCalibrationData(model, { files: [ids], seqLen: 32 }),
+    /contains 10 tokens, shorter than one sequence/,
+  );
+  await assert.rejects(
+    () => loadCalibrationData(model, { files: [ids], seqLen: 4, sequences: 3 }),
+    /--sequences 3/,
+  );
 
   const data = await loadCalibrationData(model, { files: [ids, ids], seqLen: 6 });
   assert.equal(data.windows.length, 3);
@@ -207,7 +285,10 @@ Deno.test("calibrate task rejects bad input without touching the output", async 
   const ids = join(dir, "ids.json");
   await Deno.writeTextFile(ids, JSON.stringify([1, 5, 9]));
   const cases = [
-    { args: ["--data", ids, "--seq-len", "600"], message: /--seq-len 600 is beyond the model's context/ },
+    {
+      args: ["--data", ids, "--seq-len", "600"],
+      message: /--seq-len 600 is beyond the model's context/,
+    },
     { args: ["--data", ids, "--seq-len", "8"], message: /shorter than one sequence/ },
     { args: ["--data", ids, "--seq-len", "2", "--resume"], message: /No partial state/ },
     { args: ["--sample-tokens", "64"], message: /--seed/ },
@@ -215,7 +296,19 @@ Deno.test("calibrate task rejects bad input without touching the output", async 
   ];
   for (const { args, message } of cases) {
     const cmd = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "tasks/calibrate.ts", "--model", STORIES_260K, "--engine", "reference", "--quiet", "--out", out, ...args],
+      args: [
+        "run",
+        "-A",
+        "tasks/calibrate.ts",
+        "--model",
+        STORIES_260K,
+        "--engine",
+        "reference",
+        "--quiet",
+        "--out",
+        out,
+        ...args,
+      ],
       stdout: "piped",
       stderr: "piped",
     });
@@ -233,29 +326,59 @@ Deno.test("readFisherStats rejects files of another format", async () => {
   const dir = await tempDir();
   const path = join(dir, "x.safetensors");
   const f32 = (n: number) => new Uint8Array(new Float32Array(n).buffer);
-  await writeSafetensors(path, { "l.A": { dtype: "F32", shape: [2, 2], data: f32(4) } }, { format: "other" });
+  await writeSafetensors(path, { "l.A": { dtype: "F32", shape: [2, 2], data: f32(4) } }, {
+    format: "other",
+  });
   await assert.rejects(() => readFisherStats(path), /not a statistics file/);
-  const meta = { format: "rsavq-fisher", version: "1", seq_len: "4", sequences: "1", tokens: "4", seed: "none", full_g: "false" };
+  const meta = {
+    format: "rsavq-fisher",
+    version: "1",
+    seq_len: "4",
+    sequences: "1",
+    tokens: "4",
+    seed: "none",
+    full_g: "false",
+  };
   await writeSafetensors(path, {
     "l.A": { dtype: "F32", shape: [2, 2], data: f32(4) },
     "l.G_diag": { dtype: "F32", shape: [3], data: f32(3) },
     "l.grad_mean": { dtype: "F32", shape: [2, 3], data: f32(6) },
     "l.fisher_diag": { dtype: "F32", shape: [3, 2], data: f32(6) },
   }, meta);
-  await assert.rejects(() => FisherStatsFile.open(path), /l\.grad_mean: Shape \[2,3\] does not match \[3,2\]/);
+  await assert.rejects(
+    () => FisherStatsFile.open(path),
+    /l\.grad_mean: Shape \[2,3\] does not match \[3,2\]/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("readChatFile renders conversations with the chat template", async () => {
-  const vocab: Record<string, number> = { "<unk>": 0, "<s>": 1, "</s>": 2, user: 3, assistant: 4, hello: 5, hi: 6, ":": 7 };
-  const tokenizer = HfTokenizer.fromJson({
-    model: { type: "WordLevel", vocab, unk_token: "<unk>" },
-    normalizer: null,
-    pre_tokenizer: { type: "Whitespace" },
-    post_processor: null,
-    decoder: null,
-    added_tokens: [{ id: 1, content: "<s>", special: true }, { id: 2, content: "</s>", special: true }],
-  }, { bos_token: "<s>", eos_token: "</s>" }, "mem");
+  const vocab: Record<string, number> = {
+    "<unk>": 0,
+    "<s>": 1,
+    "</s>": 2,
+    user: 3,
+    assistant: 4,
+    hello: 5,
+    hi: 6,
+    ":": 7,
+  };
+  const tokenizer = HfTokenizer.fromJson(
+    {
+      model: { type: "WordLevel", vocab, unk_token: "<unk>" },
+      normalizer: null,
+      pre_tokenizer: { type: "Whitespace" },
+      post_processor: null,
+      decoder: null,
+      added_tokens: [{ id: 1, content: "<s>", special: true }, {
+        id: 2,
+        content: "</s>",
+        special: true,
+      }],
+    },
+    { bos_token: "<s>", eos_token: "</s>" },
+    "mem",
+  );
   const config = tinyConfig({ vocabSize: 8 });
   const model: LoadedModel = {
     path: "mem",
@@ -263,32 +386,67 @@ Deno.test("readChatFile renders conversations with the chat template", async () 
     config,
     weights: new MemoryWeightStore("mem", new Map()),
     tokenizer,
-    chatTemplate: "{% for m in messages %}{{ m.role }} : {{ m.content }} {{ eos_token }} {% endfor %}",
+    chatTemplate:
+      "{% for m in messages %}{{ m.role }} : {{ m.content }} {{ eos_token }} {% endfor %}",
   };
   const dir = await tempDir();
   const path = join(dir, "chat.jsonl");
-  await Deno.writeTextFile(path, [
-    JSON.stringify({ messages: [{ role: "user", content: "hello" }, { role: "assistant", content: "hi" }] }),
-    "",
-    JSON.stringify([{ role: "user", content: "hi" }]),
-  ].join("\n"));
+  await Deno.writeTextFile(
+    path,
+    [
+      JSON.stringify({
+        messages: [{ role: "user", content: "hello" }, { role: "assistant", content: "hi" }],
+      }),
+      "",
+      JSON.stringify([{ role: "user", content: "hi" }]),
+    ].join("\n"),
+  );
   const docs = await readChatFile(path, model);
   assert.deepEqual(docs.map((d) => [...d]), [[1, 3, 7, 5, 2, 4, 7, 6, 2], [1, 3, 7, 6, 2]]);
 
   await Deno.writeTextFile(path, '{"messages": [{"role": "user"}]}\n');
   await assert.rejects(() => readChatFile(path, model), /line 1 message 0/);
-  await assert.rejects(() => readChatFile(path, { ...model, chatTemplate: null }), /no chat template/);
+  await assert.rejects(
+    () => readChatFile(path, { ...model, chatTemplate: null }),
+    /no chat template/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("calibrate on a synthetic untied model covers every layer", async () => {
-  const config = tinyConfig({ dim: 13, hiddenDim: 17, vocabSize: 19, nHeads: 3, nKvHeads: 1, headDim: 4, qkvBias: true, ropeStyle: "half" });
-  const model: LoadedModel = { path: "synthetic", format: "hf", config, weights: randomWeights(config, 9), tokenizer: null, chatTemplate: null };
-  const windows = [Int32Array.from([1, 4, 7, 2, 9, 11, 3]), Int32Array.from([0, 18, 5, 5, 6, 1, 2])];
+  const config = tinyConfig({
+    dim: 13,
+    hiddenDim: 17,
+    vocabSize: 19,
+    nHeads: 3,
+    nKvHeads: 1,
+    headDim: 4,
+    qkvBias: true,
+    ropeStyle: "half",
+  });
+  const model: LoadedModel = {
+    path: "synthetic",
+    format: "hf",
+    config,
+    weights: randomWeights(config, 9),
+    tokenizer: null,
+    chatTemplate: null,
+  };
+  const windows = [
+    Int32Array.from([1, 4, 7, 2, 9, 11, 3]),
+    Int32Array.from([0, 18, 5, 5, 6, 1, 2]),
+  ];
   const dir = await tempDir();
   const out = join(dir, "f.safetensors");
   const engine = await CpuEngine.create(config, model.weights);
-  await calibrate({ model, data: { windows, description: "two windows", seed: null }, engine, out, fullG: true, quiet: true });
+  await calibrate({
+    model,
+    data: { windows, description: "two windows", seed: null },
+    engine,
+    out,
+    fullG: true,
+    quiet: true,
+  });
   const stats = await readFisherStats(out);
   assert.equal(stats.layers.size, 14);
   const q = stats.layers.get("model.layers.1.self_attn.q_proj")!;
@@ -299,8 +457,15 @@ Deno.test("calibrate on a synthetic untied model covers every layer", async () =
   const g = stats.layers.get("model.layers.0.mlp.down_proj")!;
   for (let r = 0; r < 13; r++) assert.equal(g.G![r * 13 + r], g.G_diag[r]);
   assert.equal(stats.metadata.seed, null);
-  const uneven = { windows: [windows[0], windows[1].slice(0, 5)], description: "uneven", seed: null };
-  await assert.rejects(() => calibrate({ model, data: uneven, engine, out, quiet: true }), /sequence 1 has 5 tokens/);
+  const uneven = {
+    windows: [windows[0], windows[1].slice(0, 5)],
+    description: "uneven",
+    seed: null,
+  };
+  await assert.rejects(
+    () => calibrate({ model, data: uneven, engine, out, quiet: true }),
+    /sequence 1 has 5 tokens/,
+  );
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -308,10 +473,15 @@ Deno.test("calibrate on the gpu engine agrees with the reference and resumes exa
   const { model, data } = await storiesData();
   const dir = await tempDir();
   const gpu = await GpuContext.create();
-  const engine = await GpuEngine.create(gpu, model.config, model.weights, { fullG: true, ownsGpu: false });
+  const engine = await GpuEngine.create(gpu, model.config, model.weights, {
+    fullG: true,
+    ownsGpu: false,
+  });
   const cpu = await CpuEngine.create(model.config, model.weights);
   try {
-    const whole = join(dir, "gpu.safetensors"), parts = join(dir, "parts.safetensors"), ref = join(dir, "cpu.safetensors");
+    const whole = join(dir, "gpu.safetensors"),
+      parts = join(dir, "parts.safetensors"),
+      ref = join(dir, "cpu.safetensors");
     await calibrate({ model, data, engine, out: whole, fullG: true, quiet: true });
     await calibrate({ model, data, engine: cpu, out: ref, fullG: true, quiet: true });
     const got = await readFisherStats(whole), want = await readFisherStats(ref);
@@ -322,16 +492,42 @@ Deno.test("calibrate on the gpu engine agrees with the reference and resumes exa
         assert.ok(err < 1e-4, `${prefix}.${key}: relative error ${err.toExponential(2)}`);
       }
       const n = g.inDim;
-      for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(g.A[i * n + j], g.A[j * n + i], `${prefix}.A symmetric`);
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < i; j++) {
+          assert.equal(g.A[i * n + j], g.A[j * n + i], `${prefix}.A symmetric`);
+        }
+      }
     }
 
     // a fresh engine resumes the device sums from the checkpoint
-    const first = await GpuEngine.create(gpu, model.config, model.weights, { fullG: true, ownsGpu: false });
-    const stopped = await calibrate({ model, data, engine: first, out: parts, fullG: true, quiet: true, stopAfter: 4 });
+    const first = await GpuEngine.create(gpu, model.config, model.weights, {
+      fullG: true,
+      ownsGpu: false,
+    });
+    const stopped = await calibrate({
+      model,
+      data,
+      engine: first,
+      out: parts,
+      fullG: true,
+      quiet: true,
+      stopAfter: 4,
+    });
     first.dispose();
     assert.equal(stopped.complete, false);
-    const resumed = await GpuEngine.create(gpu, model.config, model.weights, { fullG: true, ownsGpu: false });
-    await calibrate({ model, data, engine: resumed, out: parts, fullG: true, quiet: true, resume: true });
+    const resumed = await GpuEngine.create(gpu, model.config, model.weights, {
+      fullG: true,
+      ownsGpu: false,
+    });
+    await calibrate({
+      model,
+      data,
+      engine: resumed,
+      out: parts,
+      fullG: true,
+      quiet: true,
+      resume: true,
+    });
     resumed.dispose();
     assert.deepEqual(await Deno.readFile(parts), await Deno.readFile(whole));
   } finally {
@@ -349,7 +545,22 @@ Deno.test("calibrate task writes statistics from a token-id file", async () => {
   const stream = Uint32Array.from({ length: 100 }, (_, i) => (i % 32 === 0 ? 1 : (i * 37) % 512));
   await Deno.writeFile(ids, new Uint8Array(stream.buffer));
   const cmd = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tasks/calibrate.ts", "--model", STORIES_260K, "--engine", "reference", "--data", ids, "--seq-len", "32", "--quiet", "--out", out],
+    args: [
+      "run",
+      "-A",
+      "tasks/calibrate.ts",
+      "--model",
+      STORIES_260K,
+      "--engine",
+      "reference",
+      "--data",
+      ids,
+      "--seq-len",
+      "32",
+      "--quiet",
+      "--out",
+      out,
+    ],
     stdout: "piped",
     stderr: "piped",
   });

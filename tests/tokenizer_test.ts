@@ -279,3 +279,18 @@ Deno.test("renderChat passes bos and eos tokens and raises template errors", () 
   );
   assert.throws(() => renderChat("{% if %}", { messages: [] }), /Invalid Jinja template/);
 });
+
+Deno.test("HfTokenizer maps out-of-vocabulary pieces to the unknown token", () => {
+  const json = (unk: string | undefined) => ({
+    model: { type: "WordLevel", vocab: { "<unk>": 0, a: 1, b: 2 }, unk_token: unk },
+    normalizer: null,
+    pre_tokenizer: { type: "Whitespace" },
+    post_processor: null,
+    decoder: null,
+  });
+  const tokenizer = HfTokenizer.fromJson(json("<unk>"), {}, "m/tokenizer.json");
+  assert.deepEqual(tokenizer.encode("a zz b"), [1, 0, 2]);
+  // "<unk>" splits into pieces that are not in the vocabulary either.
+  for (const id of tokenizer.encode("<unk> a")) assert.equal(typeof id, "number");
+  assert.equal(tokenizer.encode("<unk> a").at(-1), 1);
+});

@@ -16,7 +16,7 @@
  */
 import type { ModelConfig } from "../model/config.ts";
 import type { LinearTap } from "../model/reference_backward.ts";
-import { calibratedLinears, type CalibratedLinear } from "./layers.ts";
+import { type CalibratedLinear, calibratedLinears } from "./layers.ts";
 import { ShapeError } from "../errors.ts";
 
 /** Options of {@linkcode FisherAccumulator}. */
@@ -75,7 +75,9 @@ export class FisherAccumulator {
     this.layers = calibratedLinears(config);
     this.fullG = options.fullG;
     this.sums = new Map();
-    for (const [name, size] of stateShapes(this.layers, this.fullG)) this.sums.set(name, new Float64Array(size));
+    for (const [name, size] of stateShapes(this.layers, this.fullG)) {
+      this.sums.set(name, new Float64Array(size));
+    }
     for (const layer of this.layers) this.#byKey.set(`${layer.layer}:${layer.linear}`, layer);
   }
 
@@ -89,7 +91,9 @@ export class FisherAccumulator {
     if (!layer) throw new ShapeError(`No calibrated layer ${tap.layer}.${tap.linear}`);
     const { T } = tap, n = layer.inDim, m = layer.outDim;
     if (tap.inDim !== n || tap.outDim !== m) {
-      throw new ShapeError(`${layer.prefix}: tap is [${tap.outDim}, ${tap.inDim}], expected [${m}, ${n}]`);
+      throw new ShapeError(
+        `${layer.prefix}: tap is [${tap.outDim}, ${tap.inDim}], expected [${m}, ${n}]`,
+      );
     }
     if (layer.ownsInput) addGram(this.sums.get(`${layer.inputGroup}.A`)!, tap.x, T, n);
     const gDiag = this.sums.get(`${layer.prefix}.G_diag`)!;

@@ -12,7 +12,13 @@ import { FormatError, UsageError } from "../errors.ts";
 import type { LoadedModel } from "../model/model.ts";
 import { Progress } from "../util/progress.ts";
 import { FisherAccumulator } from "./accumulator.ts";
-import { hashWindows, loadCheckpoint, partialPath, type RunIdentity, saveCheckpoint } from "./checkpoint.ts";
+import {
+  hashWindows,
+  loadCheckpoint,
+  partialPath,
+  type RunIdentity,
+  saveCheckpoint,
+} from "./checkpoint.ts";
 import type { CalibrationData } from "./data.ts";
 import type { GradientEngine } from "./engine.ts";
 import { writeFisherStats } from "./fisher_file.ts";
@@ -72,10 +78,16 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   const fullG = options.fullG ?? false;
   const seqLen = data.windows[0]?.length ?? 0;
   if (data.windows.length === 0) throw new UsageError("No calibration sequences: add data");
-  if (seqLen < 2) throw new UsageError(`Calibration sequences need at least 2 tokens, sequence 0 has ${seqLen}`);
+  if (seqLen < 2) {
+    throw new UsageError(`Calibration sequences need at least 2 tokens, sequence 0 has ${seqLen}`);
+  }
   const uneven = data.windows.findIndex((w) => w.length !== seqLen);
   if (uneven >= 0) {
-    throw new UsageError(`Calibration sequences must have the same length: sequence 0 has ${seqLen} tokens, sequence ${uneven} has ${data.windows[uneven].length} tokens`);
+    throw new UsageError(
+      `Calibration sequences must have the same length: sequence 0 has ${seqLen} tokens, sequence ${uneven} has ${
+        data.windows[uneven].length
+      } tokens`,
+    );
   }
   const id: RunIdentity = {
     model: model.path,
@@ -91,13 +103,20 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   if (options.resume) {
     await loadCheckpoint(sidecar, acc, id);
   } else if (await exists(sidecar)) {
-    throw new UsageError(`${sidecar}: partial state of an interrupted run exists; pass --resume to continue it, or delete it to start over`);
+    throw new UsageError(
+      `${sidecar}: partial state of an interrupted run exists; pass --resume to continue it, or delete it to start over`,
+    );
   }
   await engine.load(acc);
 
   // The reporter counts this call's sequences, so its rate and time left stay right after a resume.
-  const label = `calibrate (${engine.name}${acc.sequences ? `, resumed at sequence ${acc.sequences}` : ""})`;
-  const progress = new Progress(label, data.windows.length - acc.sequences, { quiet: options.quiet, unit: "sequences" });
+  const label = `calibrate (${engine.name}${
+    acc.sequences ? `, resumed at sequence ${acc.sequences}` : ""
+  })`;
+  const progress = new Progress(label, data.windows.length - acc.sequences, {
+    quiet: options.quiet,
+    unit: "sequences",
+  });
   const checkpointMs = (options.checkpointSeconds ?? 60) * 1000;
   let lastCheckpoint = performance.now();
   const start = performance.now();
@@ -109,7 +128,10 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   };
 
   while (acc.sequences < data.windows.length) {
-    if (options.signal?.aborted || (options.stopAfter !== undefined && ranThisCall >= options.stopAfter)) {
+    if (
+      options.signal?.aborted ||
+      (options.stopAfter !== undefined && ranThisCall >= options.stopAfter)
+    ) {
       await checkpoint();
       progress.finish(`stopped; resume with --resume`);
       return result(false);
@@ -119,8 +141,13 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
     acc.endSequence(window.length, loss);
     ranThisCall++;
     const tokensPerSecond = (ranThisCall * seqLen) / ((performance.now() - start) / 1000);
-    progress.advance(1, `${tokensPerSecond.toFixed(0)} tokens/s, loss ${(acc.lossSum / acc.sequences).toFixed(4)}`);
-    if (performance.now() - lastCheckpoint >= checkpointMs && acc.sequences < data.windows.length) await checkpoint();
+    progress.advance(
+      1,
+      `${tokensPerSecond.toFixed(0)} tokens/s, loss ${(acc.lossSum / acc.sequences).toFixed(4)}`,
+    );
+    if (performance.now() - lastCheckpoint >= checkpointMs && acc.sequences < data.windows.length) {
+      await checkpoint();
+    }
   }
 
   await engine.store(acc);

@@ -9,15 +9,9 @@
  *
  * @module
  */
-import { Template } from "@huggingface/jinja";
+import { type ChatMessage, renderChat } from "../tokenizer/chat_template.ts";
 import { FormatError, UsageError } from "../errors.ts";
 import type { LoadedModel } from "../model/model.ts";
-
-/** One chat message. */
-interface ChatMessage {
-  role: string;
-  content: string;
-}
 
 /**
  * Reads a JSONL conversation file into one token array per conversation.
@@ -34,37 +28,52 @@ interface ChatMessage {
 export async function readChatFile(path: string, model: LoadedModel): Promise<Int32Array[]> {
   const { tokenizer, chatTemplate } = model;
   if (!tokenizer || !chatTemplate) {
-    throw new UsageError(`--chat needs a model with a tokenizer and a chat template; ${model.path} has ${tokenizer ? "no chat template" : "no tokenizer"}`);
+    throw new UsageError(
+      `--chat needs a model with a tokenizer and a chat template; ${model.path} has ${
+        tokenizer ? "no chat template" : "no tokenizer"
+      }`,
+    );
   }
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "Data file not found: check the --data path");
+    if (err instanceof Deno.errors.NotFound) {
+      throw new FormatError(path, "", "Data file not found: check the --data path");
+    }
     throw err;
   }
-  // TODO: render through the toolkit's shared chat-template module once it exists, so
-  // that special-token strings and template extensions match the chat task exactly.
-  const template = new Template(chatTemplate);
   // Tokenizers from tokenizer.json carry the special-token texts templates print.
   const texts = tokenizer as { bosToken?: string; eosToken?: string };
-  const specials = { bos_token: texts.bosToken ?? "", eos_token: texts.eosToken ?? "" };
   const docs: Int32Array[] = [];
   const lines = text.split("\n");
   for (let i = 0; i < lines.length; i++) {
     if (lines[i].trim() === "") continue;
     const messages = parseConversation(path, i + 1, lines[i]);
-    const rendered = template.render({ messages, add_generation_prompt: false, ...specials });
+    const rendered = renderChat(chatTemplate, {
+      messages,
+      bosToken: texts.bosToken ?? "",
+      eosToken: texts.eosToken ?? "",
+      source: `${model.path} chat template`,
+    });
     const ids = tokenizer.encode(rendered, { addBos: false });
     if (tokenizer.bosId !== undefined && ids[0] !== tokenizer.bosId) ids.unshift(tokenizer.bosId);
     for (let j = 0; j < ids.length; j++) {
       if (!(ids[j] >= 0 && ids[j] < model.config.vocabSize)) {
-        throw new FormatError(path, `line ${i + 1}`, `Token id ${ids[j]} is outside the model's vocabulary [0, ${model.config.vocabSize}): the tokenizer does not match the model`);
+        throw new FormatError(
+          path,
+          `line ${i + 1}`,
+          `Token id ${
+            ids[j]
+          } is outside the model's vocabulary [0, ${model.config.vocabSize}): the tokenizer does not match the model`,
+        );
       }
     }
     docs.push(Int32Array.from(ids));
   }
-  if (docs.length === 0) throw new FormatError(path, "", "No conversation found: expected one JSON conversation a line");
+  if (docs.length === 0) {
+    throw new FormatError(path, "", "No conversation found: expected one JSON conversation a line");
+  }
   return docs;
 }
 
@@ -77,12 +86,20 @@ function parseConversation(path: string, line: number, raw: string): ChatMessage
   }
   const messages = Array.isArray(value) ? value : (value as { messages?: unknown })?.messages;
   if (!Array.isArray(messages) || messages.length === 0) {
-    throw new FormatError(path, `line ${line}`, 'Expected {"messages": [{"role": ..., "content": ...}, ...]} or a non-empty array of messages');
+    throw new FormatError(
+      path,
+      `line ${line}`,
+      'Expected {"messages": [{"role": ..., "content": ...}, ...]} or a non-empty array of messages',
+    );
   }
   return messages.map((m, j) => {
     const msg = m as Partial<ChatMessage>;
     if (typeof msg?.role !== "string" || typeof msg?.content !== "string") {
-      throw new FormatError(path, `line ${line} message ${j}`, "Expected string fields role and content");
+      throw new FormatError(
+        path,
+        `line ${line} message ${j}`,
+        "Expected string fields role and content",
+      );
     }
     return { role: msg.role, content: msg.content };
   });

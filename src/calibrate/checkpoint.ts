@@ -56,11 +56,19 @@ export function partialPath(out: string): string {
  * @param acc Accumulator after its last completed sequence.
  * @param id Run identity.
  */
-export async function saveCheckpoint(path: string, acc: FisherAccumulator, id: RunIdentity): Promise<void> {
+export async function saveCheckpoint(
+  path: string,
+  acc: FisherAccumulator,
+  id: RunIdentity,
+): Promise<void> {
   assertLittleEndian();
   const tensors: Record<string, TensorToWrite> = {};
   for (const [name, sum] of acc.sums) {
-    tensors[name] = { dtype: "U8", shape: [sum.byteLength], data: new Uint8Array(sum.buffer, sum.byteOffset, sum.byteLength) };
+    tensors[name] = {
+      dtype: "U8",
+      shape: [sum.byteLength],
+      data: new Uint8Array(sum.buffer, sum.byteOffset, sum.byteLength),
+    };
   }
   await writeSafetensors(path, tensors, {
     format: PARTIAL_FORMAT,
@@ -81,44 +89,85 @@ export async function saveCheckpoint(path: string, acc: FisherAccumulator, id: R
  * @param id Identity of the run being resumed.
  * @throws {FormatError} When the sidecar is unreadable, from another run, or its sums do not match the model.
  */
-export async function loadCheckpoint(path: string, acc: FisherAccumulator, id: RunIdentity): Promise<void> {
+export async function loadCheckpoint(
+  path: string,
+  acc: FisherAccumulator,
+  id: RunIdentity,
+): Promise<void> {
   assertLittleEndian();
   let file: SafetensorsFile;
   try {
     file = await SafetensorsFile.open(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) {
-      throw new FormatError(path, "", "No partial state to resume: run without --resume to start from the beginning");
+      throw new FormatError(
+        path,
+        "",
+        "No partial state to resume: run without --resume to start from the beginning",
+      );
     }
-    if (err instanceof FormatError) throw new FormatError(path, "", `Unreadable partial state (${err.message}): delete it and run without --resume`);
+    if (err instanceof FormatError) {
+      throw new FormatError(
+        path,
+        "",
+        `Unreadable partial state (${err.message}): delete it and run without --resume`,
+      );
+    }
     throw err;
   }
   try {
     const meta = file.metadata;
     if (meta.format !== PARTIAL_FORMAT || meta.version !== PARTIAL_VERSION) {
-      throw new FormatError(path, "__metadata__.format", `Expected ${PARTIAL_FORMAT} version ${PARTIAL_VERSION}, got ${meta.format} version ${meta.version}: delete it and run without --resume`);
+      throw new FormatError(
+        path,
+        "__metadata__.format",
+        `Expected ${PARTIAL_FORMAT} version ${PARTIAL_VERSION}, got ${meta.format} version ${meta.version}: delete it and run without --resume`,
+      );
     }
     const want = identityMetadata(id);
     for (const [key, value] of Object.entries(want)) {
       if (meta[key] !== value) {
-        throw new FormatError(path, `__metadata__.${key}`, `The partial state was made with ${key} ${JSON.stringify(meta[key])}, this run has ${JSON.stringify(value)}: rerun with the original options, or delete it and run without --resume`);
+        throw new FormatError(
+          path,
+          `__metadata__.${key}`,
+          `The partial state was made with ${key} ${JSON.stringify(meta[key])}, this run has ${
+            JSON.stringify(value)
+          }: rerun with the original options, or delete it and run without --resume`,
+        );
       }
     }
     const shapes = stateShapes(acc.layers, acc.fullG);
     if (file.tensors.size !== shapes.length) {
-      throw new FormatError(path, "", `Holds ${file.tensors.size} sums, expected ${shapes.length} for this model: delete it and run without --resume`);
+      throw new FormatError(
+        path,
+        "",
+        `Holds ${file.tensors.size} sums, expected ${shapes.length} for this model: delete it and run without --resume`,
+      );
     }
     for (const [name, count] of shapes) {
       const info = file.tensors.get(name);
       if (!info || info.dtype !== "U8" || info.byteLength !== count * 8) {
-        throw new FormatError(path, name, `Missing or misshapen sum (expected ${count} f64 values): delete it and run without --resume`);
+        throw new FormatError(
+          path,
+          name,
+          `Missing or misshapen sum (expected ${count} f64 values): delete it and run without --resume`,
+        );
       }
       const bytes = await file.readBytes(name);
       acc.sums.get(name)!.set(new Float64Array(bytes.buffer, bytes.byteOffset, count));
     }
-    const done = Number(meta.sequences_done), tokens = Number(meta.tokens_done), lossSum = Number(meta.loss_sum);
-    if (!Number.isSafeInteger(done) || done < 0 || done > id.sequences || tokens !== done * id.seqLen || !Number.isFinite(lossSum)) {
-      throw new FormatError(path, "__metadata__.sequences_done", `Inconsistent counts (${meta.sequences_done} sequences, ${meta.tokens_done} tokens): delete it and run without --resume`);
+    const done = Number(meta.sequences_done),
+      tokens = Number(meta.tokens_done),
+      lossSum = Number(meta.loss_sum);
+    if (
+      !Number.isSafeInteger(done) || done < 0 || done > id.sequences ||
+      tokens !== done * id.seqLen || !Number.isFinite(lossSum)
+    ) {
+      throw new FormatError(
+        path,
+        "__metadata__.sequences_done",
+        `Inconsistent counts (${meta.sequences_done} sequences, ${meta.tokens_done} tokens): delete it and run without --resume`,
+      );
     }
     acc.sequences = done;
     acc.tokens = tokens;
@@ -168,6 +217,8 @@ function identityMetadata(id: RunIdentity): Record<string, string> {
 
 function assertLittleEndian(): void {
   if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
-    throw new Error("Calibration checkpoints store little-endian f64 sums; this host is big-endian");
+    throw new Error(
+      "Calibration checkpoints store little-endian f64 sums; this host is big-endian",
+    );
   }
 }

@@ -30,8 +30,17 @@ export interface CreateEngineOptions {
  * @param engine "gpu" or "reference".
  * @param options Device (for "gpu", kept by the caller) and whether full G is kept.
  */
-export async function createEngine(model: LoadedModel, engine: Engine, options: CreateEngineOptions): Promise<GradientEngine> {
+export async function createEngine(
+  model: LoadedModel,
+  engine: Engine,
+  options: CreateEngineOptions,
+): Promise<GradientEngine> {
   if (engine === "reference") return await CpuEngine.create(model.config, model.weights);
-  if (!options.gpu) throw new UsageError("The gpu calibration engine needs a GpuContext: pass options.gpu");
-  return await GpuEngine.create(options.gpu, model.config, model.weights, { fullG: options.fullG, ownsGpu: false });
+  if (!options.gpu) {
+    throw new UsageError("The gpu calibration engine needs a GpuContext: pass options.gpu");
+  }
+  return await GpuEngine.create(options.gpu, model.config, model.weights, {
+    fullG: options.fullG,
+    ownsGpu: false,
+  });
 }

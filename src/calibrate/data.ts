@@ -61,22 +61,46 @@ export interface LoadDataOptions {
  */
 export function validateDataSpec(model: LoadedModel, spec: DataSpec): void {
   const ctx = model.config.maxSeqLen;
-  if (!(Number.isSafeInteger(spec.seqLen) && spec.seqLen >= 2)) throw new UsageError(`--seq-len must be an integer of at least 2, got ${spec.seqLen}`);
-  if (spec.seqLen > ctx) throw new UsageError(`--seq-len ${spec.seqLen} is beyond the model's context of ${ctx} tokens: pass --seq-len ${ctx} or less`);
+  if (!(Number.isSafeInteger(spec.seqLen) && spec.seqLen >= 2)) {
+    throw new UsageError(`--seq-len must be an integer of at least 2, got ${spec.seqLen}`);
+  }
+  if (spec.seqLen > ctx) {
+    throw new UsageError(
+      `--seq-len ${spec.seqLen} is beyond the model's context of ${ctx} tokens: pass --seq-len ${ctx} or less`,
+    );
+  }
   const hasFiles = (spec.files?.length ?? 0) > 0;
-  if (hasFiles === (spec.sampleTokens !== undefined)) throw new UsageError("Pass either --data FILE... or --sample-tokens N with --seed S");
-  if (spec.sequences !== undefined && !(Number.isSafeInteger(spec.sequences) && spec.sequences >= 1)) {
+  if (hasFiles === (spec.sampleTokens !== undefined)) {
+    throw new UsageError("Pass either --data FILE... or --sample-tokens N with --seed S");
+  }
+  if (
+    spec.sequences !== undefined && !(Number.isSafeInteger(spec.sequences) && spec.sequences >= 1)
+  ) {
     throw new UsageError(`--sequences must be a positive integer, got ${spec.sequences}`);
   }
   if (spec.sampleTokens !== undefined) {
-    if (!(Number.isSafeInteger(spec.sampleTokens) && spec.sampleTokens >= 1)) throw new UsageError(`--sample-tokens must be a positive integer, got ${spec.sampleTokens}`);
-    if (!Number.isSafeInteger(spec.seed)) throw new UsageError("--sample-tokens needs --seed S (an integer) so the stream can be sampled again on --resume");
-    if (spec.sampleTokens < spec.seqLen) {
-      throw new UsageError(`--sample-tokens ${spec.sampleTokens} is shorter than one sequence of --seq-len ${spec.seqLen}: sample at least ${spec.seqLen} tokens`);
+    if (!(Number.isSafeInteger(spec.sampleTokens) && spec.sampleTokens >= 1)) {
+      throw new UsageError(`--sample-tokens must be a positive integer, got ${spec.sampleTokens}`);
     }
-    if (model.config.bosId === undefined) throw new UsageError("--sample-tokens needs a model with a BOS token id; pass --data instead");
+    if (!Number.isSafeInteger(spec.seed)) {
+      throw new UsageError(
+        "--sample-tokens needs --seed S (an integer) so the stream can be sampled again on --resume",
+      );
+    }
+    if (spec.sampleTokens < spec.seqLen) {
+      throw new UsageError(
+        `--sample-tokens ${spec.sampleTokens} is shorter than one sequence of --seq-len ${spec.seqLen}: sample at least ${spec.seqLen} tokens`,
+      );
+    }
+    if (model.config.bosId === undefined) {
+      throw new UsageError(
+        "--sample-tokens needs a model with a BOS token id; pass --data instead",
+      );
+    }
   }
-  if (spec.chat && !hasFiles) throw new UsageError("--chat needs --data with JSONL conversation files");
+  if (spec.chat && !hasFiles) {
+    throw new UsageError("--chat needs --data with JSONL conversation files");
+  }
 }
 
 /**
@@ -92,7 +116,11 @@ export function validateDataSpec(model: LoadedModel, spec: DataSpec): void {
  * @param options Sampler factory and progress.
  * @throws {UsageError} When the data contains fewer tokens than one sequence, or fewer sequences than requested.
  */
-export async function loadCalibrationData(model: LoadedModel, spec: DataSpec, options: LoadDataOptions = {}): Promise<CalibrationData> {
+export async function loadCalibrationData(
+  model: LoadedModel,
+  spec: DataSpec,
+  options: LoadDataOptions = {},
+): Promise<CalibrationData> {
   validateDataSpec(model, spec);
   const { seqLen } = spec;
   let stream: Int32Array;
@@ -102,28 +130,44 @@ export async function loadCalibrationData(model: LoadedModel, spec: DataSpec, op
     const lm = await options.sampler();
     // The stream is sequential in the seed, so sampling only the requested windows gives
     // the same first windows as sampling all of them.
-    const total = Math.min(Math.floor(spec.sampleTokens / seqLen), spec.sequences ?? Infinity) * seqLen;
-    stream = await sampleTokenStream(lm, { tokens: total, windowLength: seqLen, seed: spec.seed!, progress: options.progress?.(total) });
-    description = `sampled from the model: ${total} tokens, seed ${spec.seed}, windows of ${seqLen} starting with BOS`;
+    const total = Math.min(Math.floor(spec.sampleTokens / seqLen), spec.sequences ?? Infinity) *
+      seqLen;
+    stream = await sampleTokenStream(lm, {
+      tokens: total,
+      windowLength: seqLen,
+      seed: spec.seed!,
+      progress: options.progress?.(total),
+    });
+    description =
+      `sampled from the model: ${total} tokens, seed ${spec.seed}, windows of ${seqLen} starting with BOS`;
   } else {
     const parts: Int32Array[] = [];
     for (const file of spec.files!) {
-      const docs = spec.chat
-        ? await readChatFile(file, model)
-        : await readTokenFile(file, { vocabSize: model.config.vocabSize, tokenizer: model.tokenizer });
+      const docs = spec.chat ? await readChatFile(file, model) : await readTokenFile(file, {
+        vocabSize: model.config.vocabSize,
+        tokenizer: model.tokenizer,
+      });
       parts.push(...docs);
     }
     stream = concat(parts);
     const kind = spec.chat ? "chat JSONL" : "files";
-    description = `${kind}: ${spec.files!.map((f) => basename(f)).join(", ")} (${stream.length} tokens)`;
+    description = `${kind}: ${
+      spec.files!.map((f) => basename(f)).join(", ")
+    } (${stream.length} tokens)`;
     if (stream.length < seqLen) {
-      throw new UsageError(`Data contains ${stream.length} tokens, shorter than one sequence of --seq-len ${seqLen} (${spec.files!.join(", ")}): add data or lower --seq-len`);
+      throw new UsageError(
+        `Data contains ${stream.length} tokens, shorter than one sequence of --seq-len ${seqLen} (${
+          spec.files!.join(", ")
+        }): add data or lower --seq-len`,
+      );
     }
   }
   const available = Math.floor(stream.length / seqLen);
   const count = spec.sequences ?? available;
   if (count > available) {
-    throw new UsageError(`--sequences ${count} asks for more than the ${available} sequences of ${seqLen} tokens the data contains: lower --sequences or add data`);
+    throw new UsageError(
+      `--sequences ${count} asks for more than the ${available} sequences of ${seqLen} tokens the data contains: lower --sequences or add data`,
+    );
   }
   const windows: Int32Array[] = [];
   for (let i = 0; i < count; i++) windows.push(stream.slice(i * seqLen, (i + 1) * seqLen));

@@ -59,7 +59,11 @@ const SUFFIXES = ["A", "G_diag", "G", "grad_mean", "fisher_diag"] as const;
  * @param stats Statistics by layer prefix (the order is kept in the file).
  * @param metadata Run description.
  */
-export async function writeFisherStats(path: string, stats: Map<string, LinearStats>, metadata: FisherMetadata): Promise<void> {
+export async function writeFisherStats(
+  path: string,
+  stats: Map<string, LinearStats>,
+  metadata: FisherMetadata,
+): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   const f32 = (data: Float32Array, shape: number[]): TensorToWrite => ({
     dtype: "F32",
@@ -105,7 +109,11 @@ export class FisherStatsFile {
   readonly layers: ReadonlyMap<string, { inDim: number; outDim: number }>;
   #file: SafetensorsFile;
 
-  private constructor(file: SafetensorsFile, metadata: FisherMetadata, layers: Map<string, { inDim: number; outDim: number }>) {
+  private constructor(
+    file: SafetensorsFile,
+    metadata: FisherMetadata,
+    layers: Map<string, { inDim: number; outDim: number }>,
+  ) {
     this.#file = file;
     this.metadata = metadata;
     this.layers = layers;
@@ -136,7 +144,13 @@ export class FisherStatsFile {
    */
   async readLayer(prefix: string): Promise<FisherLayer> {
     const dims = this.layers.get(prefix);
-    if (!dims) throw new FormatError(this.#file.path, prefix, `No statistics for this layer: the file has ${this.layers.size} layers`);
+    if (!dims) {
+      throw new FormatError(
+        this.#file.path,
+        prefix,
+        `No statistics for this layer: the file has ${this.layers.size} layers`,
+      );
+    }
     const read = (suffix: string) => this.#file.readF32(`${prefix}.${suffix}`);
     const layer: FisherLayer = {
       ...dims,
@@ -174,18 +188,40 @@ export async function readFisherStats(path: string): Promise<FisherStats> {
 
 function parseMetadata(path: string, raw: Readonly<Record<string, string>>): FisherMetadata {
   if (raw.format !== FISHER_FORMAT) {
-    throw new FormatError(path, "__metadata__.format", `Expected "${FISHER_FORMAT}", got ${JSON.stringify(raw.format)}: this is not a statistics file from deno task calibrate`);
+    throw new FormatError(
+      path,
+      "__metadata__.format",
+      `Expected "${FISHER_FORMAT}", got ${
+        JSON.stringify(raw.format)
+      }: this is not a statistics file from deno task calibrate`,
+    );
   }
   if (raw.version !== FISHER_VERSION) {
-    throw new FormatError(path, "__metadata__.version", `Unsupported version ${JSON.stringify(raw.version)}: this reader supports version ${FISHER_VERSION}`);
+    throw new FormatError(
+      path,
+      "__metadata__.version",
+      `Unsupported version ${
+        JSON.stringify(raw.version)
+      }: this reader supports version ${FISHER_VERSION}`,
+    );
   }
   const int = (key: string) => {
     const v = Number(raw[key]);
-    if (!Number.isSafeInteger(v) || v < 0) throw new FormatError(path, `__metadata__.${key}`, `Expected a non-negative integer, got ${JSON.stringify(raw[key])}`);
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new FormatError(
+        path,
+        `__metadata__.${key}`,
+        `Expected a non-negative integer, got ${JSON.stringify(raw[key])}`,
+      );
+    }
     return v;
   };
   if (raw.full_g !== "true" && raw.full_g !== "false") {
-    throw new FormatError(path, "__metadata__.full_g", `Expected "true" or "false", got ${JSON.stringify(raw.full_g)}`);
+    throw new FormatError(
+      path,
+      "__metadata__.full_g",
+      `Expected "true" or "false", got ${JSON.stringify(raw.full_g)}`,
+    );
   }
   return {
     model: raw.model ?? "",
@@ -199,11 +235,19 @@ function parseMetadata(path: string, raw: Readonly<Record<string, string>>): Fis
   };
 }
 
-function validateLayers(path: string, file: SafetensorsFile, fullG: boolean): Map<string, { inDim: number; outDim: number }> {
+function validateLayers(
+  path: string,
+  file: SafetensorsFile,
+  fullG: boolean,
+): Map<string, { inDim: number; outDim: number }> {
   const prefixes: string[] = [];
   for (const name of file.tensors.keys()) {
     if (!SUFFIXES.some((s) => name.endsWith(`.${s}`))) {
-      throw new FormatError(path, name, `Unexpected tensor: statistics tensors end in .${SUFFIXES.join(", .")}`);
+      throw new FormatError(
+        path,
+        name,
+        `Unexpected tensor: statistics tensors end in .${SUFFIXES.join(", .")}`,
+      );
     }
     if (name.endsWith(".A")) prefixes.push(prefixOf(name));
   }
@@ -211,8 +255,16 @@ function validateLayers(path: string, file: SafetensorsFile, fullG: boolean): Ma
   for (const prefix of prefixes) {
     const shape = (suffix: string) => {
       const info = file.tensors.get(`${prefix}.${suffix}`);
-      if (!info) throw new FormatError(path, `${prefix}.${suffix}`, "Missing tensor: every layer needs A, G_diag, grad_mean and fisher_diag");
-      if (info.dtype !== "F32") throw new FormatError(path, `${prefix}.${suffix}`, `Expected dtype F32, got ${info.dtype}`);
+      if (!info) {
+        throw new FormatError(
+          path,
+          `${prefix}.${suffix}`,
+          "Missing tensor: every layer needs A, G_diag, grad_mean and fisher_diag",
+        );
+      }
+      if (info.dtype !== "F32") {
+        throw new FormatError(path, `${prefix}.${suffix}`, `Expected dtype F32, got ${info.dtype}`);
+      }
       return info.shape;
     };
     const a = shape("A"), gd = shape("G_diag");
@@ -220,7 +272,11 @@ function validateLayers(path: string, file: SafetensorsFile, fullG: boolean): Ma
     const expect = (suffix: string, want: number[]) => {
       const got = shape(suffix);
       if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
-        throw new FormatError(path, `${prefix}.${suffix}`, `Shape [${got}] does not match [${want}] implied by A [${a}] and G_diag [${gd}]`);
+        throw new FormatError(
+          path,
+          `${prefix}.${suffix}`,
+          `Shape [${got}] does not match [${want}] implied by A [${a}] and G_diag [${gd}]`,
+        );
       }
     };
     expect("A", [n, n]);
@@ -228,12 +284,16 @@ function validateLayers(path: string, file: SafetensorsFile, fullG: boolean): Ma
     expect("grad_mean", [m, n]);
     expect("fisher_diag", [m, n]);
     if (fullG) expect("G", [m, m]);
-    else if (file.tensors.has(`${prefix}.G`)) throw new FormatError(path, `${prefix}.G`, "Present although metadata full_g is false");
+    else if (file.tensors.has(`${prefix}.G`)) {
+      throw new FormatError(path, `${prefix}.G`, "Present although metadata full_g is false");
+    }
     layers.set(prefix, { inDim: n, outDim: m });
   }
   if (layers.size === 0) throw new FormatError(path, "", "The file contains no layer statistics");
   for (const name of file.tensors.keys()) {
-    if (!layers.has(prefixOf(name))) throw new FormatError(path, name, "Tensor belongs to no layer: its layer has no .A tensor");
+    if (!layers.has(prefixOf(name))) {
+      throw new FormatError(path, name, "Tensor belongs to no layer: its layer has no .A tensor");
+    }
   }
   return layers;
 }

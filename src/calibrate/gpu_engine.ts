@@ -74,13 +74,23 @@ export class GpuEngine implements GradientEngine {
     weights: WeightStore,
     options: { fullG: boolean; ownsGpu?: boolean; maxChunkBytes?: number },
   ): Promise<GpuEngine> {
-    const pass = await GpuBackward.create(gpu, config, weights, { maxChunkBytes: options.maxChunkBytes });
-    const zeros = (rows: number, cols: number, label: string) => uploadMatrix(gpu, new Float32Array(rows * cols), rows, cols, label, options.maxChunkBytes);
+    // the weights never change during calibration, so the faster transposed head is safe
+    const pass = await GpuBackward.create(gpu, config, weights, {
+      maxChunkBytes: options.maxChunkBytes,
+      transposedHead: true,
+    });
+    const zeros = (rows: number, cols: number, label: string) =>
+      uploadMatrix(gpu, new Float32Array(rows * cols), rows, cols, label, options.maxChunkBytes);
     let scratchSize = 1;
     const engine = new GpuEngine(gpu, pass, gpu.createBuffer(4), options.ownsGpu ?? true);
     engine.#fullG = options.fullG;
     for (const layer of calibratedLinears(config)) {
-      if (layer.ownsInput) engine.#inputs.set(layer.inputGroup, zeros(layer.inDim, layer.inDim, `${layer.inputGroup}.A`));
+      if (layer.ownsInput) {
+        engine.#inputs.set(
+          layer.inputGroup,
+          zeros(layer.inDim, layer.inDim, `${layer.inputGroup}.A`),
+        );
+      }
       const weight = pass.weights.blocks[layer.layer].linears[layer.linear];
       for (const ch of weight.chunks) scratchSize = Math.max(scratchSize, ch.rows * weight.cols);
       engine.#layers.set(`${layer.layer}:${layer.linear}`, {
@@ -97,13 +107,19 @@ export class GpuEngine implements GradientEngine {
   }
 
   async load(acc: FisherAccumulator): Promise<void> {
-    if (acc.fullG !== this.#fullG) throw new UsageError(`The gpu engine was created with fullG ${this.#fullG}, the run has ${acc.fullG}`);
+    if (acc.fullG !== this.#fullG) {
+      throw new UsageError(
+        `The gpu engine was created with fullG ${this.#fullG}, the run has ${acc.fullG}`,
+      );
+    }
     for (const [name, target] of this.#targets()) this.#upload(target, acc.sums.get(name)!);
     await this.#gpu.device.queue.onSubmittedWorkDone();
   }
 
   async accumulate(tokens: Int32Array): Promise<number> {
-    const { loss } = await this.#pass.run(tokens, { onLinear: (tap, batch) => this.#addTap(tap, batch) });
+    const { loss } = await this.#pass.run(tokens, {
+      onLinear: (tap, batch) => this.#addTap(tap, batch),
+    });
     return loss;
   }
 
@@ -111,7 +127,13 @@ export class GpuEngine implements GradientEngine {
     const batch = this.#gpu.batch();
     const reads = this.#targets().map(([name, target]) => {
       const chunks = target instanceof GPUBuffer ? null : target.chunks;
-      return { name, target, handles: chunks ? chunks.map((ch) => batch.read(ch.buffer)) : [batch.read(target as GPUBuffer)] };
+      return {
+        name,
+        target,
+        handles: chunks
+          ? chunks.map((ch) => batch.read(ch.buffer))
+          : [batch.read(target as GPUBuffer)],
+      };
     });
     await batch.submit();
     for (const { name, target, handles } of reads) {
@@ -120,7 +142,9 @@ export class GpuEngine implements GradientEngine {
         sum.set(handles[0].f32().subarray(0, sum.length));
         continue;
       }
-      target.chunks.forEach((ch, i) => sum.set(handles[i].f32().subarray(0, ch.rows * target.cols), ch.row0 * target.cols));
+      target.chunks.forEach((ch, i) =>
+        sum.set(handles[i].f32().subarray(0, ch.rows * target.cols), ch.row0 * target.cols)
+      );
     }
   }
 
@@ -147,7 +171,10 @@ export class GpuEngine implements GradientEngine {
       return;
     }
     for (const ch of target.chunks) {
-      this.#gpu.write(ch.buffer, Float32Array.from(sum.subarray(ch.row0 * target.cols, (ch.row0 + ch.rows) * target.cols)));
+      this.#gpu.write(
+        ch.buffer,
+        Float32Array.from(sum.subarray(ch.row0 * target.cols, (ch.row0 + ch.rows) * target.cols)),
+      );
     }
   }
 
@@ -156,22 +183,54 @@ export class GpuEngine implements GradientEngine {
     const gpu = this.#gpu, s = this.#layers.get(`${tap.layer}:${tap.linear}`)!;
     const { inDim, outDim } = s.layer, T = tap.T;
     // A += x^T x, once per input group
-    if (s.layer.ownsInput) await gram(gpu, batch, tap.x, this.#inputs.get(s.layer.inputGroup)!, T, inDim);
+    if (s.layer.ownsInput) {
+      await gram(gpu, batch, tap.x, this.#inputs.get(s.layer.inputGroup)!, T, inDim);
+    }
     // G_diag += sum_t delta_t^2, G += delta^T delta
     await statsColsum(gpu, batch, { x: tap.dy, out: s.gDiag, rows: T, cols: outDim, square: true });
     if (s.g) await gram(gpu, batch, tap.dy, s.g, T, outDim);
     // g_s = delta^T x chunk by chunk, then grad += g_s, fisher += g_s^2
     for (let i = 0; i < tap.weight.chunks.length; i++) {
       const ch = tap.weight.chunks[i];
-      await linearWeightGradGpu(gpu, batch, { w: tap.weight, x: tap.x, T }, tap.dy, ch, this.#scratch);
-      await statsGrad(gpu, batch, { g: this.#scratch, sum: s.grad.chunks[i].buffer, sumSq: s.fisher.chunks[i].buffer, n: ch.rows * inDim });
+      await linearWeightGradGpu(
+        gpu,
+        batch,
+        { w: tap.weight, x: tap.x, T },
+        tap.dy,
+        ch,
+        this.#scratch,
+      );
+      await statsGrad(gpu, batch, {
+        g: this.#scratch,
+        sum: s.grad.chunks[i].buffer,
+        sumSq: s.fisher.chunks[i].buffer,
+        n: ch.rows * inDim,
+      });
     }
   }
 }
 
 /** Records sum += x^T x for x [T, n] into a chunked [n, n] matrix. */
-async function gram(gpu: GpuContext, batch: GpuBatch, x: GPUBuffer, sum: GpuMatrix, T: number, n: number): Promise<void> {
+async function gram(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  x: GPUBuffer,
+  sum: GpuMatrix,
+  T: number,
+  n: number,
+): Promise<void> {
   for (const ch of sum.chunks) {
-    await matmul(gpu, batch, { a: x, b: x, c: ch.buffer, m: ch.rows, n, k: T, transA: true, lda: n, aOffset: ch.row0, accumulate: true });
+    await matmul(gpu, batch, {
+      a: x,
+      b: x,
+      c: ch.buffer,
+      m: ch.rows,
+      n,
+      k: T,
+      transA: true,
+      lda: n,
+      aOffset: ch.row0,
+      accumulate: true,
+    });
   }
 }

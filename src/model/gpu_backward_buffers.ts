@@ -23,6 +23,7 @@ export interface BlockWeights {
 export interface TrainWeights {
   embed: GpuMatrix; // [vocab, dim]
   head: GpuMatrix; // [vocab, dim]; the same object as embed when tied
+  headT: GpuMatrix | null; // [dim, vocab], the head transposed (only when requested)
   finalNorm: GPUBuffer; // [dim]
   blocks: BlockWeights[];
 }
@@ -33,10 +34,18 @@ export interface TrainWeights {
  * @param gpu Device.
  * @param config Hyperparameters.
  * @param weights Tensor store under canonical names.
- * @param maxChunkBytes Cap on one matrix chunk (tests lower it to force chunking).
+ * @param options `maxChunkBytes` caps one matrix chunk (tests lower it to force chunking);
+ *   `transposedHead` also uploads the head transposed.
  */
-export async function uploadTrainWeights(gpu: GpuContext, config: ModelConfig, weights: WeightStore, maxChunkBytes?: number): Promise<TrainWeights> {
-  const matrix = async (name: string, rows: number, cols: number) => uploadMatrix(gpu, await read(weights, name, rows * cols), rows, cols, name, maxChunkBytes);
+export async function uploadTrainWeights(
+  gpu: GpuContext,
+  config: ModelConfig,
+  weights: WeightStore,
+  options: { maxChunkBytes?: number; transposedHead?: boolean } = {},
+): Promise<TrainWeights> {
+  const { maxChunkBytes } = options;
+  const matrix = async (name: string, rows: number, cols: number) =>
+    uploadMatrix(gpu, await read(weights, name, rows * cols), rows, cols, name, maxChunkBytes);
   const vector = async (name: string, n: number) => gpu.upload(await read(weights, name, n), name);
   const { dim, hiddenDim, vocabSize } = config;
   const q = config.nHeads * config.headDim, kv = config.nKvHeads * config.headDim;
@@ -44,7 +53,8 @@ export async function uploadTrainWeights(gpu: GpuContext, config: ModelConfig, w
   const head = config.tiedEmbeddings ? embed : await matrix(tensorNames.lmHead, vocabSize, dim);
   const blocks: BlockWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
-    const lin = (which: BlockLinear, rows: number, cols: number) => matrix(tensorNames.linear(l, which), rows, cols);
+    const lin = (which: BlockLinear, rows: number, cols: number) =>
+      matrix(tensorNames.linear(l, which), rows, cols);
     blocks.push({
       attnNorm: await vector(tensorNames.attnNorm(l), dim),
       ffnNorm: await vector(tensorNames.ffnNorm(l), dim),
@@ -66,7 +76,20 @@ export async function uploadTrainWeights(gpu: GpuContext, config: ModelConfig, w
         : null,
     });
   }
-  return { embed, head, finalNorm: await vector(tensorNames.finalNorm, dim), blocks };
+  let headT: GpuMatrix | null = null;
+  if (options.transposedHead) {
+    const h = await read(
+      weights,
+      config.tiedEmbeddings ? tensorNames.embed : tensorNames.lmHead,
+      vocabSize * dim,
+    );
+    const t = new Float32Array(dim * vocabSize); // [dim, vocab]
+    for (let v = 0; v < vocabSize; v++) {
+      for (let i = 0; i < dim; i++) t[i * vocabSize + v] = h[v * dim + i];
+    }
+    headT = uploadMatrix(gpu, t, dim, vocabSize, "head transposed", maxChunkBytes);
+  }
+  return { embed, head, headT, finalNorm: await vector(tensorNames.finalNorm, dim), blocks };
 }
 
 /**
@@ -78,18 +101,23 @@ export async function uploadTrainWeights(gpu: GpuContext, config: ModelConfig, w
 export function releaseTrainWeights(gpu: GpuContext, w: TrainWeights): void {
   releaseMatrix(gpu, w.embed);
   if (w.head !== w.embed) releaseMatrix(gpu, w.head);
+  if (w.headT) releaseMatrix(gpu, w.headT);
   gpu.release(w.finalNorm);
   for (const b of w.blocks) {
     gpu.release(b.attnNorm);
     gpu.release(b.ffnNorm);
     for (const m of Object.values(b.linears)) releaseMatrix(gpu, m);
-    if (b.bias) for (const v of Object.values(b.bias)) gpu.release(v);
+    if (b.bias) { for (const v of Object.values(b.bias)) gpu.release(v); }
   }
 }
 
 async function read(weights: WeightStore, name: string, count: number): Promise<Float32Array> {
   const data = await weights.read(name);
-  if (data.length !== count) throw new ShapeError(`${weights.source}: ${name} contains ${data.length} values, expected ${count}`);
+  if (data.length !== count) {
+    throw new ShapeError(
+      `${weights.source}: ${name} contains ${data.length} values, expected ${count}`,
+    );
+  }
   return data;
 }
 
@@ -144,20 +172,44 @@ export function allocateSequence(gpu: GpuContext, c: ModelConfig, T: number): Se
   const blocks: BlockActivations[] = [];
   for (let l = 0; l < c.nLayers; l++) {
     blocks.push({
-      x: f(T * c.dim, "x"), xn1: f(T * c.dim, "xn1"), q: f(T * q, "q"), k: f(T * kv, "k"), v: f(T * kv, "v"),
-      att: f(T * q, "att"), x2: f(T * c.dim, "x2"), xn2: f(T * c.dim, "xn2"),
-      g: f(T * c.hiddenDim, "g"), u: f(T * c.hiddenDim, "u"), h: f(T * c.hiddenDim, "h"),
+      x: f(T * c.dim, "x"),
+      xn1: f(T * c.dim, "xn1"),
+      q: f(T * q, "q"),
+      k: f(T * kv, "k"),
+      v: f(T * kv, "v"),
+      att: f(T * q, "att"),
+      x2: f(T * c.dim, "x2"),
+      xn2: f(T * c.dim, "xn2"),
+      g: f(T * c.hiddenDim, "g"),
+      u: f(T * c.hiddenDim, "u"),
+      h: f(T * c.hiddenDim, "h"),
     });
   }
   // logits are produced and differentiated in row chunks that fit one storage binding
-  const logitRows = Math.max(1, Math.min(T, Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * c.vocabSize))));
+  const logitRows = Math.max(
+    1,
+    Math.min(T, Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * c.vocabSize))),
+  );
   return {
-    T, ids: f(T, "ids"), losses: f(T, "losses"), rstd: f(T, "rstd"), blocks,
-    xFinal: f(T * c.dim, "xFinal"), xnFinal: f(T * c.dim, "xnFinal"),
-    logitRows, logits: f(logitRows * c.vocabSize, "logits"),
-    dx: f(T * c.dim, "dx"), dx2: f(T * c.dim, "dx2"), dxn: f(T * c.dim, "dxn"), dh: f(T * c.hiddenDim, "dh"),
-    dq: f(T * q, "dq"), dk: f(T * kv, "dk"), dv: f(T * kv, "dv"), datt: f(T * q, "datt"),
-    scores: f(T * T, "scores"), dp: f(T * T, "dp"),
+    T,
+    ids: f(T, "ids"),
+    losses: f(T, "losses"),
+    rstd: f(T, "rstd"),
+    blocks,
+    xFinal: f(T * c.dim, "xFinal"),
+    xnFinal: f(T * c.dim, "xnFinal"),
+    logitRows,
+    logits: f(logitRows * c.vocabSize, "logits"),
+    dx: f(T * c.dim, "dx"),
+    dx2: f(T * c.dim, "dx2"),
+    dxn: f(T * c.dim, "dxn"),
+    dh: f(T * c.hiddenDim, "dh"),
+    dq: f(T * q, "dq"),
+    dk: f(T * kv, "dk"),
+    dv: f(T * kv, "dv"),
+    datt: f(T * q, "datt"),
+    scores: f(T * T, "scores"),
+    dp: f(T * T, "dp"),
   };
 }
 

@@ -14,8 +14,12 @@ import { readAllWeights, type WeightStore } from "./model.ts";
 import { ShapeError, UsageError } from "../errors.ts";
 import { linearBackward64, linearForward64 } from "../ops/linear_backward.ts";
 import { rmsnormBackward64, rmsnormForward64 } from "../ops/rmsnorm_backward.ts";
-import { type RopeParams, ropeBackward64, ropeForward64 } from "../ops/rope_backward.ts";
-import { attentionBackward64, attentionForward64, type AttentionParams } from "../ops/attention_backward.ts";
+import { ropeBackward64, ropeForward64, type RopeParams } from "../ops/rope_backward.ts";
+import {
+  attentionBackward64,
+  attentionForward64,
+  type AttentionParams,
+} from "../ops/attention_backward.ts";
 import { swigluBackward64, swigluForward64 } from "../ops/swiglu_backward.ts";
 import { crossEntropy64 } from "../ops/cross_entropy_backward.ts";
 import { embeddingBackward64, embeddingForward64 } from "../ops/embedding_backward.ts";
@@ -98,7 +102,10 @@ export class ReferenceBackward {
    * @param config Hyperparameters.
    * @param weights Tensor store or in-memory tensors under canonical names.
    */
-  static async create(config: ModelConfig, weights: WeightStore | Map<string, Float32Array>): Promise<ReferenceBackward> {
+  static async create(
+    config: ModelConfig,
+    weights: WeightStore | Map<string, Float32Array>,
+  ): Promise<ReferenceBackward> {
     const all = weights instanceof Map ? weights : await readAllWeights(weights);
     const w64 = new Map<string, Float64Array>();
     for (const [name, data] of all) w64.set(name, Float64Array.from(data));
@@ -148,7 +155,14 @@ export class ReferenceBackward {
     add(headName, head.dw);
 
     // final norm
-    const fin = rmsnormBackward64(xFinal, head.dx, T, c.dim, w.get(tensorNames.finalNorm)!, c.normEps);
+    const fin = rmsnormBackward64(
+      xFinal,
+      head.dx,
+      T,
+      c.dim,
+      w.get(tensorNames.finalNorm)!,
+      c.normEps,
+    );
     add(tensorNames.finalNorm, fin.dw);
     let dx = fin.dx;
 
@@ -166,11 +180,15 @@ export class ReferenceBackward {
   #forward(tokens: ArrayLike<number>) {
     const c = this.config, w = this.weights, T = tokens.length;
     if (T < 2 || T > c.maxSeqLen) {
-      throw new UsageError(`Sequence of ${T} tokens: expected between 2 and the model's context ${c.maxSeqLen}`);
+      throw new UsageError(
+        `Sequence of ${T} tokens: expected between 2 and the model's context ${c.maxSeqLen}`,
+      );
     }
     for (let t = 0; t < T; t++) {
       if (!(Number.isInteger(tokens[t]) && tokens[t] >= 0 && tokens[t] < c.vocabSize)) {
-        throw new UsageError(`Token id ${tokens[t]} at position ${t} is outside the vocabulary [0, ${c.vocabSize})`);
+        throw new UsageError(
+          `Token id ${tokens[t]} at position ${t} is outside the vocabulary [0, ${c.vocabSize})`,
+        );
       }
     }
     let x = embeddingForward64(w.get(tensorNames.embed)!, c.dim, tokens);
@@ -178,7 +196,10 @@ export class ReferenceBackward {
     for (let l = 0; l < c.nLayers; l++) {
       const a = this.#blockForward(l, x, T);
       acts.push(a);
-      x = residual(a.x2, linearForward64(a.h, T, c.hiddenDim, this.#linear(l, "mlp.down_proj"), c.dim));
+      x = residual(
+        a.x2,
+        linearForward64(a.h, T, c.hiddenDim, this.#linear(l, "mlp.down_proj"), c.dim),
+      );
     }
     const xnFinal = rmsnormForward64(x, T, c.dim, w.get(tensorNames.finalNorm)!, c.normEps);
     const head = w.get(c.tiedEmbeddings ? tensorNames.embed : tensorNames.lmHead)!;
@@ -192,9 +213,38 @@ export class ReferenceBackward {
 
     // attention: q, k, v projections of the normed residual, rotary, causal GQA
     const xn1 = rmsnormForward64(x, T, c.dim, w.get(tensorNames.attnNorm(l))!, c.normEps);
-    const q = ropeForward64(linearForward64(xn1, T, c.dim, this.#linear(l, "self_attn.q_proj"), qw, this.#bias(l, "self_attn.q_proj")), T, this.#rope(c.nHeads));
-    const k = ropeForward64(linearForward64(xn1, T, c.dim, this.#linear(l, "self_attn.k_proj"), kw, this.#bias(l, "self_attn.k_proj")), T, this.#rope(c.nKvHeads));
-    const v = linearForward64(xn1, T, c.dim, this.#linear(l, "self_attn.v_proj"), kw, this.#bias(l, "self_attn.v_proj"));
+    const q = ropeForward64(
+      linearForward64(
+        xn1,
+        T,
+        c.dim,
+        this.#linear(l, "self_attn.q_proj"),
+        qw,
+        this.#bias(l, "self_attn.q_proj"),
+      ),
+      T,
+      this.#rope(c.nHeads),
+    );
+    const k = ropeForward64(
+      linearForward64(
+        xn1,
+        T,
+        c.dim,
+        this.#linear(l, "self_attn.k_proj"),
+        kw,
+        this.#bias(l, "self_attn.k_proj"),
+      ),
+      T,
+      this.#rope(c.nKvHeads),
+    );
+    const v = linearForward64(
+      xn1,
+      T,
+      c.dim,
+      this.#linear(l, "self_attn.v_proj"),
+      kw,
+      this.#bias(l, "self_attn.v_proj"),
+    );
     const { out: att, probs } = attentionForward64(q, k, v, T, this.#heads());
     const x2 = residual(x, linearForward64(att, T, qw, this.#linear(l, "self_attn.o_proj"), c.dim));
 
@@ -217,10 +267,20 @@ export class ReferenceBackward {
   ): Float64Array {
     const c = this.config, w = this.weights;
     const qw = c.nHeads * c.headDim, kw = c.nKvHeads * c.headDim;
-    const linear = (which: BlockLinear, x: Float64Array, dy: Float64Array, inDim: number, outDim: number) => {
+    const linear = (
+      which: BlockLinear,
+      x: Float64Array,
+      dy: Float64Array,
+      inDim: number,
+      outDim: number,
+    ) => {
       const r = linearBackward64(x, dy, T, inDim, this.#linear(l, which), outDim);
       add(tensorNames.linear(l, which), r.dw);
-      if (c.qkvBias && (which === "self_attn.q_proj" || which === "self_attn.k_proj" || which === "self_attn.v_proj")) {
+      if (
+        c.qkvBias &&
+        (which === "self_attn.q_proj" || which === "self_attn.k_proj" ||
+          which === "self_attn.v_proj")
+      ) {
         add(tensorNames.bias(l, which), r.db);
       }
       options.onLinear?.({ layer: l, linear: which, x, dy, dw: r.dw, T, inDim, outDim });
@@ -230,7 +290,10 @@ export class ReferenceBackward {
     // feed-forward: x3 = x2 + down(silu(gate(xn2)) * up(xn2)), xn2 = rmsnorm(x2)
     const dh = linear("mlp.down_proj", a.h, dOut, c.hiddenDim, c.dim);
     const { dg, du } = swigluBackward64(a.g, a.u, dh);
-    const dxn2 = residual(linear("mlp.gate_proj", a.xn2, dg, c.dim, c.hiddenDim), linear("mlp.up_proj", a.xn2, du, c.dim, c.hiddenDim));
+    const dxn2 = residual(
+      linear("mlp.gate_proj", a.xn2, dg, c.dim, c.hiddenDim),
+      linear("mlp.up_proj", a.xn2, du, c.dim, c.hiddenDim),
+    );
     const n2 = rmsnormBackward64(a.x2, dxn2, T, c.dim, w.get(tensorNames.ffnNorm(l))!, c.normEps);
     add(tensorNames.ffnNorm(l), n2.dw);
     const dx2 = residual(dOut, n2.dx);
@@ -255,7 +318,10 @@ export class ReferenceBackward {
     return t;
   }
 
-  #bias(l: number, which: "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj"): Float64Array | undefined {
+  #bias(
+    l: number,
+    which: "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj",
+  ): Float64Array | undefined {
     return this.config.qkvBias ? this.weights.get(tensorNames.bias(l, which)) : undefined;
   }
 
@@ -265,7 +331,11 @@ export class ReferenceBackward {
   }
 
   #heads(): AttentionParams {
-    return { heads: this.config.nHeads, kvHeads: this.config.nKvHeads, headDim: this.config.headDim };
+    return {
+      heads: this.config.nHeads,
+      kvHeads: this.config.nKvHeads,
+      headDim: this.config.headDim,
+    };
   }
 }
 

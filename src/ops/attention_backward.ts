@@ -52,7 +52,13 @@ export interface AttentionForward {
  * @param T Number of positions.
  * @param p Head counts and width.
  */
-export function attentionForward64(q: Float64Array, k: Float64Array, v: Float64Array, T: number, p: AttentionParams): AttentionForward {
+export function attentionForward64(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  T: number,
+  p: AttentionParams,
+): AttentionForward {
   const { heads, kvHeads, headDim: d } = p;
   const qw = heads * d, kw = kvHeads * d, group = heads / kvHeads;
   const scale = 1 / Math.sqrt(d);
@@ -170,10 +176,18 @@ export interface CausalSoftmaxArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function causalSoftmax(gpu: GpuContext, batch: GpuBatch, args: CausalSoftmaxArgs): Promise<void> {
+export async function causalSoftmax(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: CausalSoftmaxArgs,
+): Promise<void> {
   const { T } = args;
   checkSize("causalSoftmax T", T);
-  if (4 * Math.ceil(T / ROW_WORKGROUP) + 3 * ROW_WORKGROUP > LOOP_BUDGET) throw new ShapeError(`causalSoftmax: ${T} positions exceed the loop cap of one workgroup per row`);
+  if (4 * Math.ceil(T / ROW_WORKGROUP) + 3 * ROW_WORKGROUP > LOOP_BUDGET) {
+    throw new ShapeError(
+      `causalSoftmax: ${T} positions exceed the loop cap of one workgroup per row`,
+    );
+  }
   const scores = bindRange(gpu, args.scores, args.offset ?? 0, T * T, "causalSoftmax scores");
   const pipeline = await gpu.pipeline("attention_probs_backward", { WG: ROW_WORKGROUP });
   const params = batch.uniform(paramWords([T, scores.offset], [args.scale]));
@@ -199,10 +213,18 @@ export interface SoftmaxBackwardArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function softmaxBackward(gpu: GpuContext, batch: GpuBatch, args: SoftmaxBackwardArgs): Promise<void> {
+export async function softmaxBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: SoftmaxBackwardArgs,
+): Promise<void> {
   const { T } = args;
   checkSize("softmaxBackward T", T);
-  if (2 * Math.ceil(T / ROW_WORKGROUP) + ROW_WORKGROUP > LOOP_BUDGET) throw new ShapeError(`softmaxBackward: ${T} positions exceed the loop cap of one workgroup per row`);
+  if (2 * Math.ceil(T / ROW_WORKGROUP) + ROW_WORKGROUP > LOOP_BUDGET) {
+    throw new ShapeError(
+      `softmaxBackward: ${T} positions exceed the loop cap of one workgroup per row`,
+    );
+  }
   const probs = bindRange(gpu, args.probs, 0, T * T, "softmaxBackward probs");
   const dp = bindRange(gpu, args.dp, 0, T * T, "softmaxBackward dp");
   const pipeline = await gpu.pipeline("softmax_backward", { WG: ROW_WORKGROUP });

@@ -29,10 +29,16 @@ import { ROW_WORKGROUP, rowGrid } from "./_backward_common.ts";
  * @param vocab Vocabulary size.
  * @returns The loss and dLoss/dLogits [T, vocab].
  */
-export function crossEntropy64(logits: Float64Array, tokens: ArrayLike<number>, vocab: number): { loss: number; dLogits: Float64Array } {
+export function crossEntropy64(
+  logits: Float64Array,
+  tokens: ArrayLike<number>,
+  vocab: number,
+): { loss: number; dLogits: Float64Array } {
   const T = tokens.length;
   if (T < 2) throw new ShapeError(`Cross-entropy needs at least 2 tokens to predict one, got ${T}`);
-  if (logits.length !== T * vocab) throw new ShapeError(`Logits hold ${logits.length} values, expected [${T}, ${vocab}]`);
+  if (logits.length !== T * vocab) {
+    throw new ShapeError(`Logits hold ${logits.length} values, expected [${T}, ${vocab}]`);
+  }
   const dLogits = new Float64Array(T * vocab);
   const inv = 1 / (T - 1);
   let loss = 0;
@@ -83,18 +89,37 @@ export interface CrossEntropyBackwardArgs {
  * @param args Operands and sizes.
  * @throws {ShapeError} When the vocabulary is so large that one invocation would pass the loop cap.
  */
-export async function crossEntropyBackward(gpu: GpuContext, batch: GpuBatch, args: CrossEntropyBackwardArgs): Promise<void> {
+export async function crossEntropyBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: CrossEntropyBackwardArgs,
+): Promise<void> {
   const { rows, vocab, row0, seqLen } = args;
   checkSize("crossEntropyBackward rows", rows);
   checkSize("crossEntropyBackward vocab", vocab);
-  if (seqLen < 2 || row0 + rows > seqLen) throw new ShapeError(`crossEntropyBackward: rows [${row0}, ${row0 + rows}) outside a sequence of ${seqLen} (at least 2) tokens`);
+  if (seqLen < 2 || row0 + rows > seqLen) {
+    throw new ShapeError(
+      `crossEntropyBackward: rows [${row0}, ${
+        row0 + rows
+      }) outside a sequence of ${seqLen} (at least 2) tokens`,
+    );
+  }
   // three strided passes over the row per invocation, plus the reductions
   if (3 * Math.ceil(vocab / ROW_WORKGROUP) + 3 * ROW_WORKGROUP > LOOP_BUDGET) {
-    throw new ShapeError(`crossEntropyBackward: vocabulary ${vocab} is too large for one workgroup per row under the loop cap`);
+    throw new ShapeError(
+      `crossEntropyBackward: vocabulary ${vocab} is too large for one workgroup per row under the loop cap`,
+    );
   }
-  const logits = bindRange(gpu, args.logits, args.logitsOffset ?? 0, rows * vocab, "crossEntropyBackward logits");
+  const logits = bindRange(
+    gpu,
+    args.logits,
+    args.logitsOffset ?? 0,
+    rows * vocab,
+    "crossEntropyBackward logits",
+  );
   const pipeline = await gpu.pipeline("cross_entropy_backward", { WG: ROW_WORKGROUP });
-  const params = batch.uniform(paramWords([rows, vocab, row0, seqLen, logits.offset], [1 / (seqLen - 1)]));
+  const params = batch.uniform(
+    paramWords([rows, vocab, row0, seqLen, logits.offset], [1 / (seqLen - 1)]),
+  );
   batch.dispatch(pipeline, [args.tokens, logits.binding, args.losses, params], rowGrid(gpu, rows));
 }
-

@@ -8,7 +8,7 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { checkSize, flatGrid, FLAT_WORKGROUP, LOOP_BUDGET, paramWords } from "./_common.ts";
+import { checkSize, FLAT_WORKGROUP, flatGrid, LOOP_BUDGET, paramWords } from "./_common.ts";
 import type { GpuMatrix } from "./gpu_matrix.ts";
 
 /**
@@ -25,7 +25,11 @@ import type { GpuMatrix } from "./gpu_matrix.ts";
  * @param tokens Token ids.
  * @returns x [T, dim].
  */
-export function embeddingForward64(table: ArrayLike<number>, dim: number, tokens: ArrayLike<number>): Float64Array {
+export function embeddingForward64(
+  table: ArrayLike<number>,
+  dim: number,
+  tokens: ArrayLike<number>,
+): Float64Array {
   const x = new Float64Array(tokens.length * dim);
   for (let t = 0; t < tokens.length; t++) {
     for (let i = 0; i < dim; i++) x[t * dim + i] = table[tokens[t] * dim + i];
@@ -41,7 +45,12 @@ export function embeddingForward64(table: ArrayLike<number>, dim: number, tokens
  * @param dim Row width.
  * @param tokens Token ids.
  */
-export function embeddingBackward64(dTable: Float64Array, dx: Float64Array, dim: number, tokens: ArrayLike<number>): void {
+export function embeddingBackward64(
+  dTable: Float64Array,
+  dx: Float64Array,
+  dim: number,
+  tokens: ArrayLike<number>,
+): void {
   for (let t = 0; t < tokens.length; t++) {
     for (let i = 0; i < dim; i++) dTable[tokens[t] * dim + i] += dx[t * dim + i];
   }
@@ -71,14 +80,24 @@ export interface EmbeddingBackwardArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function embeddingBackward(gpu: GpuContext, batch: GpuBatch, args: EmbeddingBackwardArgs): Promise<void> {
+export async function embeddingBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: EmbeddingBackwardArgs,
+): Promise<void> {
   const { tokens, table } = args;
   checkSize("embeddingBackward tokens", tokens);
   const pipeline = await gpu.pipeline("embedding_backward", { WG: FLAT_WORKGROUP });
   for (const chunk of table.chunks) {
     for (let t0 = 0; t0 < tokens; t0 += LOOP_BUDGET) {
-      const params = batch.uniform(paramWords([Math.min(LOOP_BUDGET, tokens - t0), table.cols, t0, chunk.row0, chunk.rows]));
-      batch.dispatch(pipeline, [args.ids, args.dx, chunk.buffer, params], flatGrid(gpu, table.cols));
+      const params = batch.uniform(
+        paramWords([Math.min(LOOP_BUDGET, tokens - t0), table.cols, t0, chunk.row0, chunk.rows]),
+      );
+      batch.dispatch(
+        pipeline,
+        [args.ids, args.dx, chunk.buffer, params],
+        flatGrid(gpu, table.cols),
+      );
     }
   }
 }

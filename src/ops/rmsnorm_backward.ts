@@ -12,7 +12,7 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { checkSize, flatGrid, FLAT_WORKGROUP, LOOP_BUDGET, paramWords } from "./_common.ts";
+import { checkSize, FLAT_WORKGROUP, flatGrid, LOOP_BUDGET, paramWords } from "./_common.ts";
 import { ROW_WORKGROUP, rowGrid } from "./_backward_common.ts";
 
 /**
@@ -31,7 +31,13 @@ import { ROW_WORKGROUP, rowGrid } from "./_backward_common.ts";
  * @param eps Added to the mean square.
  * @returns y [T, n].
  */
-export function rmsnormForward64(x: Float64Array, T: number, n: number, w: ArrayLike<number>, eps: number): Float64Array {
+export function rmsnormForward64(
+  x: Float64Array,
+  T: number,
+  n: number,
+  w: ArrayLike<number>,
+  eps: number,
+): Float64Array {
   const y = new Float64Array(T * n);
   for (let t = 0; t < T; t++) {
     const r = rowScale(x, t * n, n, eps);
@@ -123,13 +129,24 @@ export interface RmsnormBackwardArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function rmsnormBackward(gpu: GpuContext, batch: GpuBatch, args: RmsnormBackwardArgs): Promise<void> {
+export async function rmsnormBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: RmsnormBackwardArgs,
+): Promise<void> {
   const { rows, dim } = args;
   checkSize("rmsnormBackward rows", rows);
   checkSize("rmsnormBackward dim", dim);
-  const pipeline = await gpu.pipeline("rmsnorm_backward", { WG: ROW_WORKGROUP, ACCUMULATE: args.accumulate ? 1 : 0 });
+  const pipeline = await gpu.pipeline("rmsnorm_backward", {
+    WG: ROW_WORKGROUP,
+    ACCUMULATE: args.accumulate ? 1 : 0,
+  });
   const params = batch.uniform(paramWords([rows, dim], [args.eps]));
-  batch.dispatch(pipeline, [args.x, args.dy, args.weight, args.dx, args.rstd, params], rowGrid(gpu, rows));
+  batch.dispatch(
+    pipeline,
+    [args.x, args.dy, args.weight, args.dx, args.rstd, params],
+    rowGrid(gpu, rows),
+  );
 }
 
 /** Operands of {@linkcode rmsnormWeightBackward}. */
@@ -156,7 +173,11 @@ export interface RmsnormWeightBackwardArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function rmsnormWeightBackward(gpu: GpuContext, batch: GpuBatch, args: RmsnormWeightBackwardArgs): Promise<void> {
+export async function rmsnormWeightBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: RmsnormWeightBackwardArgs,
+): Promise<void> {
   const { rows, dim } = args;
   checkSize("rmsnormWeightBackward rows", rows);
   checkSize("rmsnormWeightBackward dim", dim);

@@ -5,7 +5,14 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, LOOP_BUDGET, paramWords } from "./_common.ts";
+import {
+  bindRange,
+  checkSize,
+  FLAT_WORKGROUP,
+  flatGrid,
+  LOOP_BUDGET,
+  paramWords,
+} from "./_common.ts";
 
 /**
  * Adds sum_t f(x[t, c]) to out[c], with f(v) = v^2 when `square`, else f(v) = v.
@@ -23,7 +30,13 @@ import { bindRange, checkSize, flatGrid, FLAT_WORKGROUP, LOOP_BUDGET, paramWords
  * @param cols Columns.
  * @param square Sum squares.
  */
-export function statsColsumRef(out: Float64Array, x: ArrayLike<number>, rows: number, cols: number, square: boolean): void {
+export function statsColsumRef(
+  out: Float64Array,
+  x: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  square: boolean,
+): void {
   for (let t = 0; t < rows; t++) {
     for (let c = 0; c < cols; c++) {
       const v = x[t * cols + c];
@@ -64,16 +77,25 @@ export interface StatsColsumArgs {
  * @param batch Batch to record into.
  * @param args Operands and sizes.
  */
-export async function statsColsum(gpu: GpuContext, batch: GpuBatch, args: StatsColsumArgs): Promise<void> {
+export async function statsColsum(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: StatsColsumArgs,
+): Promise<void> {
   const { rows, cols } = args;
   checkSize("statsColsum rows", rows);
   checkSize("statsColsum cols", cols);
   const stride = args.stride ?? cols;
   const x = bindRange(gpu, args.x, args.xOffset ?? 0, (rows - 1) * stride + cols, "statsColsum x");
   const out = bindRange(gpu, args.out, args.outOffset ?? 0, cols, "statsColsum out");
-  const pipeline = await gpu.pipeline("stats_colsum", { WG: FLAT_WORKGROUP, SQUARE: args.square ? 1 : 0 });
+  const pipeline = await gpu.pipeline("stats_colsum", {
+    WG: FLAT_WORKGROUP,
+    SQUARE: args.square ? 1 : 0,
+  });
   for (let row0 = 0; row0 < rows; row0 += LOOP_BUDGET) {
-    const params = batch.uniform(paramWords([Math.min(LOOP_BUDGET, rows - row0), cols, row0, stride, x.offset, out.offset]));
+    const params = batch.uniform(
+      paramWords([Math.min(LOOP_BUDGET, rows - row0), cols, row0, stride, x.offset, out.offset]),
+    );
     batch.dispatch(pipeline, [x.binding, out.binding, params], flatGrid(gpu, cols));
   }
 }

@@ -5,7 +5,7 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 
 /**
  * Adds g to sum and g * g to sumSq, elementwise.
@@ -47,7 +47,11 @@ export interface StatsGradArgs {
  * @param batch Batch to record into.
  * @param args Operands and size.
  */
-export async function statsGrad(gpu: GpuContext, batch: GpuBatch, args: StatsGradArgs): Promise<void> {
+export async function statsGrad(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: StatsGradArgs,
+): Promise<void> {
   checkSize("statsGrad n", args.n);
   const pipeline = await gpu.pipeline("stats_grad", { WG: FLAT_WORKGROUP });
   const params = batch.uniform(paramWords([args.n]));

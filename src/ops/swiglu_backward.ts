@@ -7,7 +7,7 @@
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
-import { checkSize, flatGrid, FLAT_WORKGROUP, paramWords } from "./_common.ts";
+import { checkSize, FLAT_WORKGROUP, flatGrid, paramWords } from "./_common.ts";
 
 /**
  * Computes silu(g) * u elementwise.
@@ -36,7 +36,11 @@ export function swigluForward64(g: Float64Array, u: Float64Array): Float64Array 
  * @param dh Output gradient.
  * @returns dg and du, same shape as g.
  */
-export function swigluBackward64(g: Float64Array, u: Float64Array, dh: Float64Array): { dg: Float64Array; du: Float64Array } {
+export function swigluBackward64(
+  g: Float64Array,
+  u: Float64Array,
+  dh: Float64Array,
+): { dg: Float64Array; du: Float64Array } {
   const dg = new Float64Array(g.length);
   const du = new Float64Array(g.length);
   for (let i = 0; i < g.length; i++) {
@@ -70,7 +74,11 @@ export interface SwigluBackwardArgs {
  * @param batch Batch to record into.
  * @param args Operands and size.
  */
-export async function swigluBackward(gpu: GpuContext, batch: GpuBatch, args: SwigluBackwardArgs): Promise<void> {
+export async function swigluBackward(
+  gpu: GpuContext,
+  batch: GpuBatch,
+  args: SwigluBackwardArgs,
+): Promise<void> {
   checkSize("swigluBackward n", args.n);
   const pipeline = await gpu.pipeline("swiglu_backward", { WG: FLAT_WORKGROUP });
   const params = batch.uniform(paramWords([args.n]));

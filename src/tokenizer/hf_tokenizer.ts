@@ -46,13 +46,17 @@ export class HfTokenizer implements Tokenizer {
   /** EOS text from tokenizer_config.json, for chat templates ("" when none). */
   readonly eosToken: string;
   #lib: LibTokenizer;
+  /** Id of the model's unknown token, or undefined when it has none. */
+  #unkId: number | undefined;
 
   private constructor(
     lib: LibTokenizer,
     config: Record<string, unknown>,
     defaults: HfTokenizerDefaults,
+    unkToken: unknown,
   ) {
     this.#lib = lib;
+    this.#unkId = typeof unkToken === "string" ? lib.token_to_id(unkToken) : undefined;
     let maxId = -1;
     for (const id of lib.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
@@ -89,7 +93,8 @@ export class HfTokenizer implements Tokenizer {
         `Unsupported or invalid tokenizer description: ${(err as Error).message}`,
       );
     }
-    return new HfTokenizer(lib, tokenizerConfig, defaults);
+    const model = (json as { model?: { unk_token?: unknown } }).model;
+    return new HfTokenizer(lib, tokenizerConfig, defaults, model?.unk_token);
   }
 
   /**
@@ -117,7 +122,16 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
-    const ids = this.#lib.encode(text, { add_special_tokens: false }).ids;
+    const raw: (number | null | undefined)[] = this.#lib.encode(text, { add_special_tokens: false }).ids;
+    // @huggingface/tokenizers 0.2 returns null, not the unk id, for a word-level piece
+    // outside the vocabulary (such as the decoded text "<unk>" itself).
+    const ids = raw.map((id) => {
+      if (typeof id === "number") return id;
+      if (this.#unkId === undefined) {
+        throw new FormatError("tokenizer.json", "model.unk_token", `Text ${JSON.stringify(text)} has a piece outside the vocabulary and the tokenizer has no unknown token`);
+      }
+      return this.#unkId;
+    });
     return options.addBos && this.bosId !== undefined ? [this.bosId, ...ids] : ids;
   }
 

@@ -13,6 +13,10 @@ export interface Tokenizer {
   readonly bosId: number | undefined;
   /** End-of-sequence ids (generation stops at any of them). */
   readonly eosIds: readonly number[];
+  /** BOS token text, passed to chat templates as `bos_token`, when known. */
+  readonly bosToken?: string;
+  /** EOS token text, passed to chat templates as `eos_token`, when known. */
+  readonly eosToken?: string;
   /**
    * Encodes text to ids.
    *

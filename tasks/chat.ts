@@ -1,0 +1,137 @@
+/**
+ * `deno task chat`: an interactive chat with a model that has a tokenizer and a chat
+ * template, streaming replies on stdout.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { createInterface } from "node:readline";
+import process from "node:process";
+import { loadModel } from "../src/model/load.ts";
+import { createCausalLM, parseEngine } from "../src/eval/engine.ts";
+import { GpuContext } from "../src/gpu/device.ts";
+import { ChatSession } from "../src/model/chat.ts";
+import { UsageError } from "../src/errors.ts";
+
+const HELP = `Usage: deno task chat --model PATH [options]
+
+Chats with a model in the terminal. Each line you type is a user message; the reply
+streams back. Type /reset to start over and /exit (or end input) to quit.
+
+Options:
+  --model PATH          Hugging Face directory, GGUF file or quantized .safetensors with a
+                        tokenizer and a chat template
+  --system TEXT         system message kept at the start of the conversation
+  --template FILE       Jinja chat template to use instead of the model's own
+  --max-tokens N        most tokens per reply (default 256)
+  --temperature T       sampling temperature, 0 for greedy (default 0.8)
+  --top-p P             nucleus sampling mass in (0, 1] (default 0.9)
+  --seed S              sampler seed (default 1)
+  --engine E            gpu (WebGPU) or reference (TypeScript) (default gpu)
+  --quiet               print no speeds
+  -h, --help            show this help`;
+
+function positiveNumber(flag: string, text: string, integer: boolean): number {
+  const value = Number(text);
+  if (text.trim() === "" || !Number.isFinite(value) || value < 0 || (integer && !Number.isSafeInteger(value))) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a non-negative ${integer ? "integer" : "number"}`);
+  }
+  return value;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: true,
+    options: {
+      model: { type: "string" },
+      system: { type: "string" },
+      template: { type: "string" },
+      "max-tokens": { type: "string", default: "256" },
+      temperature: { type: "string", default: "0.8" },
+      "top-p": { type: "string", default: "0.9" },
+      seed: { type: "string", default: "1" },
+      engine: { type: "string", default: "gpu" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  if (!values.model) throw new UsageError("Missing --model: pass a checkpoint with a tokenizer (see --help)");
+  const engine = parseEngine(values.engine!);
+  const topP = positiveNumber("--top-p", values["top-p"]!, false);
+  if (!(topP > 0 && topP <= 1)) throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
+
+  const model = await loadModel(values.model);
+  const template = values.template ? await Deno.readTextFile(values.template) : model.chatTemplate;
+  if (!model.tokenizer) {
+    model.weights.close();
+    throw new UsageError(`${values.model} has no tokenizer, so it cannot chat: use deno task generate --tokens`);
+  }
+  if (!template) {
+    model.weights.close();
+    throw new UsageError(`${values.model} has no chat template: pass one with --template FILE`);
+  }
+  const gpu = engine === "gpu" ? await GpuContext.create() : null;
+  const lm = await createCausalLM(model, engine, { gpu: gpu ?? undefined });
+  const chat = new ChatSession(lm, {
+    template,
+    tokenizer: model.tokenizer,
+    system: values.system,
+    maxReplyTokens: positiveNumber("--max-tokens", values["max-tokens"]!, true),
+    temperature: positiveNumber("--temperature", values.temperature!, false),
+    topP,
+    seed: positiveNumber("--seed", values.seed!, true),
+  });
+
+  const encoder = new TextEncoder();
+  const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
+  const lines = createInterface({ input: process.stdin, terminal: false });
+  const prompt = () => Deno.stdin.isTerminal() && write("> ");
+  try {
+    prompt();
+    for await (const line of lines) {
+      const text = line.trim();
+      if (text === "/exit") break;
+      if (text === "/reset") {
+        chat.messages.length = 0;
+        prompt();
+        continue;
+      }
+      if (!text) {
+        prompt();
+        continue;
+      }
+      try {
+        const reply = await chat.send(text, write);
+        write("\n");
+        if (reply.droppedMessages) console.error(`(dropped ${reply.droppedMessages} earlier messages to fit the context)`);
+        if (reply.stats.stopReason === "context-end") console.error("(the reply filled the context and was cut off)");
+        if (!values.quiet) {
+          console.error(`(${reply.stats.generatedTokens} tokens at ${reply.stats.decodeTokensPerSecond.toFixed(1)} tokens/s)`);
+        }
+      } catch (err) {
+        if (!(err instanceof UsageError)) throw err;
+        console.error(`error: ${err.message}`);
+      }
+      prompt();
+    }
+  } finally {
+    lines.close();
+    lm.dispose();
+    gpu?.destroy();
+    model.weights.close();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (err) {
+    console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
+    Deno.exit(1);
+  }
+}
