@@ -101,7 +101,9 @@ async function main(): Promise<void> {
     return;
   }
   if (values["calib-seed"] === values["eval-seed"]) {
-    throw new Error("--eval-seed must differ from --calib-seed: evaluation tokens must be held out");
+    throw new Error(
+      "--eval-seed must differ from --calib-seed: evaluation tokens must be held out",
+    );
   }
   const work = values["work-dir"] ?? await Deno.makeTempDir({ prefix: "scopes_table_" });
   await Deno.mkdir(work, { recursive: true });
@@ -111,10 +113,23 @@ async function main(): Promise<void> {
   let fisher = values.fisher;
   if (!fisher) {
     fisher = `${work}/fisher.safetensors`;
-    console.error(`calibrating on ${values["calib-tokens"]} tokens sampled with seed ${values["calib-seed"]}`);
+    console.error(
+      `calibrating on ${values["calib-tokens"]} tokens sampled with seed ${values["calib-seed"]}`,
+    );
     await task("calibrate", [
-      "--model", model, "--sample-tokens", values["calib-tokens"]!, "--seed", values["calib-seed"]!,
-      "--seq-len", ctx, "--engine", engine, "--quiet", "--out", fisher,
+      "--model",
+      model,
+      "--sample-tokens",
+      values["calib-tokens"]!,
+      "--seed",
+      values["calib-seed"]!,
+      "--seq-len",
+      ctx,
+      "--engine",
+      engine,
+      "--quiet",
+      "--out",
+      fisher,
     ]);
   }
 
@@ -122,21 +137,48 @@ async function main(): Promise<void> {
   let refPpl = NaN;
   const combos = list(values.methods!).flatMap((method) =>
     list(values["vector-lengths"]!).flatMap((v) =>
-      list(values.bits!).flatMap((bits) => list(values.scopes!).map((scope) => ({ method, v, bits, scope })))
+      list(values.bits!).flatMap((bits) =>
+        list(values.scopes!).map((scope) => ({ method, v, bits, scope }))
+      )
     )
   );
   for (const [i, { method, v, bits, scope }] of combos.entries()) {
     const out = `${work}/${method}-v${v}-${bits}-${scope}.safetensors`;
     const t0 = performance.now();
     await task("quantize", [
-      "--model", model, "--fisher", fisher, "--method", method, "--bits", bits, "--vector-length", v,
-      "--codebook-scope", scope, "--quiet", "--out", out,
+      "--model",
+      model,
+      "--fisher",
+      fisher,
+      "--method",
+      method,
+      "--bits",
+      bits,
+      "--vector-length",
+      v,
+      "--codebook-scope",
+      scope,
+      "--quiet",
+      "--out",
+      out,
     ]);
     const quantizeSeconds = (performance.now() - t0) / 1000;
     const json = JSON.parse(
       await task("eval", [
-        "--model", out, "--ref", model, "--sample-tokens", values["eval-tokens"]!, "--seed", values["eval-seed"]!,
-        "--ctx", ctx, "--engine", engine, "--json", "--quiet",
+        "--model",
+        out,
+        "--ref",
+        model,
+        "--sample-tokens",
+        values["eval-tokens"]!,
+        "--seed",
+        values["eval-seed"]!,
+        "--ctx",
+        ctx,
+        "--engine",
+        engine,
+        "--json",
+        "--quiet",
       ]),
     );
     refPpl = json.ref_ppl;
@@ -153,9 +195,9 @@ async function main(): Promise<void> {
     };
     rows.push(row);
     console.error(
-      `[${i + 1}/${combos.length}] ${method} v${v} ${bits} bits ${scope}: ${row.bpw.toFixed(4)} bpw, PPL ${
-        row.ppl.toFixed(2)
-      }, KLD ${row.kld.toFixed(4)}`,
+      `[${i + 1}/${combos.length}] ${method} v${v} ${bits} bits ${scope}: ${
+        row.bpw.toFixed(4)
+      } bpw, PPL ${row.ppl.toFixed(2)}, KLD ${row.kld.toFixed(4)}`,
     );
     await Deno.remove(out);
   }
@@ -163,14 +205,20 @@ async function main(): Promise<void> {
   const table = formatTable(rows, refPpl, {
     model,
     calib: `${values["calib-tokens"]} tokens sampled from the model, seed ${values["calib-seed"]}`,
-    evaluation: `${values["eval-tokens"]} held-out tokens sampled from the model, seed ${values["eval-seed"]}, windows of ${ctx}`,
+    evaluation: `${values["eval-tokens"]} held-out tokens sampled from the model, seed ${
+      values["eval-seed"]
+    }, windows of ${ctx}`,
   });
   console.log(table);
   if (values.out) await Deno.writeTextFile(values.out, table + "\n");
 }
 
 /** Markdown table of the rows, then the best scope per (method, v, bits) and the better v. */
-function formatTable(rows: Row[], refPpl: number, data: { model: string; calib: string; evaluation: string }): string {
+function formatTable(
+  rows: Row[],
+  refPpl: number,
+  data: { model: string; calib: string; evaluation: string },
+): string {
   const lines = [
     `Model ${data.model}; full-precision PPL ${refPpl.toFixed(3)}. Calibration: ${data.calib}. ` +
     `Evaluation: ${data.evaluation}. Embeddings, norms and head stay unquantized and are not counted in bpw.`,
@@ -180,9 +228,9 @@ function formatTable(rows: Row[], refPpl: number, data: { model: string; calib: 
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.method} | ${r.vectorLength} | ${r.bits} | ${r.scope} | ${r.bpw.toFixed(4)} | ${r.ppl.toFixed(2)} | ${
-        r.kld.toFixed(4)
-      } | ${r.top1.toFixed(4)} | ${r.quantizeSeconds.toFixed(1)} |`,
+      `| ${r.method} | ${r.vectorLength} | ${r.bits} | ${r.scope} | ${r.bpw.toFixed(4)} | ${
+        r.ppl.toFixed(2)
+      } | ${r.kld.toFixed(4)} | ${r.top1.toFixed(4)} | ${r.quantizeSeconds.toFixed(1)} |`,
     );
   }
 
@@ -200,7 +248,8 @@ function formatTable(rows: Row[], refPpl: number, data: { model: string; calib: 
   const wins = new Map<number, number>();
   for (const r of rows) {
     const rivals = rows.filter((o) =>
-      o.method === r.method && o.bits === r.bits && o.scope === r.scope && o.vectorLength !== r.vectorLength
+      o.method === r.method && o.bits === r.bits && o.scope === r.scope &&
+      o.vectorLength !== r.vectorLength
     );
     if (rivals.length && rivals.every((o) => r.kld < o.kld)) {
       wins.set(r.vectorLength, (wins.get(r.vectorLength) ?? 0) + 1);
@@ -208,7 +257,10 @@ function formatTable(rows: Row[], refPpl: number, data: { model: string; calib: 
   }
   if (wins.size) {
     const parts = [...wins].sort((a, b) => a[0] - b[0]).map(([v, n]) => `v=${v} in ${n}`);
-    lines.push("", `Lower KLD at the same method, bits and scope: ${parts.join(", ")} comparisons.`);
+    lines.push(
+      "",
+      `Lower KLD at the same method, bits and scope: ${parts.join(", ")} comparisons.`,
+    );
   }
   return lines.join("\n");
 }

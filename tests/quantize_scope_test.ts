@@ -56,7 +56,10 @@ async function assertSameLayers(a: QuantizedModelFile, b: QuantizedModelFile, pr
       await b.weights.read(`${prefix}.weight`),
       `${prefix}: dequantized weights`,
     );
-    assert.deepEqual(await a.file.readBytes(`${prefix}.scales`), await b.file.readBytes(`${prefix}.scales`));
+    assert.deepEqual(
+      await a.file.readBytes(`${prefix}.scales`),
+      await b.file.readBytes(`${prefix}.scales`),
+    );
     for (const [g, group] of la.groups.entries()) {
       for (const [s, stage] of group.stages.entries()) {
         const other: VqStage = lb.groups[g].stages[s];
@@ -110,11 +113,15 @@ Deno.test("chooseScopeCodebookSize fits the scope budget", () => {
     if (k < 65536) assert.ok(vqScopeBpw(layers, v, k + 1, residual) > bits, `K ${k + 1} does not`);
   }
   // One layer is the per-layer budget, and sharing over more weights affords a larger K.
-  assert.equal(chooseScopeCodebookSize([{ rows: 172, cols: 64 }], 4, 3), chooseCodebookSize(172, 64, 4, 3));
+  assert.equal(
+    chooseScopeCodebookSize([{ rows: 172, cols: 64 }], 4, 3),
+    chooseCodebookSize(172, 64, 4, 3),
+  );
   const one = chooseScopeCodebookSize([{ rows: 64, cols: 64 }], 4, 3);
   assert.ok(chooseScopeCodebookSize(Array(7).fill({ rows: 64, cols: 64 }), 4, 3) > 2 * one);
   assert.throws(
-    () => chooseScopeCodebookSize([{ rows: 4, cols: 8 }, { rows: 4, cols: 8 }], 4, 0.5, 0, "block.0"),
+    () =>
+      chooseScopeCodebookSize([{ rows: 4, cols: 8 }, { rows: 4, cols: 8 }], 4, 0.5, 0, "block.0"),
     /codebook scope block\.0/,
   );
 });
@@ -133,10 +140,22 @@ Deno.test("quantizeModel scope of one layer equals layer scope", async () => {
   const qProjs = linearPrefixes(stories).filter((p) => p.endsWith("q_proj"));
   // case table: setup, model, layers, scope whose groups each hold one layer, options. A
   // one-block model has one layer per type; one q_proj per block has one layer per block.
-  const cases: [string, LoadedModel, string[], QuantizeOptions["codebookScope"], Partial<QuantizeOptions>][] = [
+  const cases: [
+    string,
+    LoadedModel,
+    string[],
+    QuantizeOptions["codebookScope"],
+    Partial<QuantizeOptions>,
+  ][] = [
     ["one block, type scope", tiny, linearPrefixes(tiny), "type", { method: "rsavq", lambda: 0.1 }],
-    ["one block, type scope, residual", tiny, linearPrefixes(tiny), "type", { method: "kmeans", residual: 4 }],
-    ["q_proj of each block, block scope", stories, qProjs, "block", { method: "vptq", vectorLength: 2 }],
+    ["one block, type scope, residual", tiny, linearPrefixes(tiny), "type", {
+      method: "kmeans",
+      residual: 4,
+    }],
+    ["q_proj of each block, block scope", stories, qProjs, "block", {
+      method: "vptq",
+      vectorLength: 2,
+    }],
     ["one layer, model scope", stories, [qProjs[2]], "model", { method: "rsavq", bits: 2.5 }],
   ];
   const dir = await Deno.makeTempDir();
@@ -187,7 +206,12 @@ Deno.test("quantizeModel bpw equals stored bytes for every scope", async () => {
   const stats = statsFor(model, 2);
   const dir = await Deno.makeTempDir();
   // case table: scope, method, bits, extra options
-  const cases: [QuantizeOptions["codebookScope"], QuantizeOptions["method"], number, Partial<QuantizeOptions>][] = [
+  const cases: [
+    QuantizeOptions["codebookScope"],
+    QuantizeOptions["method"],
+    number,
+    Partial<QuantizeOptions>,
+  ][] = [
     ["layer", "rsavq", 3, {}],
     ["block", "rsavq", 3, { residual: 8 }],
     ["type", "vptq", 2, { vectorLength: 2 }],
@@ -241,7 +265,12 @@ Deno.test("quantizeModel stores a shared codebook once", async () => {
     });
     const q = await openQuantizedModel(out);
     const codebookTensors = [...q.file.tensors.keys()].filter((n) => n.includes("codebook"));
-    const expected = ["codebooks.block.0.g0.s0", "codebooks.block.0.g0.s1", "codebooks.block.1.g0.s0", "codebooks.block.1.g0.s1"];
+    const expected = [
+      "codebooks.block.0.g0.s0",
+      "codebooks.block.0.g0.s1",
+      "codebooks.block.1.g0.s0",
+      "codebooks.block.1.g0.s1",
+    ];
     assert.deepEqual(codebookTensors.sort(), expected);
     for (const [b, block] of [prefixes.slice(0, 7), prefixes.slice(7)].entries()) {
       for (const prefix of block) {
@@ -254,10 +283,19 @@ Deno.test("quantizeModel stores a shared codebook once", async () => {
         );
       }
     }
-    const shared = q.quantization.sharedCodebooks as Record<string, { layers: string[]; bytes: number }>;
+    const shared = q.quantization.sharedCodebooks as Record<
+      string,
+      { layers: string[]; bytes: number }
+    >;
     assert.deepEqual(shared["codebooks.block.1.g0.s0"].layers, prefixes.slice(7));
-    assert.equal(shared["codebooks.block.1.g0.s0"].bytes, q.file.info("codebooks.block.1.g0.s0").byteLength);
-    assert.equal(result.sharedBytes, expected.reduce((n, name) => n + q.file.info(name).byteLength, 0));
+    assert.equal(
+      shared["codebooks.block.1.g0.s0"].bytes,
+      q.file.info("codebooks.block.1.g0.s0").byteLength,
+    );
+    assert.equal(
+      result.sharedBytes,
+      expected.reduce((n, name) => n + q.file.info(name).byteLength, 0),
+    );
     // The shared tensors are internal: a dense reader lists canonical weights only.
     assert.ok(!q.weights.names().some((n) => n.startsWith("codebooks.")));
     q.weights.close();
@@ -281,7 +319,11 @@ Deno.test("quantizeModel shares plan groups by rank", async () => {
       cols,
       vectorLength: 4,
       channelOrder: order,
-      groups: [{ start: 0, end: half, codebookSize: 64 }, { start: half, end: rows, codebookSize: 16 }],
+      groups: [{ start: 0, end: half, codebookSize: 64 }, {
+        start: half,
+        end: rows,
+        codebookSize: 16,
+      }],
     };
   }
   const stats = statsFor(model, 4);
@@ -352,10 +394,16 @@ Deno.test("quantizeModel auto picks lowest Fisher error", async () => {
     assert.equal(table[1].fisherError, alone.fisherError);
     assert.equal(table[1].bpw, alone.bpw);
     const q = await openQuantizedModel(auto.path);
-    assert.equal((q.quantization.settings as { codebookScope: string }).codebookScope, auto.codebookScope);
+    assert.equal(
+      (q.quantization.settings as { codebookScope: string }).codebookScope,
+      auto.codebookScope,
+    );
     q.weights.close();
 
-    await assert.rejects(() => quantizeModel(model, null, { ...options("auto"), method: "kmeans" }), /--fisher/);
+    await assert.rejects(
+      () => quantizeModel(model, null, { ...options("auto"), method: "kmeans" }),
+      /--fisher/,
+    );
     await assert.rejects(
       () => quantizeModel(model, null, { ...options("block"), method: "rtn" }),
       /needs a vector-quantization method/,
@@ -374,7 +422,11 @@ Deno.test("ScopeTrainingSet weighs layers by Fisher mean", async () => {
     weight: Float32Array.from({ length: rows * cols }, () => rng.normal()),
     rows,
     cols,
-    groups: [{ rows: Uint32Array.from({ length: rows }, (_, i) => i), codebookSize: 6, residualSize: 0 }],
+    groups: [{
+      rows: Uint32Array.from({ length: rows }, (_, i) => i),
+      codebookSize: 6,
+      residualSize: 0,
+    }],
     storeChannelOrder: false,
     metric: new Float32Array(rows * cols).fill(metricValue),
     hessian: null,

@@ -23,7 +23,7 @@ export interface ScopeChoice {
   bpw: number | null;
   /** Bytes of all codebooks (the layers' own plus the shared ones), or null when skipped. */
   codebookBytes: number | null;
-  /** Why the scope could not be used at these settings (for example bits too low). */
+  /** Reason the scope could not be used at these settings (for example bits too low). */
   skipped?: string;
 }
 
@@ -52,7 +52,13 @@ export async function selectCodebookScope(
       pass = await quantize(scope);
     } catch (err) {
       if (!(err instanceof UsageError)) throw err;
-      table.push({ scope, fisherError: null, bpw: null, codebookBytes: null, skipped: err.message });
+      table.push({
+        scope,
+        fisherError: null,
+        bpw: null,
+        codebookBytes: null,
+        skipped: err.message,
+      });
       continue;
     }
     if (pass.fisherError === null) {
@@ -70,7 +76,9 @@ export async function selectCodebookScope(
   }
   if (!best) {
     throw new UsageError(
-      `--codebook-scope auto found no usable scope: ${table.map((t) => `${t.scope}: ${t.skipped}`).join("; ")}`,
+      `--codebook-scope auto found no usable scope: ${
+        table.map((t) => `${t.scope}: ${t.skipped}`).join("; ")
+      }`,
     );
   }
   return { best, table };
@@ -92,7 +100,11 @@ export async function selectCodebookScope(
  * @param chosen The scope kept.
  * @param bits The requested bits per weight.
  */
-export function formatScopeTable(table: ScopeChoice[], chosen: CodebookScope, bits: number): string {
+export function formatScopeTable(
+  table: ScopeChoice[],
+  chosen: CodebookScope,
+  bits: number,
+): string {
   const lines = ["scope   Fisher error  bpw     codebook bytes"];
   for (const row of table) {
     if (row.skipped !== undefined) {
@@ -109,7 +121,9 @@ export function formatScopeTable(table: ScopeChoice[], chosen: CodebookScope, bi
   const others = table.filter((t) => t.scope !== chosen && t.fisherError !== null);
   const runnerUp = others.sort((a, b) => a.fisherError! - b.fisherError!)[0];
   const margin = runnerUp
-    ? `, ${(runnerUp.fisherError! / best.fisherError!).toFixed(2)}x below the next best (${runnerUp.scope})`
+    ? `, ${
+      (runnerUp.fisherError! / best.fisherError!).toFixed(2)
+    }x below the next best (${runnerUp.scope})`
     : "";
   lines.push(
     `codebook scope auto chose ${chosen}: lowest Fisher-weighted error at --bits ${bits}${margin}`,

@@ -1,9 +1,9 @@
 /**
  * Turns a target bits-per-weight into per-layer settings that never exceed it, overhead
  * included, using the byte counts of src/quantize/bpw.ts: the widest uniform code, or the
- * largest codebook, whose stored bytes fit the budget of the layer, or of the codebook
- * scope when layers share codebooks (the budget then covers the scope's total weights, and
- * the shared codebook is paid once).
+ * largest codebook, whose stored bytes fit the budget of the layer. When layers share
+ * codebooks, the budget covers the codebook scope's total weights instead, and the shared
+ * codebook is paid once.
  *
  * @module
  */

@@ -3,11 +3,12 @@
  * memory: packed tensors, layer descriptions, per-layer results and the shared codebooks.
  * quantizeModel writes a pass to disk, and `--codebook-scope auto` runs one pass per scope.
  *
- * Order of work in a scope wider than one layer: (1) read every layer of the scope and
- * gather its scale-normalized training vectors and metric weights; (2) train the scope's
- * codebooks on all of them (src/quantize/shared_codebooks.ts); (3) quantize each layer
- * with those codebooks fixed, running its own assignment and GPTQ-style error feedback.
- * Scopes are processed in the order their first layer appears, layers in forward order.
+ * Order of work in a scope wider than one layer: first every layer of the scope is read and
+ * its scale-normalized training vectors and metric weights are gathered. Then the scope's
+ * codebooks are trained on all of them (src/quantize/shared_codebooks.ts). Last each layer
+ * is quantized with those codebooks fixed, with its own assignment and GPTQ-style error
+ * feedback. Scopes are processed in the order their first layer appears, layers in forward
+ * order.
  *
  * Bits: without a plan, one codebook size K per scope is chosen so that the scope's stored
  * bytes (its layers' indices and scales plus the shared codebooks once) fit `bits` times
@@ -32,7 +33,7 @@ import { isVqMethod, type ResolvedQuantizeOptions } from "./quantize_options.ts"
 import { rsavqLayerInput } from "./rsavq.ts";
 import { quantizeRtnLayer } from "./rtn.ts";
 import { type CodebookScope, groupLayersByScope, type ScopeGroup } from "./scope.ts";
-import { ScopeTrainingSet, type ScopeGroupSizes } from "./shared_codebooks.ts";
+import { type ScopeGroupSizes, ScopeTrainingSet } from "./shared_codebooks.ts";
 import type { StatisticsSource } from "./statistics.ts";
 import {
   type LayerResult,
@@ -82,7 +83,10 @@ export interface ScopePass {
 type LayerInputBuilder = (job: VqLayerJob, settings: VqSettings) => VqLayerInput;
 
 /** Input builder of each VQ method, and whether its metric is in loss units. */
-const VQ_INPUT: Record<"kmeans" | "vptq" | "rsavq", { build: LayerInputBuilder; lossUnits: boolean }> = {
+const VQ_INPUT: Record<
+  "kmeans" | "vptq" | "rsavq",
+  { build: LayerInputBuilder; lossUnits: boolean }
+> = {
   kmeans: { build: kmeansLayerInput, lossUnits: false },
   vptq: { build: vptqLayerInput, lossUnits: false },
   rsavq: { build: rsavqLayerInput, lossUnits: true },
@@ -120,7 +124,10 @@ export async function quantizeLayers(
   const order = new Map(prefixes.map((p, i) => [p, i]));
   const results = pass.results.sort((a, b) => order.get(a.prefix)! - order.get(b.prefix)!);
   const sharedBytes = pass.shared.reduce((n, s) => n + s.bytes, 0);
-  const bpw = bitsPerWeight(results.map((r) => ({ bytes: r.bytes, weights: r.rows * r.cols })), sharedBytes);
+  const bpw = bitsPerWeight(
+    results.map((r) => ({ bytes: r.bytes, weights: r.rows * r.cols })),
+    sharedBytes,
+  );
   const fisher = results.every((r) => r.fisherError !== null)
     ? results.reduce((n, r) => n + r.fisherError!, 0)
     : null;
@@ -214,7 +221,14 @@ class LayerPass {
     Object.assign(this.tensors, q.tensors);
     this.layers[prefix] = q.desc;
     const { rows, cols } = layer;
-    const errors = layerErrors(layer.weight, q.dequantized, rows, cols, layer.stats, this.#o.fisherMetric);
+    const errors = layerErrors(
+      layer.weight,
+      q.dequantized,
+      rows,
+      cols,
+      layer.stats,
+      this.#o.fisherMetric,
+    );
     const result: LayerResult = {
       prefix,
       rows,
@@ -231,9 +245,9 @@ class LayerPass {
     this.results.push(result);
     progress.advance(
       1,
-      `${prefix} ${describe(q)} ${result.bpw.toFixed(3)} bpw${shared ? " + shared codebooks" : ""}, rel. error ${
-        result.relativeError.toExponential(2)
-      }`,
+      `${prefix} ${describe(q)} ${result.bpw.toFixed(3)} bpw${
+        shared ? " + shared codebooks" : ""
+      }, rel. error ${result.relativeError.toExponential(2)}`,
     );
   }
 
@@ -266,7 +280,11 @@ class LayerPass {
   }
 
   /** Channel groups of a layer: from the plan, or one group of all rows in order. */
-  #job(layer: LayerData, sizes: ScopeGroupSizes[], codebooks: SharedCodebook[][] | null): VqLayerJob {
+  #job(
+    layer: LayerData,
+    sizes: ScopeGroupSizes[],
+    codebooks: SharedCodebook[][] | null,
+  ): VqLayerJob {
     const planLayer = this.#o.plan?.layers[layer.prefix];
     const groups = planLayer
       ? planGroups(planLayer)
@@ -296,7 +314,9 @@ class LayerPass {
         ? `codebook scope ${scopeName} (${shapes.length} layers)`
         : `${group.prefixes[0]} (${shapes[0].rows}x${shapes[0].cols})`;
       throw new UsageError(
-        `--codebook-size ${k} gives ${achieved.toFixed(3)} bpw on ${where}, above --bits ${o.bits}: lower it or raise --bits`,
+        `--codebook-size ${k} gives ${
+          achieved.toFixed(3)
+        } bpw on ${where}, above --bits ${o.bits}: lower it or raise --bits`,
       );
     }
     return { sizes: [{ codebookSize: k, residualSize: o.residual }], vectorLength: v };
@@ -348,13 +368,17 @@ function planScopeSizes(
   });
   const first = layers[0];
   const signature = (l: typeof first) =>
-    `vector length ${l.planLayer.vectorLength}, codebook sizes [${l.planLayer.groups.map((g) => g.codebookSize).join(", ")}]`;
+    `vector length ${l.planLayer.vectorLength}, codebook sizes [${
+      l.planLayer.groups.map((g) => g.codebookSize).join(", ")
+    }]`;
   for (const l of layers.slice(1)) {
     if (signature(l) !== signature(first)) {
       throw new UsageError(
         `--codebook-scope ${scope}: layers of scope ${key} share codebooks by group rank, but the plan gives ${first.prefix} ${
           signature(first)
-        } and ${l.prefix} ${signature(l)}: rerun deno task allocate with equal group sizes per scope, or use --codebook-scope layer`,
+        } and ${l.prefix} ${
+          signature(l)
+        }: rerun deno task allocate with equal group sizes per scope, or use --codebook-scope layer`,
       );
     }
   }

@@ -1,9 +1,9 @@
 /**
  * Quantizes every linear layer of a model with one method and writes the quantized model
  * file (src/formats/quantized.ts). The embeddings, norms and output head are stored
- * unquantized (F32 by default) and never counted in bpw. VQ codebooks are shared as
- * widely as `codebookScope` says (src/quantize/scope.ts), and shared codebooks are stored
- * and counted once.
+ * unquantized (F32 by default) and never counted in bpw. `codebookScope` sets how widely VQ
+ * codebooks are shared (src/quantize/scope.ts), and a shared codebook is stored and
+ * counted once.
  *
  * @module
  */
@@ -175,7 +175,9 @@ export async function quantizeModel(
 
   const seconds = (performance.now() - start) / 1000;
   if (!o.quiet) {
-    console.error(`quantize ${o.method}: ${bpw.toFixed(4)} bpw (target ${o.bits}) written to ${o.out}`);
+    console.error(
+      `quantize ${o.method}: ${bpw.toFixed(4)} bpw (target ${o.bits}) written to ${o.out}`,
+    );
   }
   return {
     path: o.out,

@@ -42,8 +42,8 @@ export interface QuantizeOptions {
   codebookSize?: number;
   /** Residual-stage codebook size, 0 for none. */
   residual?: number;
-  /** How widely VQ codebooks are shared (see src/quantize/scope.ts), or "auto" to pick the
-   * scope with the lowest Fisher-weighted error; rtn and gptq accept only "layer". */
+  /** Extent of VQ codebook sharing (see src/quantize/scope.ts), or "auto" to pick the scope
+   * with the lowest Fisher-weighted error. rtn and gptq accept only "layer". */
   codebookScope?: CodebookScopeOption;
   /** Columns per scale group (rtn, gptq). */
   groupSize?: number;
@@ -103,8 +103,8 @@ export type ResolvedQuantizeOptions = QuantizeOptions & typeof QUANTIZE_DEFAULTS
  * @param options Options as given.
  */
 export function resolveQuantizeOptions(options: QuantizeOptions): ResolvedQuantizeOptions {
-  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-  return { ...QUANTIZE_DEFAULTS, ...given } as ResolvedQuantizeOptions;
+  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  return { ...QUANTIZE_DEFAULTS, ...defined } as ResolvedQuantizeOptions;
 }
 
 /** Whether a method is one of the vector-quantization methods (kmeans, vptq, rsavq). */
@@ -133,6 +133,7 @@ export function checkQuantizeOptions(
       `--method ${o.method} needs calibration statistics: run deno task calibrate first, then pass its output with --fisher`,
     );
   }
+
   if (!(o.bits > 0)) throw new UsageError(`--bits must be a positive number, got ${o.bits}`);
   if (![2, 4, 6, 8].includes(o.vectorLength)) {
     throw new UsageError(`--vector-length must be 2, 4, 6 or 8, got ${o.vectorLength}`);
@@ -153,6 +154,7 @@ export function checkQuantizeOptions(
   if (!(o.lambda >= 0)) {
     throw new UsageError(`--lambda must be a non-negative number, got ${o.lambda}`);
   }
+
   const isVq = isVqMethod(o.method);
   if (o.plan && !isVq) {
     throw new UsageError(
@@ -162,9 +164,12 @@ export function checkQuantizeOptions(
   if (o.plan && (o.residual || o.codebookSize)) {
     throw new UsageError("--plan sets every codebook size: drop --codebook-size and --residual");
   }
+
   if (!CODEBOOK_SCOPE_OPTIONS.includes(o.codebookScope)) {
     throw new UsageError(
-      `--codebook-scope must be one of ${CODEBOOK_SCOPE_OPTIONS.join(", ")}, got ${o.codebookScope}`,
+      `--codebook-scope must be one of ${
+        CODEBOOK_SCOPE_OPTIONS.join(", ")
+      }, got ${o.codebookScope}`,
     );
   }
   if (!isVq && o.codebookScope !== "layer") {

@@ -15,7 +15,7 @@
  */
 import { UsageError } from "../errors.ts";
 
-/** How widely a codebook is shared. */
+/** Extent of codebook sharing: per layer, block, layer type or model. */
 export type CodebookScope = "layer" | "block" | "type" | "model";
 
 /** Every scope, narrowest first (the order `auto` tries and reports them). */

@@ -3,7 +3,7 @@
  * vectors of every layer in the scope, each layer weighted by its own metric.
  *
  * Channel groups are matched by rank: group g of every layer in the scope (group 0 when a
- * layer has no WCSG plan) trains and uses one codebook per stage, so all layers of a scope
+ * layer has no WCSG plan) trains and uses one codebook per stage. So all layers of a scope
  * must have the same number of groups and the same codebook sizes rank by rank.
  *
  * Weights across layers: the VQ core scales each layer's metric to mean 1 (so lambda means
@@ -132,7 +132,9 @@ export class ScopeTrainingSet {
         size.residualSize,
         settings,
       );
-      out.push(codebooks.map((codebook, s) => ({ name: sharedCodebookName(this.key, g, s), codebook })));
+      out.push(
+        codebooks.map((codebook, s) => ({ name: sharedCodebookName(this.key, g, s), codebook })),
+      );
     }
     this.#members = [];
     return out;

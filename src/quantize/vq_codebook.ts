@@ -94,7 +94,10 @@ export async function trainStageCodebooks(
   const v = settings.vectorLength;
   const codebooks = [await trainCodebook(points, weights, codebookSize, settings)];
   if (residualSize > 0) {
-    const [first] = await assign([{ vectorLength: v, points, weights, codebook: codebooks[0] }], settings);
+    const [first] = await assign(
+      [{ vectorLength: v, points, weights, codebook: codebooks[0] }],
+      settings,
+    );
     const residual = points.slice();
     for (let i = 0; i < first.index.length; i++) {
       for (let d = 0; d < v; d++) residual[i * v + d] -= codebooks[0][first.index[i] * v + d];

@@ -11,7 +11,7 @@
  * columns of weight 0, which are stored but never dequantized or counted as weights.
  *
  * Order of work: a group's codebooks are trained first, on the layer's initial normalized
- * vectors; then codewords are assigned column block by column block, and each block's error
+ * vectors. Then codewords are assigned column block by column block, and each block's error
  * is fed forward into the later columns. A group with shared codebooks (a codebook scope
  * wider than one layer, src/quantize/shared_codebooks.ts) skips the training: its codebooks
  * were trained on the whole scope's initial vectors and stay fixed while this layer's
@@ -93,13 +93,15 @@ export async function quantizeVqLayer(
   // a shared codebook was trained on the whole scope before and stays fixed here.
   const states: GroupState[] = [];
   for (const spec of groups) {
-    const codebooks = spec.shared ? sharedCodebooks(input.prefix, spec, v) : await trainStageCodebooks(
-      gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow),
-      gatherWeights(weights, spec.rows, padded, 0, padded),
-      spec.codebookSize,
-      spec.residualSize,
-      settings,
-    );
+    const codebooks = spec.shared
+      ? sharedCodebooks(input.prefix, spec, v)
+      : await trainStageCodebooks(
+        gatherVectors(weight, scales, spec.rows, cols, v, 0, perRow),
+        gatherWeights(weights, spec.rows, padded, 0, padded),
+        spec.codebookSize,
+        spec.residualSize,
+        settings,
+      );
     states.push({
       spec,
       codebooks,

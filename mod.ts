@@ -1,0 +1,106 @@
+/**
+ * RSAVQ: quantize Llama-family language models to 2-4 bits per weight with Riemannian
+ * Sensitivity-Aware Vector Quantization, and run them on WebGPU.
+ *
+ * The steps a `deno task` runs are library functions here, each taking one typed options
+ * object: {@linkcode calibrate} (Fisher statistics), {@linkcode allocateBits} (WCSG plan),
+ * {@linkcode quantizeModel} (rtn, gptq, kmeans, vptq, rsavq), {@linkcode evaluate}
+ * (perplexity and KL divergence) and {@linkcode evaluateChoiceTasks} (zero-shot accuracy).
+ *
+ * @example Quantize a checkpoint and measure it
+ * ```ts ignore
+ * import { calibrate, createCausalLM, evaluate, GpuContext, loadModel, openStatistics,
+ *   quantizeModel, sampleTokenStream } from "./mod.ts";
+ *
+ * const model = await loadModel("stories260K.bin");
+ * await calibrate({ model: "stories260K.bin", sampleTokens: 8192, seed: 1, seqLen: 256, out: "fisher.safetensors" });
+ * const stats = await openStatistics("fisher.safetensors");
+ * const result = await quantizeModel(model, stats, { method: "rsavq", bits: 2, out: "q2.safetensors" });
+ * const gpu = await GpuContext.create();
+ * const full = await createCausalLM(model, "gpu", { gpu });
+ * const quantized = await createCausalLM(await loadModel("q2.safetensors"), "gpu", { gpu });
+ * const tokens = await sampleTokenStream(full, { tokens: 4096, windowLength: 256, seed: 7 });
+ * const report = await evaluate(quantized, tokens, { ctx: 256, ref: full });
+ * console.log(result.bpw, report.ppl, report.kld_mean);
+ * ```
+ *
+ * @module
+ */
+
+// Errors, randomness, progress
+export { FormatError, GpuError, ShapeError, UsageError } from "./src/errors.ts";
+export { Rng } from "./src/util/rng.ts";
+export { Progress, type ProgressOptions } from "./src/util/progress.ts";
+
+// WebGPU device and batching
+export { GpuBatch, GpuContext, type GpuOptions } from "./src/gpu/device.ts";
+
+// Model description and loading
+export { BLOCK_LINEARS, expectedTensors, type ModelConfig, type RopeStyle, tensorNames } from "./src/model/config.ts";
+export { type CheckpointFormat, type LoadedModel, MemoryWeightStore, type WeightStore } from "./src/model/model.ts";
+export { loadModel } from "./src/model/load.ts";
+
+// Checkpoint formats
+export { loadLlama2c } from "./src/formats/llama2c.ts";
+export { loadHf } from "./src/formats/hf.ts";
+export { writeHf } from "./src/formats/hf_writer.ts";
+export { loadGguf } from "./src/formats/gguf_model.ts";
+export { writeGguf } from "./src/formats/gguf_writer.ts";
+export { convertModel, type ConvertOptions } from "./src/formats/convert.ts";
+export { SafetensorsFile, writeSafetensors } from "./src/formats/safetensors.ts";
+export {
+  dequantizeUniform,
+  dequantizeVq,
+  type LayerDesc,
+  openQuantizedModel,
+  QUANTIZED_FORMAT,
+  type QuantizedModelFile,
+  writeQuantizedModel,
+} from "./src/formats/quantized.ts";
+
+// Tokenizers and chat templates
+export type { Tokenizer } from "./src/tokenizer/tokenizer.ts";
+export { HfTokenizer } from "./src/tokenizer/hf_tokenizer.ts";
+export { loadLlama2cTokenizer } from "./src/tokenizer/llama2c_tokenizer.ts";
+export { type ChatMessage, renderChat } from "./src/tokenizer/chat_template.ts";
+
+// Forward passes, generation and chat
+export type { CausalLM, ForwardOptions } from "./src/model/causal_lm.ts";
+export { ReferenceModel } from "./src/model/reference.ts";
+export { GpuModel, type GpuModelOptions } from "./src/model/gpu_model.ts";
+export { createCausalLM, type CreateLmOptions, type Engine } from "./src/eval/engine.ts";
+export { argmax, sampleToken, type SamplerOptions } from "./src/model/sampler.ts";
+export { generate, type GenerateOptions, type GenerateStats, generateTokens } from "./src/model/generate.ts";
+export { type ChatReply, ChatSession, type ChatSessionOptions } from "./src/model/chat.ts";
+
+// Data
+export { sampleTokenStream, type SampleStreamOptions } from "./src/data/sample_stream.ts";
+export { readTokenFile, type TokenFileOptions } from "./src/data/token_files.ts";
+export { type ChoiceQuestion, readChoiceTasks } from "./src/data/choice_tasks.ts";
+
+// Calibration: Fisher statistics
+export { calibrate, type CalibrateOptions, type CalibrateResult } from "./src/calibrate/calibrate.ts";
+export { FisherStatsFile, readFisherStats, writeFisherStats } from "./src/calibrate/fisher_file.ts";
+
+// Allocation: WCSG bit plans
+export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
+export { type Plan, planBitsPerWeight, validatePlan } from "./src/allocate/plan.ts";
+export { readPlan, writePlan } from "./src/allocate/plan_io.ts";
+export { explainPlan } from "./src/allocate/explain.ts";
+
+// Quantization
+export { linearPrefixes, quantizeModel, type QuantizeResult } from "./src/quantize/quantize_model.ts";
+export { QUANTIZE_DEFAULTS, type QuantizeOptions } from "./src/quantize/quantize_options.ts";
+export { QUANT_METHODS, type QuantMethod } from "./src/quantize/types.ts";
+export { openStatistics, type StatisticsSource } from "./src/quantize/statistics.ts";
+export { bitsPerWeight, uniformLayerBytes, vqLayerBytes } from "./src/quantize/bpw.ts";
+export { QuantizedLinear } from "./src/ops/quantized_linear.ts";
+
+// Evaluation
+export { evaluate, type EvaluateOptions, type EvalResult } from "./src/eval/evaluate.ts";
+export { evaluateChoiceTasks, type ZeroShotOptions } from "./src/eval/zero_shot.ts";
+export { compareQuantizers, type CompareOptions } from "./src/eval/compare.ts";
+
+// Training (the reference model)
+export { trainBpe } from "./src/train/bpe_trainer.ts";
+export { trainModel } from "./src/train/train_model.ts";
