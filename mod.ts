@@ -7,21 +7,20 @@
  * {@linkcode quantizeModel} (rtn, gptq, kmeans, vptq, rsavq), {@linkcode evaluate}
  * (perplexity and KL divergence) and {@linkcode evaluateChoiceTasks} (zero-shot accuracy).
  *
- * @example Quantize a checkpoint and measure it
+ * @example Calibrate, allocate, quantize and measure a checkpoint
  * ```ts ignore
- * import { calibrate, createCausalLM, evaluate, GpuContext, loadModel, openStatistics,
- *   quantizeModel, sampleTokenStream } from "./mod.ts";
+ * import { allocateBits, calibrate, createCausalLM, createEngine, evaluate, loadCalibrationData,
+ *   loadModel, openFisherStats, openStatistics, quantizeModel, sampleTokenStream } from "./mod.ts";
  *
  * const model = await loadModel("stories260K.bin");
- * await calibrate({ model: "stories260K.bin", sampleTokens: 8192, seed: 1, seqLen: 256, out: "fisher.safetensors" });
- * const stats = await openStatistics("fisher.safetensors");
- * const result = await quantizeModel(model, stats, { method: "rsavq", bits: 2, out: "q2.safetensors" });
- * const gpu = await GpuContext.create();
- * const full = await createCausalLM(model, "gpu", { gpu });
- * const quantized = await createCausalLM(await loadModel("q2.safetensors"), "gpu", { gpu });
- * const tokens = await sampleTokenStream(full, { tokens: 4096, windowLength: 256, seed: 7 });
- * const report = await evaluate(quantized, tokens, { ctx: 256, ref: full });
- * console.log(result.bpw, report.ppl, report.kld_mean);
+ * const full = await createCausalLM(model, "reference");
+ * const data = await loadCalibrationData(model, { sampleTokens: 2048, seed: 1, seqLen: 256 }, { sampler: async () => full });
+ * await calibrate({ model, data, engine: await createEngine(model, "reference", { fullG: false }), out: "fisher.safetensors" });
+ * const plan = await allocateBits(await openFisherStats("fisher.safetensors"), model.weights, { bits: 3 });
+ * await quantizeModel(model, await openStatistics("fisher.safetensors"), { method: "rsavq", bits: 3, plan, out: "q.safetensors" });
+ * const heldOut = await sampleTokenStream(full, { tokens: 1024, windowLength: 256, seed: 2 });
+ * const quantized = await createCausalLM(await loadModel("q.safetensors"), "reference");
+ * console.log(await evaluate(quantized, heldOut, { ctx: 256, ref: full }));
  * ```
  *
  * @module
@@ -80,10 +79,14 @@ export { type ChoiceQuestion, readChoiceTasks } from "./src/data/choice_tasks.ts
 
 // Calibration: Fisher statistics
 export { calibrate, type CalibrateOptions, type CalibrateResult } from "./src/calibrate/calibrate.ts";
+export { type CalibrationData, type DataSpec, loadCalibrationData, type LoadDataOptions } from "./src/calibrate/data.ts";
+export { createEngine, type CreateEngineOptions } from "./src/calibrate/create_engine.ts";
+export type { GradientEngine } from "./src/calibrate/engine.ts";
 export { FisherStatsFile, readFisherStats, writeFisherStats } from "./src/calibrate/fisher_file.ts";
 
 // Allocation: WCSG bit plans
 export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
+export { type FisherStatsSource, openFisherStats } from "./src/allocate/fisher_source.ts";
 export { type Plan, planBitsPerWeight, validatePlan } from "./src/allocate/plan.ts";
 export { readPlan, writePlan } from "./src/allocate/plan_io.ts";
 export { explainPlan } from "./src/allocate/explain.ts";
@@ -98,8 +101,15 @@ export { QuantizedLinear } from "./src/ops/quantized_linear.ts";
 
 // Evaluation
 export { evaluate, type EvaluateOptions, type EvalResult } from "./src/eval/evaluate.ts";
-export { evaluateChoiceTasks, type ZeroShotOptions } from "./src/eval/zero_shot.ts";
+export { type ChoiceEvalResult, evaluateChoiceTasks, type ZeroShotOptions } from "./src/eval/zero_shot.ts";
 export { compareQuantizers, type CompareOptions } from "./src/eval/compare.ts";
+
+// Pipeline and report
+export { PIPELINE_DEFAULTS, type PipelineOptions, resolvePipelineOptions } from "./src/pipeline/options.ts";
+export { type PipelineHooks, type PipelineResult, runPipeline } from "./src/pipeline/run_pipeline.ts";
+export { type Manifest, readManifest, type StepRecord } from "./src/pipeline/manifest.ts";
+export { formatSummaryTable, type ResultRow } from "./src/pipeline/summary.ts";
+export { buildReportHtml, type ReportData, writeReport } from "./src/report/report.ts";
 
 // Training (the reference model)
 export { trainBpe } from "./src/train/bpe_trainer.ts";

@@ -573,3 +573,58 @@ Deno.test("calibrate task writes statistics from a token-id file", async () => {
   assert.equal(stats.metadata.seed, null);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("calibrate stops on abort and resumes to the same bytes", async () => {
+  const config = tinyConfig({
+    dim: 13,
+    hiddenDim: 17,
+    vocabSize: 19,
+    nHeads: 3,
+    nKvHeads: 1,
+    headDim: 4,
+  });
+  const model: LoadedModel = {
+    path: "synthetic",
+    format: "hf",
+    config,
+    weights: randomWeights(config, 4),
+    tokenizer: null,
+    chatTemplate: null,
+  };
+  const windows = Array.from(
+    { length: 5 },
+    (_, s) => Int32Array.from({ length: 9 }, (_, t) => (s * 7 + t * 5) % 19),
+  );
+  const data = { windows, description: "five windows", seed: null };
+  const dir = await tempDir();
+  const whole = join(dir, "whole.safetensors"), parts = join(dir, "parts.safetensors");
+  const cpu = await CpuEngine.create(config, model.weights);
+  await calibrate({ model, data, engine: cpu, out: whole, quiet: true });
+
+  // the signal fires during the second sequence, as Ctrl-C would
+  const abort = new AbortController();
+  let calls = 0;
+  const interrupting = {
+    name: "cpu",
+    load: () => cpu.load(),
+    store: () => cpu.store(),
+    dispose: () => cpu.dispose(),
+    accumulate: (tokens: Int32Array, acc: Parameters<typeof cpu.accumulate>[1]) => {
+      if (++calls === 2) abort.abort();
+      return cpu.accumulate(tokens, acc);
+    },
+  };
+  const stopped = await calibrate({
+    model,
+    data,
+    engine: interrupting,
+    out: parts,
+    quiet: true,
+    signal: abort.signal,
+  });
+  assert.equal(stopped.complete, false);
+  assert.equal(stopped.sequences, 2, "the sequence in flight completes before the checkpoint");
+  await calibrate({ model, data, engine: cpu, out: parts, quiet: true, resume: true });
+  assert.deepEqual(await Deno.readFile(parts), await Deno.readFile(whole));
+  await Deno.remove(dir, { recursive: true });
+});

@@ -13,6 +13,10 @@
  * diagonal of vptq and the unit metric of kmeans are not comparable across layers, so there
  * every layer keeps mean 1 (the layer's weights still carry its row scales squared).
  *
+ * NOTE: a scope's training vectors and weights are all held in memory (8 bytes per quantized
+ * weight) and k-means visits every one of them. The model scope of a multi-billion-parameter
+ * model would need subsampling, which is not implemented.
+ *
  * @module
  */
 import { ShapeError } from "../errors.ts";
