@@ -81,8 +81,18 @@ export { type ChoiceQuestion, readChoiceTasks } from "./src/data/choice_tasks.ts
 export { calibrate, type CalibrateOptions, type CalibrateResult } from "./src/calibrate/calibrate.ts";
 export { type CalibrationData, type DataSpec, loadCalibrationData, type LoadDataOptions } from "./src/calibrate/data.ts";
 export { createEngine, type CreateEngineOptions } from "./src/calibrate/create_engine.ts";
-export type { GradientEngine } from "./src/calibrate/engine.ts";
-export { FisherStatsFile, readFisherStats, writeFisherStats } from "./src/calibrate/fisher_file.ts";
+export { CpuEngine, type GradientEngine } from "./src/calibrate/engine.ts";
+export { GpuEngine } from "./src/calibrate/gpu_engine.ts";
+export { ReferenceBackward } from "./src/model/reference_backward.ts";
+export { GpuBackward, type GpuBackwardOptions } from "./src/model/gpu_backward.ts";
+export {
+  FISHER_FORMAT,
+  type FisherLayer,
+  type FisherStats,
+  FisherStatsFile,
+  readFisherStats,
+  writeFisherStats,
+} from "./src/calibrate/fisher_file.ts";
 
 // Allocation: WCSG bit plans
 export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
