@@ -121,9 +121,9 @@ export function formatScopeTable(
   const others = table.filter((t) => t.scope !== chosen && t.fisherError !== null);
   const runnerUp = others.sort((a, b) => a.fisherError! - b.fisherError!)[0];
   const margin = runnerUp
-    ? `, ${
+    ? `; the next best, ${runnerUp.scope}, is ${
       (runnerUp.fisherError! / best.fisherError!).toFixed(2)
-    }x below the next best (${runnerUp.scope})`
+    }x higher`
     : "";
   lines.push(
     `codebook scope auto chose ${chosen}: lowest Fisher-weighted error at --bits ${bits}${margin}`,
