@@ -7,7 +7,9 @@
  * (quantized_dequantize.ts).
  *
  * A vector-quantized layer with prefix P (for example "model.layers.0.self_attn.q_proj")
- * stores `P.scales` F16 [rows] and, when rows are reordered, `P.channel_order` U32 [rows].
+ * stores `P.scales` F16 [rows] and, when several channel groups reorder its rows,
+ * `P.channel_order` U32 [ceil(rows * ceil(log2 rows) / 32)]: the order bit-packed like
+ * indices.
  * Each channel group g and stage s stores packed indices `P.indices.g{g}.s{s}` U32 [words].
  * Groups name their F16 [K, v] codebooks by tensor name, so one codebook can serve several
  * groups and layers (`--codebook-scope` stores a shared codebook once, under a name such as

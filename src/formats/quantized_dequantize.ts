@@ -14,7 +14,7 @@ import type { UniformLayerDesc, VqGroupDesc, VqLayerDesc } from "./quantized_typ
  *
  * @param layer Layer metadata.
  * @param scales Per-row scales [rows], in natural row order.
- * @param order Channel order [rows] (stored position -> row), or null for natural order.
+ * @param order Unpacked channel order [rows] (stored position -> row), or null for natural order.
  * @param stages Each stage's group, codebook [K, v] and unpacked indices.
  * @param source File name for errors.
  * @param prefix Layer prefix for errors.

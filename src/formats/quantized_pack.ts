@@ -66,6 +66,45 @@ export function indexWidth(size: number): number {
 }
 
 /**
+ * Packs a channel order (stored position -> row) at ceil(log2 rows) bits per entry (at
+ * least 1), into little-endian u32 words exactly as {@linkcode packIndices} packs indices.
+ *
+ * @example A 64-row layer costs 6 bits per row
+ * ```ts
+ * import { packChannelOrder, unpackChannelOrder } from "./quantized_pack.ts";
+ * const order = Array.from({ length: 64 }, (_, i) => 63 - i);
+ * const words = packChannelOrder(order);
+ * if (words.length !== 12 || unpackChannelOrder(words, 64)[0] !== 63) throw new Error();
+ * ```
+ * @param order Rows in stored order, a permutation of 0..rows-1.
+ * @returns ceil(rows * ceil(log2 rows) / 32) words.
+ */
+export function packChannelOrder(order: ArrayLike<number>): Uint32Array {
+  return packIndices(order, indexWidth(order.length));
+}
+
+/**
+ * Unpacks a channel order written by {@linkcode packChannelOrder}. It does not check that
+ * the result is a permutation; callers that index with it do.
+ *
+ * @param words Packed words, ceil(rows * ceil(log2 rows) / 32) of them.
+ * @param rows Rows of the layer.
+ * @returns Stored position -> row, [rows].
+ */
+export function unpackChannelOrder(words: Uint32Array, rows: number): Uint32Array {
+  return unpackIndices(words, rows, indexWidth(rows));
+}
+
+/**
+ * Words of a packed channel order of `rows` entries.
+ *
+ * @param rows Rows of the layer.
+ */
+export function channelOrderWords(rows: number): number {
+  return Math.ceil((rows * indexWidth(rows)) / 32);
+}
+
+/**
  * Wraps f32 values as an F16 tensor to write.
  *
  * @param values Values (rounded to nearest f16).

@@ -12,7 +12,7 @@ import type { PackedLayers, WeightStore } from "../model/model.ts";
 import { decodeToF32 } from "./dtype.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 import { dequantizeUniform, dequantizeVq } from "./quantized_dequantize.ts";
-import { indexWidth, unpackIndices } from "./quantized_pack.ts";
+import { channelOrderWords, indexWidth, unpackChannelOrder, unpackIndices } from "./quantized_pack.ts";
 import {
   type LayerDesc,
   QUANTIZED_FORMAT,
@@ -43,11 +43,18 @@ export async function openQuantizedModel(path: string): Promise<QuantizedModelFi
         }: not a quantized model written by deno task quantize`,
       );
     }
+    if (meta.version === "1") {
+      throw new FormatError(
+        path,
+        "__metadata__.version",
+        `Version 1 stores channel orders as u32 per row, which this reader no longer reads (version ${QUANTIZED_VERSION} packs them): re-run deno task quantize to rewrite the file`,
+      );
+    }
     if (meta.version !== String(QUANTIZED_VERSION)) {
       throw new FormatError(
         path,
         "__metadata__.version",
-        `Unsupported version ${meta.version}: this reader understands version ${QUANTIZED_VERSION}`,
+        `Unsupported version ${meta.version}: this reader understands version ${QUANTIZED_VERSION}; re-run deno task quantize with this toolkit`,
       );
     }
     const config = parseJson(path, "config", meta.config) as ModelConfig;
@@ -138,7 +145,9 @@ function validateLayer(file: SafetensorsFile, prefix: string, layer: LayerDesc):
   }
 
   expectTensor(file, `${prefix}.scales`, "F16", [layer.rows]);
-  if (layer.channelOrder) expectTensor(file, `${prefix}.channel_order`, "U32", [layer.rows]);
+  if (layer.channelOrder) {
+    expectTensor(file, `${prefix}.channel_order`, "U32", [channelOrderWords(layer.rows)]);
+  }
 
   // Groups must partition the stored positions in order, and each stage's tensors must match.
   const vectorsPerRow = Math.ceil(layer.cols / v);
@@ -237,7 +246,9 @@ class QuantizedWeightStore implements WeightStore {
 
   async #readVq(prefix: string, layer: VqLayerDesc): Promise<Float32Array> {
     const scales = await this.#file.readF32(`${prefix}.scales`);
-    const order = layer.channelOrder ? await this.#u32(`${prefix}.channel_order`) : null;
+    const order = layer.channelOrder
+      ? unpackChannelOrder(await this.#u32(`${prefix}.channel_order`), layer.rows)
+      : null;
     const stages = [];
     for (const group of layer.groups) {
       for (const stage of group.stages) {

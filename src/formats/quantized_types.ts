@@ -10,8 +10,12 @@ import type { SafetensorsFile, TensorToWrite } from "./safetensors.ts";
 
 /** Value of the `format` metadata key. */
 export const QUANTIZED_FORMAT = "rsavq-quantized";
-/** Current format version (metadata key `version`). */
-export const QUANTIZED_VERSION = 1;
+/**
+ * Current format version (metadata key `version`). Version 2 stores `P.channel_order`
+ * bit-packed (ceil(log2 rows) bits per entry); version 1 stored it as u32 per row and is
+ * rejected with a message to re-run `deno task quantize`.
+ */
+export const QUANTIZED_VERSION = 2;
 
 /** One stage of a channel group: a codebook and the packed indices into it. */
 export interface VqStage {
@@ -37,7 +41,10 @@ export interface VqLayerDesc {
   rows: number;
   cols: number;
   vectorLength: number;
-  /** Whether `P.channel_order` is stored; otherwise rows are in natural order. */
+  /**
+   * Whether `P.channel_order` is stored (U32 words, ceil(log2 rows) bits per entry, packed
+   * like indices); otherwise rows are in natural order.
+   */
   channelOrder: boolean;
   groups: VqGroupDesc[];
 }

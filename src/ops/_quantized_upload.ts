@@ -1,13 +1,19 @@
 /**
  * Validates one quantized layer's packed tensors against its metadata and uploads them
- * as stored: the buffers the quantized kernels read (src/ops/_quantized_dispatch.ts).
+ * as stored (the channel order excepted, which is unpacked to u32 per row): the buffers the
+ * quantized kernels read (src/ops/_quantized_dispatch.ts).
  *
  * @module
  */
 import type { GpuContext } from "../gpu/device.ts";
 import { FormatError, GpuError } from "../errors.ts";
 import type { UniformLayerDesc, VqLayerDesc } from "../formats/quantized.ts";
-import { indexWidth, unpackIndices } from "../formats/quantized.ts";
+import {
+  channelOrderWords,
+  indexWidth,
+  unpackChannelOrder,
+  unpackIndices,
+} from "../formats/quantized.ts";
 import {
   codebookWords,
   QUANTIZED_WG,
@@ -36,7 +42,10 @@ export type CodebookPlacement = "auto" | "workgroup" | "storage";
 export class LayerUploads {
   /** Uploaded buffers, freed together. */
   readonly buffers: GPUBuffer[] = [];
-  /** Stored bytes of the uploaded tensors. */
+  /**
+   * Bytes uploaded: the stored tensors as they are, except the channel order, which is
+   * unpacked to u32 per row for the kernels (4 bytes per row instead of ceil(log2 rows) bits).
+   */
   bytes = 0;
   #gpu: GpuContext;
   #source: PackedTensorSource;
@@ -57,12 +66,33 @@ export class LayerUploads {
    * @param byteLength Size the metadata implies.
    */
   async take(name: string, byteLength: number): Promise<{ bytes: Uint8Array; buffer: GPUBuffer }> {
+    const bytes = await this.read(name, byteLength);
+    return { bytes, buffer: this.upload(bytes, name) };
+  }
+
+  /**
+   * Reads tensor `name` and checks its size, without uploading it.
+   *
+   * @param name Tensor name.
+   * @param byteLength Size the metadata implies.
+   */
+  async read(name: string, byteLength: number): Promise<Uint8Array> {
     const bytes = await this.#source.readBytes(name);
     checkBytes(this.#source, name, bytes, byteLength);
+    return bytes;
+  }
+
+  /**
+   * Uploads bytes (stored or derived from stored tensors) and counts them.
+   *
+   * @param bytes Data, a multiple of 4 bytes.
+   * @param name Label for errors.
+   */
+  upload(bytes: Uint8Array, name: string): GPUBuffer {
     const buffer = uploadPacked(this.#gpu, bytes, name);
     this.buffers.push(buffer);
     this.bytes += bytes.byteLength;
-    return { bytes, buffer };
+    return buffer;
   }
 
   /** Frees every buffer taken. */
@@ -141,9 +171,12 @@ export async function uploadVq(
   const scales = (await uploads.take(`${prefix}.scales`, rows * 2)).buffer;
   let order: GPUBuffer | null = null;
   if (layer.channelOrder) {
-    const stored = await uploads.take(`${prefix}.channel_order`, rows * 4);
-    checkPermutation(source.path, `${prefix}.channel_order`, stored.bytes, rows);
-    order = stored.buffer;
+    // Stored bit-packed; the kernels read one u32 per row, so it is unpacked here.
+    const name = `${prefix}.channel_order`;
+    const packed = await uploads.read(name, channelOrderWords(rows) * 4);
+    const unpacked = unpackChannelOrder(new Uint32Array(packed.slice().buffer), rows);
+    checkPermutation(source.path, name, unpacked, rows);
+    order = uploads.upload(new Uint8Array(unpacked.buffer), name);
   }
 
   const groups: VqGroupBuffers[] = [];
@@ -231,8 +264,7 @@ function placeCodebook(
   return fits;
 }
 
-function checkPermutation(path: string, field: string, bytes: Uint8Array, rows: number): void {
-  const order = new Uint32Array(bytes.slice().buffer);
+function checkPermutation(path: string, field: string, order: Uint32Array, rows: number): void {
   const seen = new Uint8Array(rows);
   for (let p = 0; p < rows; p++) {
     const row = order[p];

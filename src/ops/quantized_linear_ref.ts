@@ -9,6 +9,7 @@ import {
   dequantizeVq,
   indexWidth,
   type LayerDesc,
+  unpackChannelOrder,
   unpackIndices,
 } from "../formats/quantized.ts";
 import { decodeToF32 } from "../formats/dtype.ts";
@@ -54,7 +55,9 @@ export async function dequantizeLayer(
       stages.push({ group, codebook: await f16(stage.codebook), indices });
     }
   }
-  const order = layer.channelOrder ? await u32(`${prefix}.channel_order`) : null;
+  const order = layer.channelOrder
+    ? unpackChannelOrder(await u32(`${prefix}.channel_order`), layer.rows)
+    : null;
   return dequantizeVq(layer, await f16(`${prefix}.scales`), order, stages, tensors.path, prefix);
 }
 

@@ -5,7 +5,9 @@
  *
  * bpw = (index + codebook + scale + permutation bytes) * 8 / quantized weights, where the
  * quantized weights are rows * cols of the layer (input padding to a multiple of the
- * vector length is stored but never counted as weights).
+ * vector length is stored but never counted as weights). A channel permutation is stored
+ * only when a layer has several channel groups whose order is not the identity
+ * ({@linkcode storesChannelOrder}), bit-packed at ceil(log2 rows) bits per row.
  *
  * @module
  */
@@ -34,7 +36,7 @@ export interface VqLayerStorage {
   groups: VqGroupStorage[];
   /** Whether a per-output-channel f16 scale is stored. Default true. */
   scales?: boolean;
-  /** Whether a channel permutation (u32 per row) is stored. Default false. */
+  /** Whether a channel permutation (ceil(log2 rows) bits per row, packed) is stored. Default false. */
   permutation?: boolean;
 }
 
@@ -73,7 +75,8 @@ export function packedIndexBytes(count: number, bits: number): number {
 
 /**
  * Byte counts of a vector-quantized layer as stored: per group, packed indices of each
- * stage and f16 codebooks [K, v]; per row an f16 scale; optionally a u32 permutation.
+ * stage and f16 codebooks [K, v]; per row an f16 scale; optionally a permutation of
+ * ceil(log2 rows) bits per row, packed into u32 words like the indices.
  *
  * @example 2 bits per weight from indices alone
  * ```ts
@@ -94,8 +97,28 @@ export function vqLayerBytes(layer: VqLayerStorage): StorageBytes {
     }
   }
   const scales = (layer.scales ?? true) ? 2 * layer.rows : 0;
-  const permutation = layer.permutation ? 4 * layer.rows : 0;
+  const permutation = layer.permutation ? packedIndexBytes(layer.rows, indexBits(layer.rows)) : 0;
   return { indices, codebooks, scales, permutation, total: indices + codebooks + scales + permutation };
+}
+
+/**
+ * Whether a layer stores its channel order: only when it has several channel groups and
+ * the order is not the identity. A layer with one group has nothing to reorder (its rows
+ * are quantized in natural order), so the allocator's plan and the quantizer's file agree
+ * on this rule.
+ *
+ * @example
+ * ```ts
+ * import { storesChannelOrder } from "./bpw.ts";
+ * if (storesChannelOrder([1, 0], 1) || storesChannelOrder([0, 1], 2) || !storesChannelOrder([1, 0], 2)) throw new Error();
+ * ```
+ * @param order Rows in stored order, [rows].
+ * @param groupCount Channel groups of the layer.
+ */
+export function storesChannelOrder(order: ArrayLike<number>, groupCount: number): boolean {
+  if (groupCount <= 1) return false;
+  for (let i = 0; i < order.length; i++) if (order[i] !== i) return true;
+  return false;
 }
 
 /**

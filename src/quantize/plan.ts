@@ -7,13 +7,15 @@
  *   {"rows": 64, "cols": 64, "vectorLength": 4, "channelOrder": [5, 0, ...],
  *    "groups": [{"start": 0, "end": 16, "codebookSize": 256}, ...]}}}
  * ```
- * Group g contains rows channelOrder[start..end); the groups partition the order.
+ * Group g contains rows channelOrder[start..end); the groups partition the order. A layer
+ * with one group is quantized in natural row order and stores no permutation.
  *
  * @module
  */
 import { FormatError } from "../errors.ts";
 import type { VqGroupSpec } from "./types.ts";
 import { MAX_CODEBOOK_SIZE } from "./budget.ts";
+import { storesChannelOrder } from "./bpw.ts";
 
 /** One layer of a plan. */
 export interface WcsgPlanLayer {
@@ -124,14 +126,20 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
 }
 
 /**
- * Channel groups of one plan layer, for the VQ quantizers.
+ * Channel groups of one plan layer, for the VQ quantizers. A layer with one group lists
+ * its rows in natural order: one codebook serves them all, so their order changes nothing
+ * worth storing, and the quantizer then stores no permutation, as the allocator counts
+ * (`storesChannelOrder` in src/quantize/bpw.ts).
  *
  * @param layer Validated plan layer.
  */
 export function planGroups(layer: WcsgPlanLayer): VqGroupSpec[] {
-  return layer.groups.map((g) => ({
-    rows: Uint32Array.from(layer.channelOrder.slice(g.start, g.end)),
-    codebookSize: g.codebookSize,
-    residualSize: 0,
-  }));
+  return layer.groups.map((g) => {
+    const rows = Uint32Array.from(layer.channelOrder.slice(g.start, g.end));
+    return {
+      rows: storesChannelOrder(layer.channelOrder, layer.groups.length) ? rows : rows.sort(),
+      codebookSize: g.codebookSize,
+      residualSize: 0,
+    };
+  });
 }

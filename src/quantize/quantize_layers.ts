@@ -290,7 +290,7 @@ class LayerPass {
       ? planGroups(planLayer)
       : [{ rows: Uint32Array.from({ length: layer.rows }, (_, i) => i), ...sizes[0] }];
     if (codebooks) groups.forEach((g, i) => (g.shared = codebooks[i]));
-    return { ...layer, groups, storeChannelOrder: planLayer !== undefined };
+    return { ...layer, groups };
   }
 
   /**

@@ -133,10 +133,11 @@ export interface VqLayerJob {
   weight: Float32Array;
   rows: number;
   cols: number;
-  /** Channel groups (one group of all rows in order unless a WCSG plan specifies others). */
+  /**
+   * Channel groups (one group of all rows in order unless a WCSG plan specifies others);
+   * the channel order is stored exactly when their rows, concatenated, are not 0..rows-1.
+   */
   groups: VqGroupSpec[];
-  /** Whether the channel order is stored (plans reorder rows). */
-  storeChannelOrder: boolean;
   /** Calibration statistics, or null for kmeans. */
   stats: LayerStatistics | null;
 }

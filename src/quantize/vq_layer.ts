@@ -19,7 +19,13 @@
  *
  * @module
  */
-import { f16Tensor, packIndices, u32Tensor, type VqGroupDesc } from "../formats/quantized.ts";
+import {
+  f16Tensor,
+  packChannelOrder,
+  packIndices,
+  u32Tensor,
+  type VqGroupDesc,
+} from "../formats/quantized.ts";
 import type { TensorToWrite } from "../formats/safetensors.ts";
 import { ShapeError } from "../errors.ts";
 import { indexBits, vqLayerBytes } from "./bpw.ts";
@@ -38,10 +44,12 @@ export interface VqLayerInput {
   weight: Float32Array;
   rows: number;
   cols: number;
-  /** Channel groups; their rows, concatenated, are a permutation of 0..rows-1. */
+  /**
+   * Channel groups; their rows, concatenated, are a permutation of 0..rows-1. The order is
+   * stored (bit-packed) exactly when it is not the identity; a single group should list its
+   * rows in natural order, as `planGroups` does, so that none is stored.
+   */
   groups: VqGroupSpec[];
-  /** Store the channel order (required unless the groups list rows 0..rows-1 in order). */
-  storeChannelOrder: boolean;
   /** Metric M [rows, cols] in weight units, or null for the unweighted metric on normalized rows. */
   metric: Float32Array | null;
   /** A = E[x x^T] [cols, cols] for error feedback, or null for none. */
@@ -274,7 +282,7 @@ export function layerTrainingVectors(
 
 function checkGroups(input: VqLayerInput): void {
   const seen = new Uint8Array(input.rows);
-  let position = 0, natural = true;
+  let position = 0;
   for (const g of input.groups) {
     for (const r of g.rows) {
       if (r >= input.rows || seen[r]) {
@@ -285,16 +293,11 @@ function checkGroups(input: VqLayerInput): void {
         );
       }
       seen[r] = 1;
-      if (r !== position++) natural = false;
+      position++;
     }
   }
   if (position !== input.rows) {
     throw new ShapeError(`${input.prefix}: channel groups cover ${position} of ${input.rows} rows`);
-  }
-  if (!natural && !input.storeChannelOrder) {
-    throw new ShapeError(
-      `${input.prefix}: groups reorder rows, so the channel order must be stored`,
-    );
   }
 }
 
@@ -324,11 +327,14 @@ function assemble(
   const tensors: Record<string, TensorToWrite> = {
     [`${prefix}.scales`]: f16Tensor(scales, [rows]),
   };
-  if (input.storeChannelOrder) {
-    const order = new Uint32Array(rows);
-    let p = 0;
-    for (const s of states) for (const r of s.spec.rows) order[p++] = r;
-    tensors[`${prefix}.channel_order`] = u32Tensor(order, [rows]);
+  const order = new Uint32Array(rows);
+  let p = 0;
+  for (const s of states) for (const r of s.spec.rows) order[p++] = r;
+  // Only a reordering is stored; `storesChannelOrder` is the rule the allocator counts by.
+  const storeOrder = order.some((r, i) => r !== i);
+  if (storeOrder) {
+    const words = packChannelOrder(order);
+    tensors[`${prefix}.channel_order`] = u32Tensor(words, [words.length]);
   }
   const groups: VqGroupDesc[] = [];
   let start = 0;
@@ -360,7 +366,7 @@ function assemble(
       ownsCodebook: !s.spec.shared,
     })),
     scales: true,
-    permutation: input.storeChannelOrder,
+    permutation: storeOrder,
   });
   return {
     desc: {
@@ -368,7 +374,7 @@ function assemble(
       rows,
       cols,
       vectorLength: v,
-      channelOrder: input.storeChannelOrder,
+      channelOrder: storeOrder,
       groups,
     },
     tensors,
