@@ -5,7 +5,13 @@
  * @module
  */
 import type { UniformLayerDesc, VqGroupDesc, VqLayerDesc } from "../src/formats/quantized.ts";
-import { f16Tensor, indexWidth, packIndices, u32Tensor } from "../src/formats/quantized.ts";
+import {
+  f16Tensor,
+  indexWidth,
+  packChannelOrder,
+  packIndices,
+  u32Tensor,
+} from "../src/formats/quantized.ts";
 import type { TensorToWrite } from "../src/formats/safetensors.ts";
 import { Rng } from "../src/util/rng.ts";
 
@@ -77,7 +83,8 @@ export function randomVqLayer(
       const j = rng.nextInt(i + 1);
       [order[i], order[j]] = [order[j], order[i]];
     }
-    tensors[`${prefix}.channel_order`] = u32Tensor(order, [rows]);
+    const words = packChannelOrder(order); // ceil(log2 rows) bits per entry
+    tensors[`${prefix}.channel_order`] = u32Tensor(words, [words.length]);
   }
   const layer: VqLayerDesc = {
     kind: "vq",

@@ -7,6 +7,11 @@ import { UsageError } from "../src/errors.ts";
 import { MemoryWeightStore } from "../src/model/model.ts";
 import { bitsPerWeight, vqLayerBytes } from "../src/quantize/bpw.ts";
 import { Rng } from "../src/util/rng.ts";
+import { openQuantizedModel, unpackChannelOrder } from "../src/formats/quantized.ts";
+import { loadModel } from "../src/model/load.ts";
+import { validateWcsgPlan } from "../src/quantize/plan.ts";
+import { quantizeModel } from "../src/quantize/quantize_model.ts";
+import { STORIES_260K } from "./_helpers.ts";
 
 /** A synthetic model: layer shapes, weights and Fisher statistics with sensitivities spread over decades. */
 interface Fixture {
@@ -35,7 +40,10 @@ function allocate(f: Fixture, options: AllocateOptions): Promise<Plan> {
   return allocateBits(memoryFisherStats("mem", f.stats), new MemoryWeightStore("mem", f.weights), { quiet: true, ...options });
 }
 
-/** Bits per weight of a plan recomputed directly with bpw.ts (scales and permutation stored). */
+/**
+ * Bits per weight of a plan recomputed directly with bpw.ts: scales always, a permutation
+ * only for a layer with several groups whose order is not the identity.
+ */
 function recomputedBpw(plan: Plan, names = Object.keys(plan.layers)): number {
   return bitsPerWeight(names.map((name) => {
     const l = plan.layers[name];
@@ -45,7 +53,7 @@ function recomputedBpw(plan: Plan, names = Object.keys(plan.layers)): number {
       vectorLength: l.vectorLength,
       groups: l.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize })),
       scales: true,
-      permutation: true,
+      permutation: l.groups.length > 1 && l.channelOrder.some((c, i) => c !== i),
     });
     return { bytes, weights: l.rows * l.cols };
   }));
@@ -240,4 +248,65 @@ Deno.test("allocateBits falls back to trace when gradients vanish", async () => 
   const plan = await allocate(f, { bits: 6, sensitivity: "gradient", groups: 2 });
   assert.equal(plan.layers[layerName(0)].sensitivityKind, "trace");
   assert.equal(plan.layers[layerName(1)].sensitivityKind, "gradient");
+});
+
+Deno.test("allocateBits plan bpw equals the quantized file's bpw on a 64-row layer", async () => {
+  const model = await loadModel(STORIES_260K);
+  const prefix = "model.layers.0.self_attn.q_proj"; // [64, 64]
+  const rng = new Rng(31);
+  const stats: LayerFisherStats[] = [{
+    name: prefix,
+    rows: 64,
+    cols: 64,
+    gDiag: Float32Array.from({ length: 64 }, () => Math.exp(3 * rng.normal())), // [64]
+    aDiag: Float32Array.from({ length: 64 }, () => 0.5 + rng.next()), // [64]
+  }];
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const groups of [1, 4]) {
+      const plan = await allocateBits(memoryFisherStats("mem", stats), model.weights, {
+        bits: 3,
+        groups,
+        vectorLength: 2,
+        scope: "layer",
+        layers: [prefix],
+        quiet: true,
+      });
+      const layer = plan.layers[prefix];
+      assert.equal(layer.groups.length, groups);
+      const out = `${dir}/q${groups}.safetensors`;
+      const result = await quantizeModel(model, null, {
+        method: "kmeans",
+        bits: 3,
+        plan: validateWcsgPlan(plan, "plan"),
+        out,
+        layers: [prefix],
+        quiet: true,
+        gpu: null,
+        iterations: 2,
+      });
+      assert.equal(result.bpw, plan.bpw, `${groups} groups`);
+      assert.equal(result.bpw, layer.bpw, `${groups} groups`);
+      const q = await openQuantizedModel(out);
+      const desc = q.layers[prefix];
+      assert.ok(desc.kind === "vq");
+      // One group stores no permutation; four store 64 entries of 6 bits (48 bytes).
+      assert.equal(desc.channelOrder, groups > 1);
+      assert.equal(result.layers[0].bytes.permutation, groups > 1 ? 48 : 0);
+      const names = [`${prefix}.scales`, ...(desc.channelOrder ? [`${prefix}.channel_order`] : []),
+        ...desc.groups.flatMap((g) => g.stages.flatMap((st) => [st.indices, st.codebook]))];
+      const stored = names.reduce((sum, name) => sum + q.file.info(name).byteLength, 0);
+      assert.equal((stored * 8) / (64 * 64), plan.bpw, `${groups} groups: file bytes`);
+      // The stored order is the plan's, and the file dequantizes through it.
+      if (desc.channelOrder) {
+        const words = new Uint32Array((await q.file.readBytes(`${prefix}.channel_order`)).slice().buffer);
+        assert.deepEqual(Array.from(unpackChannelOrder(words, 64)), layer.channelOrder);
+      }
+      assert.equal((await q.weights.read(`${prefix}.weight`)).length, 64 * 64);
+      q.weights.close();
+    }
+  } finally {
+    model.weights.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { FormatError, GpuError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import type { LayerDesc, VqLayerDesc } from "../src/formats/quantized.ts";
-import { u32Tensor } from "../src/formats/quantized.ts";
+import { packChannelOrder, u32Tensor } from "../src/formats/quantized.ts";
 import type { TensorToWrite } from "../src/formats/safetensors.ts";
 import { LOOP_BUDGET } from "../src/ops/_common.ts";
 import {
@@ -285,7 +285,7 @@ Deno.test("QuantizedLinear uniform splits rows above the loop cap", async () => 
   }
 });
 
-Deno.test("QuantizedLinear uploads only packed bytes, shared codebooks once", async () => {
+Deno.test("QuantizedLinear uploads packed bytes, unpacked channel orders, shared codebooks once", async () => {
   const gpu = await GpuContext.create();
   try {
     const tensors: Record<string, TensorToWrite> = {};
@@ -307,7 +307,10 @@ Deno.test("QuantizedLinear uploads only packed bytes, shared codebooks once", as
       await QuantizedLinear.upload(gpu, "b", b.layer, source, { codebooks }),
     ];
     const stored = Object.values(tensors).reduce((sum, tensor) => sum + tensor.data.byteLength, 0);
-    assert.equal(quantizedWeightBytes(layers, codebooks), stored);
+    // Everything goes up as stored except the channel orders: stored at 6 bits per row
+    // (64 rows, 48 bytes), they are unpacked to one u32 per row (256 bytes) for the kernels.
+    assert.equal(tensors["a.channel_order"].data.byteLength, 48);
+    assert.equal(quantizedWeightBytes(layers, codebooks), stored + 2 * (64 * 4 - 48));
     assert.equal(codebooks.bytes, (256 * 4 + 16 * 4) * 2);
     // a dense f32 copy would be 4 bytes per weight; indices here are 8 + 4 bits per 4 weights
     assert.ok(layers[0].weightBytes < (64 * 96 * 4) / 8);
@@ -347,7 +350,8 @@ Deno.test("QuantizedLinear.upload rejects bad layers", async (t) => {
     });
     await t.step("channel order with a repeated row", async () => {
       const { layer, tensors } = randomVqLayer(spec, 2);
-      tensors["layer.channel_order"] = u32Tensor(new Uint32Array([0, 1, 2, 3, 4, 5, 6, 6]), [8]);
+      const words = packChannelOrder([0, 1, 2, 3, 4, 5, 6, 6]); // 8 rows: 3 bits each
+      tensors["layer.channel_order"] = u32Tensor(words, [words.length]);
       await assert.rejects(
         upload(layer, tensors),
         (e) => e instanceof FormatError && /channel_order: Entry 7 is 6/.test(e.message),

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FormatError } from "../src/errors.ts";
-import { openQuantizedModel } from "../src/formats/quantized.ts";
+import { openQuantizedModel, unpackChannelOrder } from "../src/formats/quantized.ts";
 import { loadModel } from "../src/model/load.ts";
 import { vqLayerBytes } from "../src/quantize/bpw.ts";
 import { chooseCodebookSize, chooseUniformBits, vqLayerBpw } from "../src/quantize/budget.ts";
@@ -25,7 +25,7 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
   const rng = new Rng(6);
   const prefixes = linearPrefixes(model).slice(4, 7); // gate, up, down of block 0
   const plan: WcsgPlan = { format: "rsavq-plan", version: 1, layers: {} };
-  for (const prefix of prefixes) {
+  for (const [i, prefix] of prefixes.entries()) {
     const [rows, cols] = model.weights.shape(`${prefix}.weight`);
     const a = Math.floor(rows / 4), b = Math.floor(rows / 2);
     plan.layers[prefix] = {
@@ -33,11 +33,14 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
       cols,
       vectorLength: 4,
       channelOrder: shuffled(rows, rng),
-      groups: [{ start: 0, end: a, codebookSize: 64 }, { start: a, end: b, codebookSize: 17 }, {
-        start: b,
-        end: rows,
-        codebookSize: 4,
-      }],
+      // the last layer has one group: its shuffled order must not be stored
+      groups: i === prefixes.length - 1
+        ? [{ start: 0, end: rows, codebookSize: 32 }]
+        : [{ start: 0, end: a, codebookSize: 64 }, { start: a, end: b, codebookSize: 17 }, {
+          start: b,
+          end: rows,
+          codebookSize: 4,
+        }],
     };
   }
   const stats = syntheticStatistics(
@@ -67,9 +70,14 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
         rows: p.rows,
         cols: p.cols,
         vectorLength: 4,
-        permutation: true,
+        permutation: p.groups.length > 1,
         groups: p.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize })),
       });
+      // packed at ceil(log2 rows) bits per row, counted exactly as stored
+      assert.equal(
+        layer.bytes.permutation,
+        p.groups.length > 1 ? 4 * Math.ceil((p.rows * Math.ceil(Math.log2(p.rows))) / 32) : 0,
+      );
       assert.deepEqual(layer.bytes, expected, layer.prefix);
       const desc = q.layers[layer.prefix];
       assert.equal(desc.kind, "vq");
@@ -78,12 +86,14 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
         desc.groups.map((g) => [g.start, g.end, g.stages[0].size]),
         p.groups.map((g) => [g.start, g.end, g.codebookSize]),
       );
-      assert.deepEqual(
-        Array.from(
-          new Uint32Array((await q.file.readBytes(`${layer.prefix}.channel_order`)).buffer),
-        ),
-        p.channelOrder,
-      );
+      if (p.groups.length > 1) {
+        const words = new Uint32Array((await q.file.readBytes(`${layer.prefix}.channel_order`)).buffer);
+        assert.equal(words.byteLength, layer.bytes.permutation);
+        assert.deepEqual(Array.from(unpackChannelOrder(words, p.rows)), p.channelOrder);
+      } else {
+        assert.equal(desc.channelOrder, false);
+        assert.equal(q.file.tensors.has(`${layer.prefix}.channel_order`), false);
+      }
       // The file dequantizes to the weights the quantizer measured its error on.
       const w = await model.weights.read(`${layer.prefix}.weight`),
         wq = await q.weights.read(`${layer.prefix}.weight`);

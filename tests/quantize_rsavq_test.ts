@@ -22,7 +22,6 @@ async function fixture(): Promise<VqLayerJob> {
     rows: ROWS,
     cols: COLS,
     stats,
-    storeChannelOrder: false,
     groups: [{
       rows: Uint32Array.from({ length: ROWS }, (_, i) => i),
       codebookSize: 40,

@@ -427,7 +427,6 @@ Deno.test("ScopeTrainingSet weighs layers by Fisher mean", async () => {
       codebookSize: 6,
       residualSize: 0,
     }],
-    storeChannelOrder: false,
     metric: new Float32Array(rows * cols).fill(metricValue),
     hessian: null,
     direction: null,

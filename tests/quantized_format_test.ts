@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   f16Tensor,
   openQuantizedModel,
+  packChannelOrder,
   packIndices,
   type QuantizedModelFile,
   u32Tensor,
@@ -236,7 +237,42 @@ Deno.test("openQuantizedModel rejects inconsistent files", async () => {
     );
     const file = await SafetensorsFile.open(bad);
     assert.equal(file.metadata.format, "rsavq-quantized");
+    assert.equal(file.metadata.version, "2");
     file.close();
+
+    // Version 1 stored channel orders as u32 per row: refused with the fix.
+    const v1 = `${dir}/v1.safetensors`;
+    await writeSafetensors(v1, { x: { dtype: "F32", shape: [1], data: new Uint8Array(4) } }, {
+      format: "rsavq-quantized",
+      version: "1",
+    });
+    await assert.rejects(
+      () => openQuantizedModel(v1),
+      (e) =>
+        e instanceof FormatError && e.field === "__metadata__.version" &&
+        /re-run deno task quantize/.test(e.message),
+    );
+
+    // A channel order stored unpacked (u32 per row, as version 1 did) does not match.
+    const unpacked = `${dir}/unpacked.safetensors`;
+    const p = "model.layers.0.self_attn.q_proj";
+    const order = Uint32Array.from({ length: 24 }, (_, i) => 23 - i);
+    const idx = packIndices(new Uint32Array(24 * 6), 4);
+    await writeQuantizedModel(unpacked, {
+      config,
+      layers: { [p]: { ...layers[p], channelOrder: true, groups: [{ start: 0, end: 24, stages: [{ codebook: "cb", size: 16, indices: "idx" }] }] } },
+      quantization: {},
+      tensors: {
+        [`${p}.scales`]: f16Tensor(new Float32Array(24), [24]),
+        [`${p}.channel_order`]: u32Tensor(order, [24]),
+        cb: f16Tensor(new Float32Array(16 * 4), [16, 4]),
+        idx: u32Tensor(idx, [idx.length]),
+      },
+    });
+    await assert.rejects(
+      () => openQuantizedModel(unpacked),
+      (e) => e instanceof FormatError && e.field === `${p}.channel_order` && /Expected U32 \[4\]/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -256,7 +292,8 @@ Deno.test("openQuantizedModel reads a shared codebook", async () => {
   for (const which of ["q_proj", "k_proj"]) {
     const p = `model.layers.0.self_attn.${which}`;
     tensors[`${p}.scales`] = f16Tensor(scales, [rows]);
-    tensors[`${p}.channel_order`] = u32Tensor(order, [rows]);
+    const orderWords = packChannelOrder(order); // 4 rows: 2 bits each, one word
+    tensors[`${p}.channel_order`] = u32Tensor(orderWords, [orderWords.length]);
     const words = packIndices(idx, 2);
     tensors[`${p}.indices.g0.s0`] = u32Tensor(words, [words.length]);
     layers[p] = {

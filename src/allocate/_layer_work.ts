@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { vqLayerBytes } from "../quantize/bpw.ts";
+import { storesChannelOrder, vqLayerBytes } from "../quantize/bpw.ts";
 import { groupChannels } from "./grouping.ts";
 import { type RdItem, type RdSolverKind, solveRateDistortion } from "./rate_distortion.ts";
 import type { SensitivityKind } from "./sensitivity.ts";
@@ -42,6 +42,12 @@ export interface LayerGrouping {
   order: number[];
   /** Groups partitioning `order`. */
   groups: GroupInfo[];
+  /**
+   * Bytes that do not depend on the codebook sizes: the f16 scales, and the packed
+   * permutation when this grouping makes the quantizer store one (several groups, an order
+   * that is not the identity).
+   */
+  fixedBytes: number;
 }
 
 /** A layer with its sensitivities and groupings, before codebook sizes are chosen. */
@@ -56,8 +62,6 @@ export interface LayerWork {
   candidates: LayerGrouping[];
   /** The grouping in use. */
   grouping: LayerGrouping;
-  /** Bytes that do not depend on the codebook sizes: scales and permutation. */
-  fixedBytes: number;
 }
 
 /**
@@ -78,7 +82,9 @@ export function buildGrouping(sensitivity: Float64Array, cols: number, count: nu
     groups.push({ start, end, sensitivity: sum, options: groupOptions(end - start, cols, s) });
     start = end;
   }
-  return { order, groups };
+  const permutation = storesChannelOrder(order, groups.length);
+  const fixed = vqLayerBytes({ rows: order.length, cols, vectorLength: s.vectorLength, groups: [], scales: true, permutation });
+  return { order, groups, fixedBytes: fixed.total };
 }
 
 /**
@@ -175,9 +181,9 @@ export function solveGroups(groups: GroupInfo[], budget: number, s: SolveSetting
 /**
  * Returns a grouping's bytes with every group at its smallest codebook.
  *
- * @param layer Layer (for its fixed bytes).
+ * @param layer Layer whose grouping in use is measured by default.
  * @param grouping One of the layer's groupings.
  */
 export function minimumBytes(layer: LayerWork, grouping: LayerGrouping = layer.grouping): number {
-  return layer.fixedBytes + grouping.groups.reduce((sum, g) => sum + g.options[0].bytes, 0);
+  return grouping.fixedBytes + grouping.groups.reduce((sum, g) => sum + g.options[0].bytes, 0);
 }

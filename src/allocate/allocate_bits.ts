@@ -14,7 +14,6 @@
 import { FormatError, ShapeError, UsageError } from "../errors.ts";
 import { BLOCK_LINEARS } from "../model/config.ts";
 import type { WeightStore } from "../model/model.ts";
-import { vqLayerBytes } from "../quantize/bpw.ts";
 import { Progress } from "../util/progress.ts";
 import { budgetBytes, buildGrouping, type LayerWork, minimumBytes, solveGroups } from "./_layer_work.ts";
 import type { FisherStatsSource } from "./fisher_source.ts";
@@ -164,9 +163,8 @@ async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name
   const { values, kind } = channelSensitivity(layerStats, weight, { kind: s.sensitivity, fisher: s.fisher, minGradientSnr: s.minGradientSnr });
   const counts = s.searchGroups ? Array.from({ length: s.groups }, (_, i) => i + 1) : [s.groups];
   const candidates = dedupe(counts.map((count) => buildGrouping(values, cols, count, s)));
-  const fixed = vqLayerBytes({ rows, cols, vectorLength: s.vectorLength, groups: [], scales: true, permutation: true });
   const grouping = candidates.at(-1)!;
-  return { name, rows, cols, sensitivity: values, kind, candidates, grouping, fixedBytes: fixed.total };
+  return { name, rows, cols, sensitivity: values, kind, candidates, grouping };
 }
 
 /** Drops groupings whose boundaries repeat an earlier one's (ties can merge groups). */
@@ -222,7 +220,7 @@ function solveLayers(work: LayerWork[], s: Settings): Chosen {
   const solvers = new Set<string>();
   let distortion = 0;
   const k = work.map((layer) => {
-    const budget = budgetBytes(s.bits, layer.rows * layer.cols) - layer.fixedBytes;
+    const budget = budgetBytes(s.bits, layer.rows * layer.cols) - layer.grouping.fixedBytes;
     const result = solveGroups(layer.grouping.groups, budget, s);
     solvers.add(result.solver);
     distortion += result.distortion;
@@ -233,7 +231,7 @@ function solveLayers(work: LayerWork[], s: Settings): Chosen {
 
 function solveModel(work: LayerWork[], s: Settings): Chosen {
   const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
-  const fixed = work.reduce((sum, l) => sum + l.fixedBytes, 0);
+  const fixed = work.reduce((sum, l) => sum + l.grouping.fixedBytes, 0);
   const minimum = work.reduce((sum, l) => sum + minimumBytes(l), 0);
   const minBpw = (minimum * 8) / weights;
   if (minBpw > s.bits) throw infeasible(s, `the model needs at least ${minBpw.toFixed(4)}`, minBpw);
@@ -244,7 +242,7 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
 function infeasible(s: Settings, what: string, minBpw: number): UsageError {
   return new UsageError(
     `Budget of ${s.bits} bits per weight cannot be met: ${what} bits per weight with the smallest codebooks ` +
-      `(K = ${s.minCodebookSize}, ${s.searchGroups ? "1 to " : ""}${s.groups} groups, vector length ${s.vectorLength}, scales and permutation included). ` +
+      `(K = ${s.minCodebookSize}, ${s.searchGroups ? "1 to " : ""}${s.groups} groups, vector length ${s.vectorLength}, scales and permutations included). ` +
       `Raise --bits to at least ${Math.ceil(minBpw * 1e4) / 1e4}, or use fewer --groups or a longer --vector-length`,
   );
 }
@@ -257,10 +255,10 @@ function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings
       cols: w.cols,
       vectorLength: s.vectorLength,
       groups: w.grouping.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
+      channelOrder: w.grouping.order,
     };
     layers[w.name] = {
       ...layout,
-      channelOrder: w.grouping.order,
       sensitivity: Array.from(w.sensitivity, (x) => Number(x.toPrecision(6))),
       bpw: (planLayerBytes(layout).total * 8) / (w.rows * w.cols),
       sensitivityKind: w.kind,

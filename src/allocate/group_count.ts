@@ -45,7 +45,7 @@ function bestForLayer(layer: LayerWork, s: SolveSettings): LayerGrouping {
   let best: LayerGrouping | null = null, bestDistortion = Infinity;
   for (const candidate of layer.candidates) {
     if (minimumBytes(layer, candidate) > budget) continue;
-    const { distortion } = solveGroups(candidate.groups, budget - layer.fixedBytes, s);
+    const { distortion } = solveGroups(candidate.groups, budget - candidate.fixedBytes, s);
     if (distortion < bestDistortion * (1 - TIE)) [best, bestDistortion] = [candidate, distortion];
   }
   return best ?? cheapest(layer);
@@ -55,9 +55,13 @@ function cheapest(layer: LayerWork): LayerGrouping {
   return layer.candidates.reduce((a, b) => (minimumBytes(layer, b) < minimumBytes(layer, a) ? b : a));
 }
 
-/** Lagrangian cost and bytes of a grouping when each group minimizes distortion + lambda * bytes. */
+/**
+ * Lagrangian cost and bytes of a grouping when each group minimizes distortion + lambda *
+ * bytes; the grouping's fixed bytes (scales, permutation) count too, since they differ
+ * between groupings (one group stores no permutation).
+ */
 function relaxed(grouping: LayerGrouping, lambda: number, v: number): { cost: number; bytes: number } {
-  let cost = 0, bytes = 0;
+  let cost = lambda * grouping.fixedBytes, bytes = grouping.fixedBytes;
   for (const g of grouping.groups) {
     let bestCost = Infinity, bestBytes = 0;
     for (const o of g.options) {
@@ -72,7 +76,7 @@ function relaxed(grouping: LayerGrouping, lambda: number, v: number): { cost: nu
 
 function chooseForModel(work: LayerWork[], s: SolveSettings): void {
   const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
-  const budget = budgetBytes(s.bits, weights) - work.reduce((sum, l) => sum + l.fixedBytes, 0);
+  const budget = budgetBytes(s.bits, weights);
   const pick = (lambda: number) =>
     work.map((layer) => {
       let best = layer.candidates[0], bestCost = Infinity, bestBytes = 0;

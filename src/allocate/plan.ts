@@ -4,13 +4,14 @@
  * JSON format, and this file contains its types, its byte accounting and its validation.
  *
  * Bits per weight are always recomputed from the layout with `vqLayerBytes` (per row an
- * f16 scale and a u32 permutation entry, per group an f16 codebook [K, v] and packed
- * indices), so a plan's bpw equals the quantized file's.
+ * f16 scale, per group an f16 codebook [K, v] and packed indices, and, when several groups
+ * reorder the rows, a permutation of ceil(log2 rows) bits per row), so a plan's bpw equals
+ * the quantized file's.
  *
  * @module
  */
 import { FormatError } from "../errors.ts";
-import { bitsPerWeight, type StorageBytes, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
+import { bitsPerWeight, type StorageBytes, storesChannelOrder, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
 import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
 
 /** Value of the plan's `format` field. */
@@ -81,20 +82,24 @@ export interface Plan {
   sources?: { model?: string; fisher?: string };
 }
 
+/** The fields of a plan layer that decide its stored bytes. */
+export type PlanLayerLayout = Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups" | "channelOrder">;
+
 /**
- * Describes a plan layer's storage for `vqLayerBytes`: a scale and a permutation entry per
- * row, one codebook per group.
+ * Describes a plan layer's storage for `vqLayerBytes`: a scale per row, one codebook per
+ * group, and a packed permutation exactly when the quantizer stores one
+ * (`storesChannelOrder`: several groups and an order that is not the identity).
  *
  * @param layer Plan layer.
  */
-export function planLayerStorage(layer: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">): VqLayerStorage {
+export function planLayerStorage(layer: PlanLayerLayout): VqLayerStorage {
   return {
     rows: layer.rows,
     cols: layer.cols,
     vectorLength: layer.vectorLength,
     groups: layer.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize })),
     scales: true,
-    permutation: true,
+    permutation: storesChannelOrder(layer.channelOrder, layer.groups.length),
   };
 }
 
@@ -103,7 +108,7 @@ export function planLayerStorage(layer: Pick<PlanLayer, "rows" | "cols" | "vecto
  *
  * @param layer Plan layer.
  */
-export function planLayerBytes(layer: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">): StorageBytes {
+export function planLayerBytes(layer: PlanLayerLayout): StorageBytes {
   return vqLayerBytes(planLayerStorage(layer));
 }
 
@@ -113,14 +118,15 @@ export function planLayerBytes(layer: Pick<PlanLayer, "rows" | "cols" | "vectorL
  * @example
  * ```ts
  * import { planBitsPerWeight } from "./plan.ts";
- * // 64 rows x 64 cols, v = 4, K = 256: 2 bits of indices, 0.25 of scales, 0.5 of
- * // permutation, 2 * 256 * 4 * 8 / 4096 = 2 of codebook.
- * const layer = { rows: 64, cols: 64, vectorLength: 4, groups: [{ start: 0, end: 64, codebookSize: 256 }] };
- * if (planBitsPerWeight([layer]) !== 6.75) throw new Error();
+ * // 64 rows x 64 cols, v = 4, K = 256 in one group: 2 bits of indices, 0.25 of scales,
+ * // 2 * 256 * 4 * 8 / 4096 = 2 of codebook, and no permutation (one group).
+ * const channelOrder = Array.from({ length: 64 }, (_, i) => 63 - i);
+ * const layer = { rows: 64, cols: 64, vectorLength: 4, channelOrder, groups: [{ start: 0, end: 64, codebookSize: 256 }] };
+ * if (planBitsPerWeight([layer]) !== 4.25) throw new Error();
  * ```
  * @param layers Plan layers.
  */
-export function planBitsPerWeight(layers: Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups">[]): number {
+export function planBitsPerWeight(layers: PlanLayerLayout[]): number {
   return bitsPerWeight(layers.map((l) => ({ bytes: planLayerBytes(l), weights: l.rows * l.cols })));
 }
 
