@@ -87,7 +87,9 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
         p.groups.map((g) => [g.start, g.end, g.codebookSize]),
       );
       if (p.groups.length > 1) {
-        const words = new Uint32Array((await q.file.readBytes(`${layer.prefix}.channel_order`)).buffer);
+        const words = new Uint32Array(
+          (await q.file.readBytes(`${layer.prefix}.channel_order`)).buffer,
+        );
         assert.equal(words.byteLength, layer.bytes.permutation);
         assert.deepEqual(Array.from(unpackChannelOrder(words, p.rows)), p.channelOrder);
       } else {

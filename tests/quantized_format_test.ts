@@ -260,7 +260,13 @@ Deno.test("openQuantizedModel rejects inconsistent files", async () => {
     const idx = packIndices(new Uint32Array(24 * 6), 4);
     await writeQuantizedModel(unpacked, {
       config,
-      layers: { [p]: { ...layers[p], channelOrder: true, groups: [{ start: 0, end: 24, stages: [{ codebook: "cb", size: 16, indices: "idx" }] }] } },
+      layers: {
+        [p]: {
+          ...layers[p],
+          channelOrder: true,
+          groups: [{ start: 0, end: 24, stages: [{ codebook: "cb", size: 16, indices: "idx" }] }],
+        },
+      },
       quantization: {},
       tensors: {
         [`${p}.scales`]: f16Tensor(new Float32Array(24), [24]),
@@ -271,7 +277,9 @@ Deno.test("openQuantizedModel rejects inconsistent files", async () => {
     });
     await assert.rejects(
       () => openQuantizedModel(unpacked),
-      (e) => e instanceof FormatError && e.field === `${p}.channel_order` && /Expected U32 \[4\]/.test(e.message),
+      (e) =>
+        e instanceof FormatError && e.field === `${p}.channel_order` &&
+        /Expected U32 \[4\]/.test(e.message),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -57,8 +57,8 @@ function cheapest(layer: LayerWork): LayerGrouping {
 
 /**
  * Lagrangian cost and bytes of a grouping when each group minimizes distortion + lambda *
- * bytes; the grouping's fixed bytes (scales, permutation) count too, since they differ
- * between groupings (one group stores no permutation).
+ * bytes. The grouping's fixed bytes (scales, permutation) count too, because a grouping
+ * with one group stores no permutation.
  */
 function relaxed(grouping: LayerGrouping, lambda: number, v: number): { cost: number; bytes: number } {
   let cost = lambda * grouping.fixedBytes, bytes = grouping.fixedBytes;

@@ -119,10 +119,10 @@ export function planLayerBytes(layer: PlanLayerLayout): StorageBytes {
  * ```ts
  * import { planBitsPerWeight } from "./plan.ts";
  * // 64 rows x 64 cols, v = 4, K = 256 in one group: 2 bits of indices, 0.25 of scales,
- * // 2 * 256 * 4 * 8 / 4096 = 2 of codebook, and no permutation (one group).
+ * // 2 * 256 * 4 * 8 / 4096 = 4 of codebook, and no permutation (one group).
  * const channelOrder = Array.from({ length: 64 }, (_, i) => 63 - i);
  * const layer = { rows: 64, cols: 64, vectorLength: 4, channelOrder, groups: [{ start: 0, end: 64, codebookSize: 256 }] };
- * if (planBitsPerWeight([layer]) !== 4.25) throw new Error();
+ * if (planBitsPerWeight([layer]) !== 6.25) throw new Error();
  * ```
  * @param layers Plan layers.
  */

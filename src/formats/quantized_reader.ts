@@ -12,7 +12,12 @@ import type { PackedLayers, WeightStore } from "../model/model.ts";
 import { decodeToF32 } from "./dtype.ts";
 import { SafetensorsFile } from "./safetensors.ts";
 import { dequantizeUniform, dequantizeVq } from "./quantized_dequantize.ts";
-import { channelOrderWords, indexWidth, unpackChannelOrder, unpackIndices } from "./quantized_pack.ts";
+import {
+  channelOrderWords,
+  indexWidth,
+  unpackChannelOrder,
+  unpackIndices,
+} from "./quantized_pack.ts";
 import {
   type LayerDesc,
   QUANTIZED_FORMAT,

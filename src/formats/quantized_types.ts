@@ -12,8 +12,8 @@ import type { SafetensorsFile, TensorToWrite } from "./safetensors.ts";
 export const QUANTIZED_FORMAT = "rsavq-quantized";
 /**
  * Current format version (metadata key `version`). Version 2 stores `P.channel_order`
- * bit-packed (ceil(log2 rows) bits per entry); version 1 stored it as u32 per row and is
- * rejected with a message to re-run `deno task quantize`.
+ * bit-packed at ceil(log2 rows) bits per entry. Version 1 stored one u32 per row, and the
+ * reader rejects it with a message to re-run `deno task quantize`.
  */
 export const QUANTIZED_VERSION = 2;
 

@@ -45,9 +45,9 @@ export interface VqLayerInput {
   rows: number;
   cols: number;
   /**
-   * Channel groups; their rows, concatenated, are a permutation of 0..rows-1. The order is
-   * stored (bit-packed) exactly when it is not the identity; a single group should list its
-   * rows in natural order, as `planGroups` does, so that none is stored.
+   * Channel groups. Their rows, concatenated, are a permutation of 0..rows-1, which is
+   * stored (bit-packed) exactly when it is not the identity. A single group should list its
+   * rows in natural order, as `planGroups` does, so that no permutation is stored.
    */
   groups: VqGroupSpec[];
   /** Metric M [rows, cols] in weight units, or null for the unweighted metric on normalized rows. */
