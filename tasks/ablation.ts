@@ -11,6 +11,7 @@
  * @module
  */
 import { join } from "node:path";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { parseArgs } from "node:util";
 import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
@@ -119,6 +120,8 @@ async function main(argv: string[]): Promise<void> {
   const engine = parseEngine(values.engine);
   const quiet = values.quiet;
   const outDir = values["out-dir"];
+  if (![2, 4, 6, 8].includes(vectorLength)) throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
+  await checkOutputPath(outDir, [values.model, values.fisher], "--out-dir");
   await Deno.mkdir(outDir, { recursive: true });
 
   const model = await loadModel(values.model);

@@ -6,6 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
 import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
@@ -77,7 +78,11 @@ function parse(argv: string[]): AllocateArgs | null {
   if (!values.out) throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
 
   const bits = Number(values.bits);
-  if (!(bits > 0) || !Number.isFinite(bits)) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected a positive number`);
+  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected bits per weight in (0, 16]`);
+  const vectorLength = integer("--vector-length", values["vector-length"], 1);
+  if (![2, 4, 6, 8].includes(vectorLength)) {
+    throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
+  }
   const scope = oneOf("--scope", values.scope, ["layer", "model"] as const);
   const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
@@ -91,7 +96,7 @@ function parse(argv: string[]): AllocateArgs | null {
       bits,
       groups: integer("--groups", values.groups, 1),
       searchGroups: values["search-groups"],
-      vectorLength: integer("--vector-length", values["vector-length"], 1),
+      vectorLength,
       scope,
       sensitivity,
       fisher,
@@ -112,6 +117,7 @@ function oneOf<T extends string>(flag: string, text: string, allowed: readonly T
 }
 
 async function run(args: AllocateArgs): Promise<void> {
+  await checkOutputPath(args.out, [args.model, args.fisher]);
   const model = await loadModel(args.model);
   try {
     const stats = await openFisherStats(args.fisher);

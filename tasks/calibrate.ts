@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
@@ -133,6 +134,7 @@ async function run(args: CalibrateArgs): Promise<void> {
       `Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`,
     );
   }
+  await checkOutputPath(args.out, [args.model, ...(args.spec.files ?? [])]);
   let model: LoadedModel | undefined;
   let gpu: GpuContext | undefined;
   try {

@@ -6,6 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { compareQuantizers, type CompareRow, DEFAULT_COMPARE_CTX } from "../src/eval/compare.ts";
 import { formatCompareTable } from "../src/eval/compare_table.ts";
@@ -161,6 +162,7 @@ function optional<T>(text: string | undefined, convert: (text: string) => T): T 
 }
 
 async function run(args: NonNullable<ReturnType<typeof parse>>): Promise<void> {
+  await checkOutputPath(args.out, [args.model]);
   const workDir = args.workDir ?? await Deno.makeTempDir({ prefix: "rsavq-compare-" });
   if (args.workDir) await Deno.mkdir(workDir, { recursive: true });
   const needsGpu = args.engine === "gpu" || args.gpuUse !== "never";

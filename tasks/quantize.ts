@@ -10,6 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
@@ -116,6 +117,12 @@ async function main(): Promise<void> {
   }
 
   const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
+  const bits = number("--bits", values.bits)!;
+  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${values.bits}: expected bits per weight in (0, 16]`);
+  if (values.plan && values["vector-length"]) {
+    throw new UsageError("--plan fixes the vector length of every layer: drop --vector-length, or allocate a new plan with it");
+  }
+  await checkOutputPath(values.out!, [values.model, values.fisher, values.plan]);
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
   const plan = values.plan ? await readWcsgPlan(values.plan) : null;
@@ -130,7 +137,7 @@ async function main(): Promise<void> {
   try {
     const result = await quantizeModel(model, stats, {
       method,
-      bits: number("--bits", values.bits)!,
+      bits,
       out: values.out!,
       vectorLength: number("--vector-length", values["vector-length"]),
       codebookSize: number("--codebook-size", values["codebook-size"]),

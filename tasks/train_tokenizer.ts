@@ -5,6 +5,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { loadNpmCorpus, loadTextFiles, splitHeldOut } from "../src/train/corpus.ts";
 import { bpeTokenizerJson, trainBpe } from "../src/train/bpe_trainer.ts";
 import { writeTextFileAtomic } from "../src/util/atomic_write.ts";
@@ -45,6 +46,7 @@ async function main(): Promise<void> {
   if (!Number.isSafeInteger(vocabSize)) throw new UsageError(`Invalid --vocab-size ${JSON.stringify(values["vocab-size"])}: expected an integer`);
   if (!Number.isSafeInteger(minFrequency) || minFrequency < 1) throw new UsageError(`Invalid --min-frequency ${JSON.stringify(values["min-frequency"])}: expected an integer of at least 1`);
   const sources = values["data-source"] ?? ["npm"];
+  await checkOutputPath(values.out, sources);
   const docs = sources.length === 1 && sources[0] === "npm" ? await loadNpmCorpus() : await loadTextFiles(sources);
   const { train } = splitHeldOut(docs);
   const bpe = trainBpe(train.map((d) => d.text), { vocabSize, minFrequency, quiet: values.quiet });

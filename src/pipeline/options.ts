@@ -123,9 +123,9 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     throw new UsageError("Missing bits: pass --bits B or a list such as --bits 2,3");
   }
   for (const b of options.bits) {
-    if (!(Number.isFinite(b) && b > 0)) {
+    if (!(Number.isFinite(b) && b > 0 && b <= 16)) {
       throw new UsageError(
-        `Invalid --bits value ${b}: expected positive numbers of bits per weight`,
+        `Invalid --bits value ${b}: expected bits per weight in (0, 16]`,
       );
     }
   }
@@ -185,11 +185,17 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     seed,
     engine,
     groups: optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups,
-    vectorLength: optionalCount("--vector-length", options.vectorLength, 1) ??
-      PIPELINE_DEFAULTS.vectorLength,
+    vectorLength: checkVectorLength(
+      optionalCount("--vector-length", options.vectorLength, 1) ?? PIPELINE_DEFAULTS.vectorLength,
+    ),
     scope,
     quiet: options.quiet ?? false,
   };
+}
+
+function checkVectorLength(v: number): number {
+  if (![2, 4, 6, 8].includes(v)) throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+  return v;
 }
 
 /**

@@ -79,6 +79,12 @@ export async function runPipeline(
   const startedAt = new Date();
   const start = performance.now();
   const dir = o.out;
+  const existing = await Deno.stat(dir).catch(() => null);
+  if (existing && !existing.isDirectory) {
+    throw new UsageError(`--out ${dir} is a file: pass a folder for the pipeline's outputs`);
+  }
+  // the model is checked before the output folder is created, so a bad path leaves nothing
+  await loadModel(o.model).then((m) => m.weights.close());
   await Deno.mkdir(dir, { recursive: true });
   const previous = await readManifest(dir);
   const hasher = new FileHasher(knownFingerprints(previous, dir));
