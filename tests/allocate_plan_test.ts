@@ -28,7 +28,7 @@ function samplePlan(): Plan {
   const bpw = planBitsPerWeight([q, k]);
   return {
     format: "rsavq-plan",
-    version: 1,
+    version: 2,
     bits: Math.ceil(Math.max(q.bpw, k.bpw)),
     scope: "layer",
     vectorLength: 4,
@@ -56,7 +56,7 @@ Deno.test("validatePlan names the bad field", () => {
   // change to a valid plan                                      field named in the error
   const cases: [(p: any) => void, string][] = [
     [(p) => (p.format = "other"), "format"],
-    [(p) => (p.version = 2), "version"],
+    [(p) => (p.version = 1), "version"],
     [(p) => (p.bits = -1), "bits"],
     [(p) => (p.scope = "block"), "scope"],
     [(p) => (p.vectorLength = 0.5), "vectorLength"],

@@ -24,7 +24,7 @@ Deno.test("quantizeModel follows a WCSG plan exactly", async () => {
   const model = await loadModel(STORIES_260K);
   const rng = new Rng(6);
   const prefixes = linearPrefixes(model).slice(4, 7); // gate, up, down of block 0
-  const plan: WcsgPlan = { format: "rsavq-plan", version: 1, layers: {} };
+  const plan: WcsgPlan = { format: "rsavq-plan", version: 2, layers: {} };
   for (const [i, prefix] of prefixes.entries()) {
     const [rows, cols] = model.weights.shape(`${prefix}.weight`);
     const a = Math.floor(rows / 4), b = Math.floor(rows / 2);
@@ -141,7 +141,7 @@ Deno.test("validateWcsgPlan rejects malformed plans", () => {
     assert.throws(
       () =>
         validateWcsgPlan(
-          { format: "rsavq-plan", version: 1, layers: { l: { ...base, ...change } } },
+          { format: "rsavq-plan", version: 2, layers: { l: { ...base, ...change } } },
           "p.json",
         ),
       (e) => e instanceof FormatError && e.field === `layers.l.${field}`,
@@ -181,7 +181,7 @@ Deno.test("quantizeModel rejects a plan above the target bits", async () => {
   const prefix = "model.layers.0.self_attn.k_proj";
   const plan: WcsgPlan = {
     format: "rsavq-plan",
-    version: 1,
+    version: 2,
     layers: {
       [prefix]: {
         rows: 32,

@@ -309,7 +309,7 @@ Deno.test("quantizeModel shares plan groups by rank", async () => {
   const model = await loadModel(STORIES_260K);
   const prefixes = linearPrefixes(model).slice(4, 7); // gate, up, down of block 0
   const rng = new Rng(9);
-  const plan: WcsgPlan = { format: "rsavq-plan", version: 1, layers: {} };
+  const plan: WcsgPlan = { format: "rsavq-plan", version: 2, layers: {} };
   for (const prefix of prefixes) {
     const [rows, cols] = model.weights.shape(`${prefix}.weight`);
     const order = Array.from({ length: rows }, (_, i) => i).sort(() => rng.next() - 0.5);

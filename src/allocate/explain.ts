@@ -25,7 +25,7 @@ const LOG_FLOOR = 1e-12;
  * import { explainPlan } from "./explain.ts";
  * const layer = { rows: 2, cols: 4, vectorLength: 4, channelOrder: [1, 0], sensitivity: [1, 4],
  *   groups: [{ start: 0, end: 1, codebookSize: 4 }, { start: 1, end: 2, codebookSize: 2 }], bpw: 43 };
- * const plan = { format: "rsavq-plan" as const, version: 1 as const, bits: 50, scope: "layer" as const,
+ * const plan = { format: "rsavq-plan" as const, version: 2 as const, bits: 50, scope: "layer" as const,
  *   vectorLength: 4, bpw: 43, layers: { l: layer } };
  * if (!explainPlan(plan).includes("4,2")) throw new Error();
  * ```

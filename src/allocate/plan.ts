@@ -17,7 +17,7 @@ import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
 /** Value of the plan's `format` field. */
 export const PLAN_FORMAT = "rsavq-plan";
 /** Plan format version this code reads and writes. */
-export const PLAN_VERSION = 1;
+export const PLAN_VERSION = 2;
 /** Largest codebook a plan may ask for (16-bit indices). */
 export const MAX_CODEBOOK_SIZE = 65536;
 

@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { readTokenFile } from "../data/token_files.ts";
 import type { ChoiceQuestion } from "../data/choice_tasks.ts";
 import { METHODS_NEEDING_STATISTICS, type QuantMethod } from "../quantize/types.ts";
+import { QUANTIZED_VERSION } from "../formats/quantized_types.ts";
+import { PLAN_VERSION } from "../allocate/plan.ts";
 import type { StepRecord } from "./manifest.ts";
 import { PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
 import type { PipelineResources } from "./resources.ts";
@@ -194,7 +196,8 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
       await step({
         name: `allocate-${bits}`,
         inputs: { model: o.model, fisher },
-        settings: { bits, groups: o.groups, vectorLength: o.vectorLength, scope: o.scope },
+        // The plan format version is part of the key, so a format change redoes the step.
+        settings: { bits, groups: o.groups, vectorLength: o.vectorLength, scope: o.scope, planVersion: PLAN_VERSION },
         after: ["calibrate"],
         outputs: [planName],
         run: () =>
@@ -223,6 +226,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           seed: o.seed,
           unquantized: "F16",
           engine: o.engine,
+          formatVersion: QUANTIZED_VERSION,
         },
         after: [...(stats ? ["calibrate"] : []), ...(plan ? [`allocate-${bits}`] : [])],
         outputs: [`${name}.safetensors`],

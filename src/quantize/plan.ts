@@ -3,7 +3,7 @@
  * linear layer a channel order and groups over it, each with its own codebook size.
  *
  * ```json
- * {"format": "rsavq-plan", "version": 1, "layers": {"model.layers.0.self_attn.q_proj":
+ * {"format": "rsavq-plan", "version": 2, "layers": {"model.layers.0.self_attn.q_proj":
  *   {"rows": 64, "cols": 64, "vectorLength": 4, "channelOrder": [5, 0, ...],
  *    "groups": [{"start": 0, "end": 16, "codebookSize": 256}, ...]}}}
  * ```
@@ -31,7 +31,7 @@ export interface WcsgPlanLayer {
 /** A WCSG plan. */
 export interface WcsgPlan {
   format: "rsavq-plan";
-  version: 1;
+  version: 2;
   /** Layers by prefix ("model.layers.0.self_attn.q_proj"). */
   layers: Record<string, WcsgPlanLayer>;
 }
@@ -70,8 +70,8 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
       }: pass a plan written by deno task allocate`,
     );
   }
-  if (plan.version !== 1) {
-    throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 1`);
+  if (plan.version !== 2) {
+    throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 2; rerun deno task allocate with this version of the toolkit`);
   }
   if (typeof plan.layers !== "object" || plan.layers === null) {
     throw new FormatError(path, "layers", "Expected an object of layers");
