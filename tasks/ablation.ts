@@ -26,7 +26,7 @@ import { quantizeModel } from "../src/quantize/quantize_model.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
 import { Progress } from "../src/util/progress.ts";
 
-const HELP = `Usage: deno run -A tasks/ablation.ts --model PATH --fisher FILE --out-dir DIR [options]
+const HELP = `Usage: deno task ablation --model PATH --fisher FILE --out-dir DIR [options]
 
 Quantizes the model with rsavq six ways at every --bits value and evaluates each one
 against the full-precision model on held-out tokens sampled from it (seed --eval-seed,

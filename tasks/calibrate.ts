@@ -128,7 +128,12 @@ function integer(flag: string, text: string, min: number): number {
 
 async function run(args: CalibrateArgs): Promise<void> {
   const engineName = parseEngine(args.engine);
-  const sampleEngine = parseEngine(args.sampleEngine ?? args.engine);
+  let sampleEngine: ReturnType<typeof parseEngine>;
+  try {
+    sampleEngine = parseEngine(args.sampleEngine ?? args.engine);
+  } catch {
+    throw new UsageError(`Invalid --sample-engine ${JSON.stringify(args.sampleEngine)}: expected gpu or reference`);
+  }
   if (!(args.checkpointSeconds > 0)) {
     throw new UsageError(
       `Invalid --checkpoint-seconds ${args.checkpointSeconds}: expected a positive number`,

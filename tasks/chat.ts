@@ -66,7 +66,15 @@ async function main(): Promise<void> {
   if (!(topP > 0 && topP <= 1)) throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
 
   const model = await loadModel(values.model);
-  const template = values.template ? await Deno.readTextFile(values.template) : model.chatTemplate;
+  let template = model.chatTemplate;
+  if (values.template) {
+    try {
+      template = await Deno.readTextFile(values.template);
+    } catch (err) {
+      model.weights.close();
+      throw new UsageError(`Cannot read --template ${values.template}: ${(err as Error).message}`);
+    }
+  }
   if (!model.tokenizer) {
     model.weights.close();
     throw new UsageError(`${values.model} has no tokenizer, so it cannot chat: use deno task generate --tokens`);
@@ -79,6 +87,7 @@ async function main(): Promise<void> {
   const lm = await createCausalLM(model, engine, { gpu: gpu ?? undefined });
   const chat = new ChatSession(lm, {
     template,
+    templateSource: values.template ?? `${values.model} chat template`,
     tokenizer: model.tokenizer,
     system: values.system,
     maxReplyTokens: positiveNumber("--max-tokens", values["max-tokens"]!, true),

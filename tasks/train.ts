@@ -88,13 +88,19 @@ function parseCommandLine(argv: string[]): Args | null {
   if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") throw new UsageError(`Invalid --dtype ${dtype}: expected f32, f16 or bf16`);
   const int = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { integer: true, min });
   const num = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { min });
+  // Shape errors surface here, before the tokenizer is trained.
+  const dim = int("dim", 2), heads = int("heads", 1), kvHeads = int("kv-heads", 1);
+  if (dim % heads !== 0 || (dim / heads) % 2 !== 0) {
+    throw new UsageError(`Invalid --dim ${dim} with --heads ${heads}: the head width dim/heads must be an even integer`);
+  }
+  if (heads % kvHeads !== 0) throw new UsageError(`Invalid --kv-heads ${kvHeads}: it must divide --heads ${heads}`);
   return {
     dataSource: sources[0] === "npm" ? "npm" : sources,
     vocabSize: int("vocab-size", 258),
-    dim: int("dim", 2),
+    dim,
     layers: int("layers", 1),
-    heads: int("heads", 1),
-    kvHeads: int("kv-heads", 1),
+    heads,
+    kvHeads,
     hidden: int("hidden", 1),
     seqLen: int("seq-len", 2),
     batchSize: int("batch", 1),

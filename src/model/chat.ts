@@ -15,6 +15,8 @@ import { UsageError } from "../errors.ts";
 export interface ChatSessionOptions {
   /** Jinja chat template. */
   template: string;
+  /** Where the template came from (a file name), named in template errors. */
+  templateSource?: string;
   /** Tokenizer of the model. */
   tokenizer: Tokenizer;
   /** Optional system message kept at the start of every prompt. */
@@ -130,6 +132,7 @@ export class ChatSession {
       addGenerationPrompt: true,
       bosToken: tokenizer.bosToken ?? "",
       eosToken: tokenizer.eosToken ?? "",
+      source: this.#options.templateSource,
     });
     const ids = tokenizer.encode(text);
     // Templates that do not write bos_token themselves still need the BOS the model was trained with.
