@@ -37,11 +37,11 @@ export interface PipelineOptions {
   seed?: number;
   /** Forward and backward engine of calibration, sampling and evaluation. Default "gpu". */
   engine?: Engine;
-  /** Channel groups per layer in the WCSG plan. Default 4. */
+  /** Channel groups per layer in the WCSG plan. Default 1. */
   groups?: number;
   /** Vector length of the vector-quantization methods. Default 4. */
   vectorLength?: number;
-  /** Whether the bit budget holds for every layer or for the whole model. Default "layer". */
+  /** Whether the bit budget holds for every layer or for the whole model. Default "model". */
   scope?: PlanScope;
   /** Print no progress on stderr. Default false. */
   quiet?: boolean;
@@ -96,9 +96,12 @@ export const PIPELINE_DEFAULTS = {
   /** Least KV cache length when multiple-choice tasks are scored (capped at the model's context). */
   choiceContext: 2048,
   engine: "gpu" as Engine,
-  groups: 4,
+  // One channel group and a model-wide budget measured best on small models: on 64-wide
+  // layers each extra group's codebook and channel order cost more than the grouping gains
+  // (docs/benchmarks.md, ablation and pipeline sections).
+  groups: 1,
   vectorLength: 4,
-  scope: "layer" as PlanScope,
+  scope: "model" as PlanScope,
 };
 
 /** Methods that quantize with vector codebooks and so can follow a WCSG plan. */
