@@ -52,8 +52,10 @@ export {
   dequantizeVq,
   type LayerDesc,
   openQuantizedModel,
+  packChannelOrder,
   QUANTIZED_FORMAT,
   type QuantizedModelFile,
+  unpackChannelOrder,
   writeQuantizedModel,
 } from "./src/formats/quantized.ts";
 
@@ -106,7 +108,7 @@ export { linearPrefixes, quantizeModel, type QuantizeResult } from "./src/quanti
 export { QUANTIZE_DEFAULTS, type QuantizeOptions } from "./src/quantize/quantize_options.ts";
 export { QUANT_METHODS, type QuantMethod } from "./src/quantize/types.ts";
 export { openStatistics, type StatisticsSource } from "./src/quantize/statistics.ts";
-export { bitsPerWeight, codebookBytes, uniformLayerBytes, vqLayerBytes } from "./src/quantize/bpw.ts";
+export { bitsPerWeight, codebookBytes, storesChannelOrder, uniformLayerBytes, vqLayerBytes } from "./src/quantize/bpw.ts";
 export { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "./src/quantize/scope.ts";
 export { CODEBOOK_SCOPE_OPTIONS, type CodebookScopeOption } from "./src/quantize/quantize_options.ts";
 export { QuantizedLinear } from "./src/ops/quantized_linear.ts";

@@ -3,8 +3,8 @@
  * with the rsavq method six ways and compares each with the full-precision model on
  * held-out tokens. The variants are plain Fisher-weighted VQ (lambda 0, one codebook per
  * layer), + EDSG (the error-direction term), + WCSG (an allocation plan of per-group
- * codebook sizes) and + both. A plan with one group per layer separates WCSG's
- * permutation overhead and budget scope from its channel groups, and a plan whose group
+ * codebook sizes) and + both. A plan with one group per layer (which stores no channel
+ * order) isolates WCSG's budget scope from its channel groups, and a plan whose group
  * counts the allocation searched shows whether fewer codebooks pay off. The output is a
  * Markdown table of perplexity and KL divergence with each row's bpw.
  *
@@ -35,7 +35,7 @@ which must differ from the calibration seed):
   + EDSG          error-direction term with --lambda
   + WCSG          per-group codebook sizes from deno task allocate's method, lambda 0
   + both          WCSG plan and EDSG term
-  WCSG, 1 group   a plan with one group per layer: the permutation overhead and the
+  WCSG, 1 group   a plan with one group per layer (no channel order stored): the
                   budget scope of WCSG without its channel groups
   + WCSG, searched groups   the plan with each layer's group count (1 to --groups)
                   chosen by the allocation (--search-groups)
@@ -73,8 +73,8 @@ const VARIANTS: Variant[] = [
   { name: "+ EDSG", edsg: true, plan: "none" },
   { name: "+ WCSG", edsg: false, plan: "wcsg" },
   { name: "+ both", edsg: true, plan: "wcsg" },
-  // One group per layer through the same plan, scope and stored permutation as WCSG:
-  // separates the permutation overhead and the budget scope from the channel groups.
+  // One group per layer through the same plan and scope as WCSG, with no channel order:
+  // separates the budget scope from the channel groups.
   { name: "WCSG, 1 group", edsg: false, plan: "single" },
   { name: "+ WCSG, searched groups", edsg: false, plan: "searched" },
 ];

@@ -20,7 +20,8 @@ Gives every output channel of every block linear layer a sensitivity from the Fi
 statistics, sorts the channels by it, splits them into groups and picks each group's
 codebook size K (a power of two; index rate log2(K)/v bits per weight) to minimize the
 modelled loss sum I_c * 2^(-2 b_c) under the budget. Bits per weight count every stored
-byte: packed indices, f16 codebooks, an f16 scale and a u32 permutation entry per row.
+byte: packed indices, f16 codebooks, an f16 scale per row and, for layers with several
+groups, a channel order of ceil(log2 rows) bits per row.
 Embeddings and the output head are not quantized and not counted.
 
 Options:

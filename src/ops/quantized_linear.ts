@@ -105,8 +105,9 @@ export class QuantizedLinear {
   }
 
   /**
-   * Stored bytes of the packed tensors this layer uploaded (indices or codes, scales,
-   * zero points, channel order, and codebooks when its cache is private). Codebooks of a
+   * Bytes of the tensors this layer uploaded: indices or codes, scales and zero points as
+   * stored, the channel order unpacked to 4 bytes a row, and codebooks when its cache is
+   * private. Codebooks of a
    * shared {@linkcode CodebookCache} are counted by the cache, once however many layers
    * use them. Each buffer adds at most 3 bytes of padding to these counts.
    */
