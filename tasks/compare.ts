@@ -36,6 +36,8 @@ Options:
   --ctx N               Evaluation window and calibration sequence length
                         (default: the model's context, at most ${DEFAULT_COMPARE_CTX})
   --vector-length V     Vector length of the VQ methods (default: the quantizer's)
+  --codebook-scope S    Codebook sharing of the VQ methods: layer, block, type or model
+                        (default layer)
   --group-size G        Columns per scale group of rtn and gptq (default: the quantizer's)
   --lambda L            EDSG weight of rsavq (default: the quantizer's)
   --quantize-seed S     Seed of k-means++ (default: the quantizer's)
@@ -67,6 +69,7 @@ function parse(argv: string[]) {
       "eval-seed": { type: "string", default: "2" },
       ctx: { type: "string" },
       "vector-length": { type: "string" },
+      "codebook-scope": { type: "string" },
       "group-size": { type: "string" },
       lambda: { type: "string" },
       "quantize-seed": { type: "string" },
@@ -109,6 +112,12 @@ function parse(argv: string[]) {
     ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
     quantize: {
       vectorLength: optional(values["vector-length"], (v) => integer("--vector-length", v, 1)),
+      codebookScope: optional(values["codebook-scope"], (v) => {
+        if (!["layer", "block", "type", "model"].includes(v)) {
+          throw new UsageError(`Invalid --codebook-scope ${v}: expected layer, block, type or model`);
+        }
+        return v as "layer" | "block" | "type" | "model";
+      }),
       groupSize: optional(values["group-size"], (v) => integer("--group-size", v, 1)),
       lambda: optional(values.lambda, (v) => number("--lambda", v)),
       seed: optional(values["quantize-seed"], (v) => integer("--quantize-seed", v, 0)),

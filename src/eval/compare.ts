@@ -35,7 +35,7 @@ export const DEFAULT_COMPARE_CTX = 2048;
 /** Method settings passed to every {@linkcode quantizeModel} call. */
 export type CompareQuantizeSettings = Pick<
   QuantizeOptions,
-  "vectorLength" | "groupSize" | "lambda" | "seed" | "iterations" | "layers"
+  "vectorLength" | "groupSize" | "lambda" | "seed" | "iterations" | "layers" | "codebookScope"
 >;
 
 /** Options of {@linkcode compareQuantizers}. */
@@ -301,8 +301,11 @@ async function compareOne(
   try {
     // rtn and gptq have no k-means, so they never need the device
     const gpu = method === "rtn" || method === "gptq" ? null : options.gpu;
+    const { codebookScope, ...settings } = options.quantize ?? {};
     const q = await quantizeModel(model, stats, {
-      ...options.quantize,
+      ...settings,
+      // Codebook sharing applies to the vector-quantization methods; rtn and gptq have none.
+      codebookScope: method === "rtn" || method === "gptq" ? undefined : codebookScope,
       method,
       bits,
       out: path,
