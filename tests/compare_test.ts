@@ -274,3 +274,25 @@ Deno.test("compare task rejects bad input in one line", async () => {
     }
   }
 });
+
+Deno.test("compareQuantizers shares VQ codebooks across a scope", async () => {
+  const run = async (codebookScope: "layer" | "model") =>
+    compareQuantizers({
+      workDir: await Deno.makeTempDir(),
+      model: STORIES_260K,
+      methods: ["rtn", "rsavq"],
+      bits: [3],
+      calibTokens: 128,
+      evalTokens: 128,
+      ctx: 64,
+      engine: "reference",
+      gpu: null,
+      quantize: { layers: LAYER_0, iterations: 3, codebookScope },
+      quiet: true,
+    });
+  const perLayer = await run("layer"), shared = await run("model");
+  const bpw = (rows: typeof perLayer.rows, method: string) => rows.find((r) => r.method === method)!.bpw!;
+  assert.equal(bpw(shared.rows, "rtn"), bpw(perLayer.rows, "rtn"), "rtn has no codebook to share");
+  assert.notEqual(bpw(shared.rows, "rsavq"), bpw(perLayer.rows, "rsavq"), "one shared codebook changes the budget");
+  assert.ok(bpw(shared.rows, "rsavq") <= 3, `shared-codebook bpw ${bpw(shared.rows, "rsavq")} within the target`);
+});
