@@ -13,6 +13,7 @@ import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { UsageError } from "../src/errors.ts";
 import { loadModel } from "../src/model/load.ts";
+import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 
 const HELP = `Usage: deno task allocate --model PATH --fisher FILE --bits B --out plan.json [options]
 
@@ -34,6 +35,10 @@ Options:
   --vector-length V     Weights per vector along the input dimension (default 4)
   --scope S             layer: every layer meets the budget; model: the whole model does,
                         and sensitive layers may get more (default layer)
+  --codebook-scope S    layer | block | type | model: share each group rank's codebook across
+                        the layers of a block, a layer type or the model; its size is chosen
+                        once and its bytes count once (needs --scope model; default layer).
+                        Quantize the plan with the same scope
   --sensitivity S       trace: trace(F_c) * var(W_c); gradient: g_c^T F_c g_c, falling back to
                         trace where the mean gradient is noise (default trace)
   --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
@@ -63,6 +68,7 @@ function parse(argv: string[]): AllocateArgs | null {
       "search-groups": { type: "boolean", default: false },
       "vector-length": { type: "string", default: "4" },
       scope: { type: "string", default: "layer" },
+      "codebook-scope": { type: "string", default: "layer" },
       sensitivity: { type: "string", default: "trace" },
       "fisher-kind": { type: "string", default: "kfac" },
       explain: { type: "boolean", default: false },
@@ -85,6 +91,7 @@ function parse(argv: string[]): AllocateArgs | null {
     throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
   }
   const scope = oneOf("--scope", values.scope, ["layer", "model"] as const);
+  const codebookScope = oneOf("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPES);
   const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
 
@@ -99,6 +106,7 @@ function parse(argv: string[]): AllocateArgs | null {
       searchGroups: values["search-groups"],
       vectorLength,
       scope,
+      codebookScope,
       sensitivity,
       fisher,
       quiet: values.quiet,
@@ -113,7 +121,7 @@ function integer(flag: string, text: string, min: number): number {
 }
 
 function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(" or ")}`);
+  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(", ")}`);
   return text as T;
 }
 
@@ -127,7 +135,7 @@ async function run(args: AllocateArgs): Promise<void> {
       await writePlan(args.out, plan);
       if (args.explain) console.log(explainPlan(plan));
       if (!args.options.quiet) {
-        console.error(`${args.out}: ${Object.keys(plan.layers).length} layers, ${plan.bpw.toFixed(4)} bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, solver ${plan.solver})`);
+        console.error(`${args.out}: ${Object.keys(plan.layers).length} layers, ${plan.bpw.toFixed(4)} bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, codebook scope ${plan.codebookScope}, solver ${plan.solver})`);
       }
     } finally {
       stats.close();

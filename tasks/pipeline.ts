@@ -10,6 +10,7 @@ import { UsageError } from "../src/errors.ts";
 import { ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { parseMethodList, PIPELINE_DEFAULTS } from "../src/pipeline/options.ts";
 import { runPipeline } from "../src/pipeline/run_pipeline.ts";
+import type { CodebookScope } from "../src/quantize/scope.ts";
 import { QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
 
 const HELP = `Usage: deno task pipeline --model PATH --bits B[,B2...] --out DIR [options]
@@ -43,6 +44,9 @@ Options:
   --groups G            Channel groups per layer in the allocation plan (default ${PIPELINE_DEFAULTS.groups})
   --vector-length V     Vector length of the vector-quantization methods (default ${PIPELINE_DEFAULTS.vectorLength})
   --scope S             Bit budget per layer or over the whole model: layer | model (default ${PIPELINE_DEFAULTS.scope})
+  --codebook-scope S    Share VQ codebooks (main method and kmeans/vptq baselines) per
+                        layer | block | type | model; the plan is allocated for it and counts
+                        each shared codebook once (default ${PIPELINE_DEFAULTS.codebookScope})
   --out DIR             Output folder
   --quiet               No progress on stderr
   --help                Show this help`;
@@ -68,6 +72,7 @@ function parse(argv: string[]) {
       groups: { type: "string" },
       "vector-length": { type: "string" },
       scope: { type: "string" },
+      "codebook-scope": { type: "string" },
       out: { type: "string" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -125,6 +130,7 @@ function parse(argv: string[]) {
     groups: integer("--groups", values.groups),
     vectorLength: integer("--vector-length", values["vector-length"]),
     scope: values.scope as "layer" | "model" | undefined,
+    codebookScope: values["codebook-scope"] as CodebookScope | undefined,
     quiet: values.quiet,
   };
 }

@@ -87,6 +87,25 @@ Deno.test("allocate task writes a plan within budget", async () => {
   }
 });
 
+Deno.test("allocate task shares codebooks with --codebook-scope", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const fisher = join(dir, "fisher.safetensors");
+    await writeStoriesStats(fisher);
+    const out = join(dir, "plan.json");
+    const args = ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--scope", "model", "--groups", "2"];
+    const result = await runTask([...args, "--codebook-scope", "type", "--quiet", "--out", out]);
+    assert.equal(result.code, 0, result.stderr);
+    const plan = await readPlan(out);
+    assert.equal(plan.codebookScope, "type");
+    assert.ok(plan.bpw <= 2, `bpw ${plan.bpw}`);
+    const sizes = (block: number) => plan.layers[`model.layers.${block}.mlp.down_proj`].groups.map((g) => g.codebookSize);
+    assert.deepEqual(sizes(1), sizes(0));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("allocate task fails in one line", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -112,6 +131,14 @@ Deno.test("allocate task fails in one line", async () => {
         "--out",
         out,
       ], /Invalid --scope "block"/],
+      [
+        ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--codebook-scope", "block", "--out", out],
+        /--scope layer cannot hold .* --scope model/,
+      ],
+      [
+        ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--codebook-scope", "row", "--out", out],
+        /Invalid --codebook-scope "row": expected layer, block, type, model/,
+      ],
       [[
         "--model",
         STORIES_260K,

@@ -154,6 +154,8 @@ Deno.test("resolvePipelineOptions rejects bad options by name", () => {
     [{ seed: -1 }, /Invalid --seed -1/],
     [{ engine: "cuda" as never }, /Invalid --engine cuda/],
     [{ scope: "block" as never }, /Invalid --scope block/],
+    [{ codebookScope: "row" as never }, /Invalid --codebook-scope row/],
+    [{ codebookScope: "block", scope: "layer" }, /--scope layer cannot hold .* --scope model/],
   ];
   for (const [change, message] of cases) {
     assert.throws(
@@ -169,6 +171,7 @@ Deno.test("resolvePipelineOptions samples by default and caps files only when as
   assert.deepEqual(sampled.bits, [2, 3]);
   assert.equal(sampled.calibTokens, 8192);
   assert.equal(sampled.evalTokens, 8192);
+  assert.equal(sampled.codebookScope, "layer");
   const files = resolvePipelineOptions({
     model: "m.bin",
     out: "o",
@@ -441,3 +444,64 @@ Deno.test("pipeline task prints a one-line error for a bad option", async () => 
   assert.equal(stderr.split("\n").length, 1, stderr);
   assert.match(stderr, /^error: Invalid --bits "2,x"/);
 });
+
+Deno.test({
+  name: "runPipeline shares codebooks by --codebook-scope and keys steps by it",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pipeline-scope-" });
+    try {
+      const options: PipelineOptions = {
+        model: STORIES_260K,
+        out: dir,
+        bits: [2],
+        compare: ["rtn", "vptq"],
+        calibTokens: 256,
+        evalTokens: 128,
+        seqLen: 64,
+        engine: "reference",
+        codebookScope: "model",
+        quiet: true,
+      };
+      await runPipeline(options, { log: () => {} });
+      const manifest = (await readManifest(dir))!;
+      assert.equal(manifest.steps["allocate-2"].settings.codebookScope, "model");
+      assert.equal(manifest.steps["quantize-vptq-2"].settings.codebookScope, "model");
+      assert.equal(manifest.steps["quantize-rtn-2"].settings.codebookScope, "layer");
+      const plan = JSON.parse(await Deno.readTextFile(join(dir, "plan-2.json")));
+      assert.equal(plan.codebookScope, "model");
+      const rows = manifest.results;
+      const rsavq = rows.find((r) => r.method === "rsavq")!;
+      assert.equal(rsavq.bpw, plan.bpw, "the quantized file spends what the plan counted");
+      for (const r of rows.slice(1)) assert.ok(r.bpw! <= 2 + 1e-9, `${r.method} bpw ${r.bpw}`);
+      for (const method of ["rsavq", "vptq"]) {
+        const header = await readSafetensorsHeader(join(dir, `${method}-2.safetensors`));
+        assert.ok(Object.keys(header).some((n) => n.startsWith("codebooks.model.")), `${method} stores no shared codebook`);
+      }
+
+      // Another scope changes the plan and the vector-quantized steps, not rtn.
+      const again = await runPipeline({ ...options, codebookScope: "block" }, { log: () => {} });
+      assert.ok(again.ran.includes("allocate-2"), again.ran.join());
+      assert.ok(again.ran.includes("quantize-vptq-2"), again.ran.join());
+      assert.ok(again.reused.includes("quantize-rtn-2"), again.reused.join());
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Tensor names of a safetensors file, from its JSON header. */
+async function readSafetensorsHeader(path: string): Promise<Record<string, unknown>> {
+  const file = await Deno.open(path);
+  try {
+    const size = new Uint8Array(8);
+    await file.read(size);
+    const length = Number(new DataView(size.buffer).getBigUint64(0, true));
+    const header = new Uint8Array(length);
+    let read = 0;
+    while (read < length) read += (await file.read(header.subarray(read)))!;
+    return JSON.parse(new TextDecoder().decode(header));
+  } finally {
+    file.close();
+  }
+}

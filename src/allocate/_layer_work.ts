@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { storesChannelOrder, vqLayerBytes } from "../quantize/bpw.ts";
+import { codebookBytes, storesChannelOrder, vqLayerBytes } from "../quantize/bpw.ts";
 import { groupChannels } from "./grouping.ts";
 import { type RdItem, type RdSolverKind, solveRateDistortion } from "./rate_distortion.ts";
 import type { SensitivityKind } from "./sensitivity.ts";
@@ -71,9 +71,10 @@ export interface LayerWork {
  * @param cols Input columns n.
  * @param count Requested number of groups.
  * @param s Codebook size range and vector length.
+ * @param mergeTies Let ties of sensitivity merge groups (see grouping.ts). Default true.
  */
-export function buildGrouping(sensitivity: Float64Array, cols: number, count: number, s: SolveSettings): LayerGrouping {
-  const { order, ends } = groupChannels(sensitivity, count);
+export function buildGrouping(sensitivity: Float64Array, cols: number, count: number, s: SolveSettings, mergeTies = true): LayerGrouping {
+  const { order, ends } = groupChannels(sensitivity, count, mergeTies);
   const groups: GroupInfo[] = [];
   let start = 0;
   for (const end of ends) {
@@ -133,8 +134,8 @@ export function groupDistortion(group: GroupInfo, k: number, v: number): number 
  * Builds knapsack items from groups. Groups with identical option tables and sensitivity
  * become one item, so interchangeable channels always receive the same rate.
  *
- * NOTE: every group stores its own codebook here. Codebooks shared across layers would
- * make the groups sharing one a single item that counts the codebook bytes once.
+ * Groups that share one codebook across layers arrive here already merged into one
+ * GroupInfo by {@linkcode sharedGroup}, so their codebook bytes count once.
  */
 function buildItems(groups: GroupInfo[], v: number): { items: RdItem[]; members: GroupInfo[][] } {
   const classes = new Map<string, GroupInfo[]>();
@@ -186,4 +187,32 @@ export function solveGroups(groups: GroupInfo[], budget: number, s: SolveSetting
  */
 export function minimumBytes(layer: LayerWork, grouping: LayerGrouping = layer.grouping): number {
   return grouping.fixedBytes + grouping.groups.reduce((sum, g) => sum + g.options[0].bytes, 0);
+}
+
+/**
+ * Merges group rank g of every layer in a codebook scope into one group: its codebook
+ * size is chosen once, its codebook bytes (f16 [K, v]) count once, and its index bytes
+ * and sensitivity are the sums over the layers. Codebooks larger than the next power of
+ * two above the scope's vector count for that rank are not offered.
+ *
+ * @param members The rank-g group of each layer in the scope, with the layer's input columns.
+ * @param s Codebook size range and vector length.
+ */
+export function sharedGroup(members: { group: GroupInfo; cols: number }[], s: SolveSettings): GroupInfo {
+  const v = s.vectorLength;
+  const vectors = members.reduce((n, m) => n + (m.group.end - m.group.start) * Math.ceil(m.cols / v), 0);
+  const kMin = Math.log2(s.minCodebookSize);
+  const kMax = Math.max(kMin, Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))));
+  const options: { k: number; bytes: number }[] = [];
+  for (let k = kMin; k <= kMax; k++) {
+    let bytes = codebookBytes(2 ** k, v);
+    for (const { group, cols } of members) {
+      const rows = group.end - group.start;
+      const groups = [{ rows, codebookSize: 2 ** k, ownsCodebook: false }];
+      bytes += vqLayerBytes({ rows, cols, vectorLength: v, groups, scales: false, permutation: false }).total;
+    }
+    options.push({ k, bytes });
+  }
+  const sensitivity = members.reduce((n, m) => n + m.group.sensitivity, 0);
+  return { start: members[0].group.start, end: members[0].group.end, sensitivity, options };
 }

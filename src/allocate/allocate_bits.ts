@@ -15,7 +15,8 @@ import { FormatError, ShapeError, UsageError } from "../errors.ts";
 import { BLOCK_LINEARS } from "../model/config.ts";
 import type { WeightStore } from "../model/model.ts";
 import { Progress } from "../util/progress.ts";
-import { budgetBytes, buildGrouping, type LayerWork, minimumBytes, solveGroups } from "./_layer_work.ts";
+import { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "../quantize/scope.ts";
+import { budgetBytes, buildGrouping, type GroupInfo, type LayerWork, minimumBytes, sharedGroup, solveGroups } from "./_layer_work.ts";
 import type { FisherStatsSource } from "./fisher_source.ts";
 import { chooseGroupCounts } from "./group_count.ts";
 import {
@@ -23,10 +24,9 @@ import {
   type Plan,
   PLAN_FORMAT,
   PLAN_VERSION,
-  planBitsPerWeight,
-  planLayerBytes,
   type PlanLayer,
   type PlanScope,
+  planScopeBitsPerWeight,
 } from "./plan.ts";
 import type { RdSolverKind } from "./rate_distortion.ts";
 import { channelSensitivity, type FisherKind, type SensitivityKind } from "./sensitivity.ts";
@@ -47,6 +47,13 @@ export interface AllocateOptions {
   vectorLength?: number;
   /** Budget over every layer separately or over the whole model. Default "layer". */
   scope?: PlanScope;
+  /**
+   * How widely group codebooks are shared (src/quantize/scope.ts). Default "layer" (every
+   * layer's groups own their codebooks). With a wider scope, the layers of a scope get
+   * the same group count, and group rank g across them is one choice of codebook size
+   * whose codebook counts once. A wider scope needs `scope` "model" and no `searchGroups`.
+   */
+  codebookScope?: CodebookScope;
   /** Sensitivity formula. Default "trace". */
   sensitivity?: SensitivityKind;
   /** Fisher diagonal. Default "kfac". */
@@ -98,7 +105,11 @@ export async function allocateBits(stats: FisherStatsSource, weights: WeightStor
   }
   progress.finish();
 
-  const chosen = settings.scope === "model" ? solveModelWithSearch(work, settings) : solveLayersWithSearch(work, settings);
+  const chosen = settings.codebookScope !== "layer"
+    ? solveShared(work, settings)
+    : settings.scope === "model"
+    ? solveModelWithSearch(work, settings)
+    : solveLayersWithSearch(work, settings);
   return buildPlan(work, chosen.k, chosen.solver, settings, stats.source, weights.source);
 }
 
@@ -111,6 +122,7 @@ function resolveOptions(o: AllocateOptions): Settings {
     searchGroups: o.searchGroups ?? false,
     vectorLength: o.vectorLength ?? 4,
     scope: o.scope ?? "layer",
+    codebookScope: o.codebookScope ?? "layer",
     sensitivity: o.sensitivity ?? "trace",
     fisher: o.fisher ?? "kfac",
     minGradientSnr: o.minGradientSnr ?? 4,
@@ -123,6 +135,17 @@ function resolveOptions(o: AllocateOptions): Settings {
   if (!Number.isSafeInteger(s.groups) || s.groups < 1) throw new UsageError(`Invalid groups: expected a positive integer, got ${s.groups}`);
   if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) throw new UsageError(`Invalid vectorLength: expected a positive integer, got ${s.vectorLength}`);
   if (s.scope !== "layer" && s.scope !== "model") throw new UsageError(`Invalid scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`);
+  if (!CODEBOOK_SCOPES.includes(s.codebookScope)) {
+    throw new UsageError(`Invalid codebookScope: expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(s.codebookScope)}`);
+  }
+  if (s.codebookScope !== "layer" && s.scope === "layer") {
+    throw new UsageError(
+      `--scope layer cannot hold for every layer when codebooks are shared by ${s.codebookScope}: a shared codebook's bytes belong to no single layer. Use --scope model with --codebook-scope ${s.codebookScope}`,
+    );
+  }
+  if (s.codebookScope !== "layer" && s.searchGroups) {
+    throw new UsageError(`--search-groups is not supported with --codebook-scope ${s.codebookScope}: the layers of a scope need one group count; pass --groups instead`);
+  }
   if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") throw new UsageError(`Invalid sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`);
   if (s.fisher !== "kfac" && s.fisher !== "empirical") throw new UsageError(`Invalid fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`);
   for (const key of ["minCodebookSize", "maxCodebookSize"] as const) {
@@ -162,7 +185,9 @@ async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name
   const weight = await weights.read(`${name}.weight`);
   const { values, kind } = channelSensitivity(layerStats, weight, { kind: s.sensitivity, fisher: s.fisher, minGradientSnr: s.minGradientSnr });
   const counts = s.searchGroups ? Array.from({ length: s.groups }, (_, i) => i + 1) : [s.groups];
-  const candidates = dedupe(counts.map((count) => buildGrouping(values, cols, count, s)));
+  // Layers sharing codebooks by group rank need equal group counts, so ties may not merge groups.
+  const mergeTies = s.codebookScope === "layer";
+  const candidates = dedupe(counts.map((count) => buildGrouping(values, cols, count, s, mergeTies)));
   const grouping = candidates.at(-1)!;
   return { name, rows, cols, sensitivity: values, kind, candidates, grouping };
 }
@@ -239,6 +264,40 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
   return { k: work.map((l) => l.grouping.groups.map((g) => result.k.get(g)!)), distortion: result.distortion, solver: result.solver };
 }
 
+/**
+ * Solves the model-wide problem with codebooks shared by scope. Group rank g of every
+ * layer in a scope is one knapsack item, with its codebook counted once and its indices
+ * summed over the scope's layers. Every layer of the scope takes the item's codebook size.
+ */
+function solveShared(work: LayerWork[], s: Settings): Chosen {
+  const byName = new Map(work.map((l, i) => [l.name, i]));
+  const items: { group: GroupInfo; members: { layer: number; rank: number }[] }[] = [];
+  for (const scope of groupLayersByScope(work.map((l) => l.name), s.codebookScope)) {
+    const layers = scope.prefixes.map((p) => byName.get(p)!);
+    const count = Math.min(...layers.map((i) => work[i].grouping.groups.length));
+    // Scopes whose layers differ in rows may split them into different group counts
+    // (rows < groups); regroup them all to the smallest count.
+    for (const i of layers) {
+      if (work[i].grouping.groups.length !== count) {
+        work[i].grouping = buildGrouping(work[i].sensitivity, work[i].cols, count, s, false);
+      }
+    }
+    for (let rank = 0; rank < count; rank++) {
+      const members = layers.map((i) => ({ group: work[i].grouping.groups[rank], cols: work[i].cols }));
+      items.push({ group: sharedGroup(members, s), members: layers.map((layer) => ({ layer, rank })) });
+    }
+  }
+  const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
+  const fixed = work.reduce((sum, l) => sum + l.grouping.fixedBytes, 0);
+  const minimum = fixed + items.reduce((sum, it) => sum + it.group.options[0].bytes, 0);
+  const minBpw = (minimum * 8) / weights;
+  if (minBpw > s.bits) throw infeasible(s, `the model needs at least ${minBpw.toFixed(4)}`, minBpw);
+  const result = solveGroups(items.map((it) => it.group), budgetBytes(s.bits, weights) - fixed, s);
+  const k = work.map((l) => l.grouping.groups.map(() => 0));
+  for (const it of items) for (const m of it.members) k[m.layer][m.rank] = result.k.get(it.group)!;
+  return { k, distortion: result.distortion, solver: result.solver };
+}
+
 function infeasible(s: Settings, what: string, minBpw: number): UsageError {
   return new UsageError(
     `Budget of ${s.bits} bits per weight cannot be met: ${what} bits per weight with the smallest codebooks ` +
@@ -248,23 +307,23 @@ function infeasible(s: Settings, what: string, minBpw: number): UsageError {
 }
 
 function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings, statsSource: string, modelSource: string): Plan {
+  const layouts = Object.fromEntries(work.map((w, i) => [w.name, {
+    rows: w.rows,
+    cols: w.cols,
+    vectorLength: s.vectorLength,
+    groups: w.grouping.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
+    channelOrder: w.grouping.order,
+  }]));
+  const { bpw, layers: layerBpw } = planScopeBitsPerWeight(layouts, s.codebookScope);
   const layers: Record<string, PlanLayer> = {};
-  work.forEach((w, i) => {
-    const layout = {
-      rows: w.rows,
-      cols: w.cols,
-      vectorLength: s.vectorLength,
-      groups: w.grouping.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
-      channelOrder: w.grouping.order,
-    };
+  for (const w of work) {
     layers[w.name] = {
-      ...layout,
+      ...layouts[w.name],
       sensitivity: Array.from(w.sensitivity, (x) => Number(x.toPrecision(6))),
-      bpw: (planLayerBytes(layout).total * 8) / (w.rows * w.cols),
+      bpw: layerBpw[w.name],
       sensitivityKind: w.kind,
     };
-  });
-  const bpw = planBitsPerWeight(Object.values(layers));
+  }
   // The budgets above make this impossible; a failure here is a bug, not a user error.
   if (bpw > s.bits) throw new Error(`Internal error: the plan spends ${bpw} bits per weight, over the budget of ${s.bits}`);
   return {
@@ -274,6 +333,7 @@ function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings
     scope: s.scope,
     vectorLength: s.vectorLength,
     bpw,
+    codebookScope: s.codebookScope,
     groups: s.groups,
     searchGroups: s.searchGroups,
     sensitivity: s.sensitivity,

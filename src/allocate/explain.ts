@@ -6,7 +6,7 @@
  * @module
  */
 import type { Plan, PlanLayer } from "./plan.ts";
-import { planLayerBytes } from "./plan.ts";
+import { planBytes } from "./plan.ts";
 
 /** Sensitivities below this fraction of the scope's largest are clamped before logs. */
 const LOG_FLOOR = 1e-12;
@@ -18,7 +18,8 @@ const LOG_FLOOR = 1e-12;
  * - `bits given`: index bits per weight of each group, log2(K) / v;
  * - `water-filling`: b_mean + 1/2 log2(geomean I of the group / geomean I of the scope),
  *   with b_mean the index bits actually spent in the scope (the layer, or the model);
- * - `bpw`: the layer's stored bits per weight, overhead included.
+ * - `bpw`: the layer's stored bits per weight, overhead included (a shared codebook in
+ *   proportion to the layer's share of its scope's weights).
  *
  * @example
  * ```ts
@@ -60,9 +61,11 @@ export function explainPlan(plan: Plan): string {
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
-  const bytes = entries.reduce((sum, [, l]) => sum + planLayerBytes(l).total, 0);
+  const codebookScope = plan.codebookScope ?? "layer";
+  const bytes = planBytes(plan.layers, codebookScope).total;
   return [
     `plan: ${plan.bits} bits per weight requested, ${plan.bpw.toFixed(4)} stored (${bytes} bytes), scope ${plan.scope}, ` +
+    `codebook scope ${codebookScope}, ` +
     `vector length ${plan.vectorLength}${plan.solver ? `, solver ${plan.solver}` : ""}`,
     line(header),
     line(widths.map((w) => "-".repeat(w))),

@@ -18,7 +18,9 @@ export interface ChannelGrouping {
  * of equal size (sizes differ by at most one). Equal sizes give every codebook the same
  * number of training vectors. A boundary that would separate channels of exactly equal
  * sensitivity moves to the end of their run: such channels are interchangeable, so they
- * share one codebook, and a layer whose channels all tie becomes one group.
+ * share one codebook, and a layer whose channels all tie becomes one group. With
+ * `mergeTies` false the boundaries stay where equal sizes put them, so a layer always gets
+ * min(groups, m) groups (layers sharing codebooks by group rank need equal counts).
  *
  * @example
  * ```ts
@@ -28,8 +30,9 @@ export interface ChannelGrouping {
  * ```
  * @param sensitivity I_c per channel, [m].
  * @param groups Requested number of groups (at least 1).
+ * @param mergeTies Move boundaries past runs of equal sensitivity. Default true.
  */
-export function groupChannels(sensitivity: ArrayLike<number>, groups: number): ChannelGrouping {
+export function groupChannels(sensitivity: ArrayLike<number>, groups: number, mergeTies = true): ChannelGrouping {
   const m = sensitivity.length;
   const order = Array.from({ length: m }, (_, i) => i);
   order.sort((a, b) => sensitivity[b] - sensitivity[a] || a - b);
@@ -37,7 +40,7 @@ export function groupChannels(sensitivity: ArrayLike<number>, groups: number): C
   const ends: number[] = [];
   for (let g = 1; g <= count; g++) {
     let end = Math.round((m * g) / count);
-    while (end < m && sensitivity[order[end - 1]] === sensitivity[order[end]]) end++;
+    while (mergeTies && end < m && sensitivity[order[end - 1]] === sensitivity[order[end]]) end++;
     if (end > (ends.at(-1) ?? 0)) ends.push(end);
   }
   return { order, ends };

@@ -6,12 +6,15 @@
  * Bits per weight are always recomputed from the layout with `vqLayerBytes` (per row an
  * f16 scale, per group an f16 codebook [K, v] and packed indices, and, when several groups
  * reorder the rows, a permutation of ceil(log2 rows) bits per row), so a plan's bpw equals
- * the quantized file's.
+ * the quantized file's. With a codebook scope wider than one layer (`codebookScope`), group
+ * rank g of every layer in a scope shares one codebook, counted once for the scope and
+ * left out of each layer's own bytes, as the quantizer stores it.
  *
  * @module
  */
 import { FormatError } from "../errors.ts";
-import { bitsPerWeight, type StorageBytes, storesChannelOrder, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
+import { bitsPerWeight, codebookBytes, type StorageBytes, storesChannelOrder, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
+import { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "../quantize/scope.ts";
 import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
 
 /** Value of the plan's `format` field. */
@@ -48,7 +51,10 @@ export interface PlanLayer {
   sensitivity: number[];
   /** Groups partitioning `channelOrder`, in order. */
   groups: PlanGroup[];
-  /** Bits per weight of this layer as stored, overhead included. */
+  /**
+   * Bits per weight of this layer as stored, overhead included. A codebook shared by a
+   * scope counts here in proportion to the layer's share of the scope's weights.
+   */
   bpw: number;
   /** Formula that produced `sensitivity` (a gradient request may have fallen back to trace). */
   sensitivityKind?: SensitivityKind;
@@ -64,8 +70,13 @@ export interface Plan {
   scope: PlanScope;
   /** Vector length every layer uses. */
   vectorLength: number;
-  /** Achieved bits per weight over all layers, overhead included. */
+  /** Achieved bits per weight over all layers, overhead included (shared codebooks once). */
   bpw: number;
+  /**
+   * Extent of group codebook sharing (src/quantize/scope.ts): group rank g of every layer
+   * in a scope uses one codebook. Absent means "layer" (no sharing).
+   */
+  codebookScope?: CodebookScope;
   /** Allocation per linear-layer prefix (for example "model.layers.0.self_attn.q_proj"). */
   layers: Record<string, PlanLayer>;
   /** Requested number of groups per layer (a layer may use fewer when sensitivities tie). */
@@ -91,13 +102,15 @@ export type PlanLayerLayout = Pick<PlanLayer, "rows" | "cols" | "vectorLength" |
  * (`storesChannelOrder`: several groups and an order that is not the identity).
  *
  * @param layer Plan layer.
+ * @param sharesCodebooks Whether the group codebooks are shared by a scope and stored
+ *   outside the layer (ownsCodebook false). Default false.
  */
-export function planLayerStorage(layer: PlanLayerLayout): VqLayerStorage {
+export function planLayerStorage(layer: PlanLayerLayout, sharesCodebooks = false): VqLayerStorage {
   return {
     rows: layer.rows,
     cols: layer.cols,
     vectorLength: layer.vectorLength,
-    groups: layer.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize })),
+    groups: layer.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize, ownsCodebook: !sharesCodebooks })),
     scales: true,
     permutation: storesChannelOrder(layer.channelOrder, layer.groups.length),
   };
@@ -107,9 +120,74 @@ export function planLayerStorage(layer: PlanLayerLayout): VqLayerStorage {
  * Stored bytes of a plan layer, by component.
  *
  * @param layer Plan layer.
+ * @param sharesCodebooks Leave the group codebooks out (shared by a scope). Default false.
  */
-export function planLayerBytes(layer: PlanLayerLayout): StorageBytes {
-  return vqLayerBytes(planLayerStorage(layer));
+export function planLayerBytes(layer: PlanLayerLayout, sharesCodebooks = false): StorageBytes {
+  return vqLayerBytes(planLayerStorage(layer, sharesCodebooks));
+}
+
+/** Bytes of a plan with its codebook scope: each layer's own, and the shared codebooks once. */
+export interface PlanBytes {
+  /** Per layer: own bytes (codebooks left out when shared) and its share of the scope's codebooks. */
+  layers: Record<string, { own: StorageBytes; sharedShare: number; weights: number }>;
+  /** Shared codebooks per scope key, each counted once (empty for the layer scope). */
+  shared: { key: string; prefixes: string[]; bytes: number }[];
+  /** Bytes of every shared codebook. */
+  sharedBytes: number;
+  /** Own bytes of every layer plus `sharedBytes`. */
+  total: number;
+  /** Weights of every layer. */
+  weights: number;
+}
+
+/**
+ * Stored bytes of plan layers under a codebook scope. Group rank g of the layers in one
+ * scope shares a codebook of the first layer's size at that rank (validatePlan checks that
+ * the scope's layers agree), counted once. A layer's share of its scope's codebooks is
+ * their bytes times the layer's weights over the scope's weights, so the shares add up to
+ * the shared bytes.
+ *
+ * @param layers Plan layers by prefix, in forward order.
+ * @param scope Codebook scope. Default "layer" (every layer owns its codebooks).
+ */
+export function planBytes(layers: Record<string, PlanLayerLayout>, scope: CodebookScope = "layer"): PlanBytes {
+  const out: PlanBytes = { layers: {}, shared: [], sharedBytes: 0, total: 0, weights: 0 };
+  const shares = scope !== "layer";
+  for (const group of groupLayersByScope(Object.keys(layers), scope)) {
+    const first = layers[group.prefixes[0]];
+    const bytes = shares ? first.groups.reduce((n, g) => n + codebookBytes(g.codebookSize, first.vectorLength), 0) : 0;
+    const weights = group.prefixes.reduce((n, p) => n + layers[p].rows * layers[p].cols, 0);
+    if (shares) {
+      out.shared.push({ key: group.key, prefixes: group.prefixes, bytes });
+      out.sharedBytes += bytes;
+    }
+    for (const prefix of group.prefixes) {
+      const layer = layers[prefix];
+      const own = planLayerBytes(layer, shares);
+      const w = layer.rows * layer.cols;
+      out.layers[prefix] = { own, sharedShare: (bytes * w) / weights, weights: w };
+      out.total += own.total;
+      out.weights += w;
+    }
+  }
+  out.total += out.sharedBytes;
+  return out;
+}
+
+/**
+ * Bits per weight of one plan layer and of all of them under a codebook scope.
+ *
+ * @param layers Plan layers by prefix.
+ * @param scope Codebook scope. Default "layer".
+ */
+export function planScopeBitsPerWeight(
+  layers: Record<string, PlanLayerLayout>,
+  scope: CodebookScope = "layer",
+): { bpw: number; layers: Record<string, number> } {
+  const b = planBytes(layers, scope);
+  const perLayer: Record<string, number> = {};
+  for (const [name, l] of Object.entries(b.layers)) perLayer[name] = ((l.own.total + l.sharedShare) * 8) / l.weights;
+  return { bpw: (b.total * 8) / b.weights, layers: perLayer };
 }
 
 /**
@@ -156,16 +234,29 @@ export function validatePlan(value: unknown, file: string): Plan {
   const names = Object.keys(value.layers);
   if (names.length === 0) fail("layers", "Expected at least one layer");
 
-  const layers: PlanLayer[] = [];
-  for (const name of names) {
-    const layer = validateLayer(value.layers[name], `layers.${name}`, fail);
-    if (value.scope === "layer" && layer.bpw > bits * (1 + BPW_TOLERANCE)) {
-      fail(`layers.${name}.bpw`, `${layer.bpw} exceeds the budget of ${bits} bits per weight`);
-    }
-    layers.push(layer);
+  const codebookScope = value.codebookScope ?? "layer";
+  if (!(CODEBOOK_SCOPES as readonly unknown[]).includes(codebookScope)) {
+    fail("codebookScope", `Expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(value.codebookScope)}`);
   }
-  const actual = planBitsPerWeight(layers);
-  if (!near(actual, bpw)) fail("bpw", `States ${bpw} but the layers store ${actual} bits per weight: rerun deno task allocate instead of editing the plan`);
+  const scope = codebookScope as CodebookScope;
+  if (scope !== "layer" && value.scope === "layer") {
+    fail("scope", `A budget per layer cannot hold when codebooks are shared across layers (codebookScope ${scope}): use scope "model"`);
+  }
+
+  const layers: Record<string, PlanLayer> = {};
+  for (const name of names) layers[name] = validateLayer(value.layers[name], `layers.${name}`, fail);
+  if (scope !== "layer") checkScopeAgreement(layers, scope, fail);
+  const actual = planScopeBitsPerWeight(layers, scope);
+  for (const name of names) {
+    const stated = layers[name].bpw;
+    if (!near(actual.layers[name], stated)) {
+      fail(`layers.${name}.bpw`, `States ${stated} but the layout stores ${actual.layers[name]} bits per weight: rerun deno task allocate instead of editing the plan`);
+    }
+    if (value.scope === "layer" && stated > bits * (1 + BPW_TOLERANCE)) {
+      fail(`layers.${name}.bpw`, `${stated} exceeds the budget of ${bits} bits per weight`);
+    }
+  }
+  if (!near(actual.bpw, bpw)) fail("bpw", `States ${bpw} but the layers store ${actual.bpw} bits per weight: rerun deno task allocate instead of editing the plan`);
   if (bpw > bits * (1 + BPW_TOLERANCE)) fail("bpw", `${bpw} exceeds the budget of ${bits} bits per weight`);
   return value as unknown as Plan;
 }
@@ -208,14 +299,31 @@ function validateLayer(value: unknown, at: string, fail: (field: string, detail:
   });
   if (next !== rows) fail(`${at}.groups`, `Groups end at channel ${next} but the layer has ${rows}: the last group must end at ${rows}`);
 
-  const bpw = positiveNumber(value.bpw, `${at}.bpw`, fail);
+  positiveNumber(value.bpw, `${at}.bpw`, fail);
   const layer = value as unknown as PlanLayer;
-  const actual = planBitsPerWeight([layer]);
-  if (!near(actual, bpw)) fail(`${at}.bpw`, `States ${bpw} but the layout stores ${actual} bits per weight: rerun deno task allocate instead of editing the plan`);
   if (value.sensitivityKind !== undefined && value.sensitivityKind !== "trace" && value.sensitivityKind !== "gradient") {
     fail(`${at}.sensitivityKind`, `Expected "trace" or "gradient", got ${JSON.stringify(value.sensitivityKind)}`);
   }
   return layer;
+}
+
+/**
+ * Checks that the layers of every codebook scope can share codebooks by group rank: the
+ * same vector length, group count and codebook size at each rank.
+ */
+function checkScopeAgreement(layers: Record<string, PlanLayer>, scope: CodebookScope, fail: (field: string, detail: string) => never): void {
+  const signature = (l: PlanLayer) => `vector length ${l.vectorLength}, codebook sizes [${l.groups.map((g) => g.codebookSize).join(", ")}]`;
+  for (const group of groupLayersByScope(Object.keys(layers), scope)) {
+    const first = signature(layers[group.prefixes[0]]);
+    for (const prefix of group.prefixes.slice(1)) {
+      if (signature(layers[prefix]) !== first) {
+        fail(
+          `layers.${prefix}.groups`,
+          `Layers of codebook scope ${group.key} share codebooks by group rank, but ${group.prefixes[0]} has ${first} and this layer ${signature(layers[prefix])}: rerun deno task allocate`,
+        );
+      }
+    }
+  }
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

@@ -7,6 +7,7 @@
 import { UsageError } from "../errors.ts";
 import type { Engine } from "../eval/engine.ts";
 import type { PlanScope } from "../allocate/plan.ts";
+import { CODEBOOK_SCOPES, type CodebookScope } from "../quantize/scope.ts";
 import { QUANT_METHODS, type QuantMethod } from "../quantize/types.ts";
 
 /** Options of {@linkcode runPipeline}; every field but `model`, `out` and `bits` has a default. */
@@ -43,6 +44,12 @@ export interface PipelineOptions {
   vectorLength?: number;
   /** Whether the bit budget holds for every layer or for the whole model. Default "model". */
   scope?: PlanScope;
+  /**
+   * Extent of codebook sharing of the vector-quantization methods (the main method and
+   * kmeans/vptq baselines): per layer, block, layer type or the whole model. The plan is
+   * allocated for it. Default "layer".
+   */
+  codebookScope?: CodebookScope;
   /** Print no progress on stderr. Default false. */
   quiet?: boolean;
 }
@@ -81,6 +88,8 @@ export interface ResolvedPipelineOptions {
   vectorLength: number;
   /** Budget scope of the plan. */
   scope: PlanScope;
+  /** Codebook scope of the vector-quantization methods. */
+  codebookScope: CodebookScope;
   /** No progress on stderr. */
   quiet: boolean;
 }
@@ -102,6 +111,7 @@ export const PIPELINE_DEFAULTS = {
   groups: 1,
   vectorLength: 4,
   scope: "model" as PlanScope,
+  codebookScope: "layer" as CodebookScope,
 };
 
 /** Methods that quantize with vector codebooks and so can follow a WCSG plan. */
@@ -172,6 +182,15 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
   if (scope !== "layer" && scope !== "model") {
     throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
   }
+  const codebookScope = options.codebookScope ?? PIPELINE_DEFAULTS.codebookScope;
+  if (!CODEBOOK_SCOPES.includes(codebookScope)) {
+    throw new UsageError(`Invalid --codebook-scope ${codebookScope}: expected ${CODEBOOK_SCOPES.join(", ")}`);
+  }
+  if (codebookScope !== "layer" && scope === "layer") {
+    throw new UsageError(
+      `--scope layer cannot hold for every layer when codebooks are shared by ${codebookScope}: use --scope model with --codebook-scope ${codebookScope}`,
+    );
+  }
 
   return {
     model: options.model,
@@ -192,6 +211,7 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
       optionalCount("--vector-length", options.vectorLength, 1) ?? PIPELINE_DEFAULTS.vectorLength,
     ),
     scope,
+    codebookScope,
     quiet: options.quiet ?? false,
   };
 }

@@ -197,7 +197,14 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
         name: `allocate-${bits}`,
         inputs: { model: o.model, fisher },
         // The plan format version is part of the key, so a format change redoes the step.
-        settings: { bits, groups: o.groups, vectorLength: o.vectorLength, scope: o.scope, planVersion: PLAN_VERSION },
+        settings: {
+          bits,
+          groups: o.groups,
+          vectorLength: o.vectorLength,
+          scope: o.scope,
+          codebookScope: o.codebookScope,
+          planVersion: PLAN_VERSION,
+        },
         after: ["calibrate"],
         outputs: [planName],
         run: () =>
@@ -207,6 +214,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             groups: o.groups,
             vectorLength: o.vectorLength,
             scope: o.scope,
+            codebookScope: o.codebookScope,
             out: path(planName),
             quiet: o.quiet,
           }),
@@ -216,6 +224,8 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
       const name = `${method}-${bits}`;
       const stats = METHODS_NEEDING_STATISTICS.has(method) ? fisher : null;
       const plan = method === o.method && usesPlan ? path(planName) : null;
+      // rtn and gptq have no codebooks; the vector-quantization methods all share by the same scope.
+      const codebookScope = PLAN_METHODS.has(method) ? o.codebookScope : "layer";
       const quantized = await step({
         name: `quantize-${name}`,
         inputs: { model: o.model, ...(stats ? { fisher } : {}), ...(plan ? { plan } : {}) },
@@ -223,6 +233,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           method,
           bits,
           vectorLength: o.vectorLength,
+          codebookScope,
           seed: o.seed,
           unquantized: "F16",
           engine: o.engine,
@@ -237,6 +248,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             fisher: stats,
             plan,
             vectorLength: o.vectorLength,
+            codebookScope,
             seed: o.seed,
             out: path(`${name}.safetensors`),
             quiet: o.quiet,

@@ -11,7 +11,8 @@ import { calibrate } from "../calibrate/calibrate.ts";
 import { allocateBits } from "../allocate/allocate_bits.ts";
 import { openFisherStats } from "../allocate/fisher_source.ts";
 import { writePlan } from "../allocate/plan_io.ts";
-import { readWcsgPlan } from "../quantize/plan.ts";
+import { planCodebookScope, readWcsgPlan } from "../quantize/plan.ts";
+import type { CodebookScope } from "../quantize/scope.ts";
 import { quantizeModel } from "../quantize/quantize_model.ts";
 import { totalBytes } from "../quantize/layer_report.ts";
 import { openStatistics } from "../quantize/statistics.ts";
@@ -84,6 +85,8 @@ export interface AllocateStepOptions {
   vectorLength: number;
   /** Budget per layer or over the whole model. */
   scope: PlanScope;
+  /** Codebook scope the plan is allocated for. */
+  codebookScope: CodebookScope;
   /** Output plan file. */
   out: string;
   /** No progress on stderr. */
@@ -108,6 +111,7 @@ export async function allocateStep(
       groups: options.groups,
       vectorLength: options.vectorLength,
       scope: options.scope,
+      codebookScope: options.codebookScope,
       quiet: options.quiet,
     });
     await writePlan(options.out, plan);
@@ -129,6 +133,8 @@ export interface QuantizeStepOptions {
   plan: string | null;
   /** Vector length of the vector-quantization methods (a plan sets its own). */
   vectorLength: number;
+  /** Codebook scope ("layer" for rtn and gptq); with a plan it must be the plan's. */
+  codebookScope: CodebookScope;
   /** k-means seed. */
   seed: number;
   /** Output quantized model. */
@@ -167,6 +173,7 @@ export async function quantizeStep(
       bits: options.bits,
       out: options.out,
       plan,
+      codebookScope: plan ? planCodebookScope(plan, options.codebookScope) : options.codebookScope,
       vectorLength: plan ? undefined : options.vectorLength,
       seed: options.seed,
       gpu,
@@ -175,7 +182,11 @@ export async function quantizeStep(
       quiet: options.quiet,
       statisticsPath: options.fisher ?? undefined,
     });
-    return { bpw: result.bpw, seconds: result.seconds, bytes: { ...totalBytes(result.layers) } };
+    // Shared codebooks are stored once, outside every layer's bytes.
+    const bytes = totalBytes(result.layers);
+    bytes.codebooks += result.sharedBytes;
+    bytes.total += result.sharedBytes;
+    return { bpw: result.bpw, seconds: result.seconds, bytes: { ...bytes } };
   } finally {
     stats?.close();
   }

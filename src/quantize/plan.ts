@@ -8,7 +8,9 @@
  *    "groups": [{"start": 0, "end": 16, "codebookSize": 256}, ...]}}}
  * ```
  * Group g contains rows channelOrder[start..end); the groups partition the order. A layer
- * with one group is quantized in natural row order and stores no permutation.
+ * with one group is quantized in natural row order and stores no permutation. A plan's
+ * `codebookScope` (absent: "layer") is the scope its bytes were counted for; quantize
+ * follows it ({@linkcode planCodebookScope}).
  *
  * @module
  */
@@ -16,6 +18,8 @@ import { FormatError } from "../errors.ts";
 import type { VqGroupSpec } from "./types.ts";
 import { MAX_CODEBOOK_SIZE } from "./budget.ts";
 import { storesChannelOrder } from "./bpw.ts";
+import { UsageError } from "../errors.ts";
+import { CODEBOOK_SCOPES, type CodebookScope } from "./scope.ts";
 
 /** One layer of a plan. */
 export interface WcsgPlanLayer {
@@ -32,6 +36,8 @@ export interface WcsgPlanLayer {
 export interface WcsgPlan {
   format: "rsavq-plan";
   version: 2;
+  /** Codebook scope the plan was allocated for; absent means "layer". */
+  codebookScope?: CodebookScope;
   /** Layers by prefix ("model.layers.0.self_attn.q_proj"). */
   layers: Record<string, WcsgPlanLayer>;
 }
@@ -72,6 +78,13 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
   }
   if (plan.version !== 2) {
     throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 2; rerun deno task allocate with this version of the toolkit`);
+  }
+  if (plan.codebookScope !== undefined && !CODEBOOK_SCOPES.includes(plan.codebookScope)) {
+    throw new FormatError(
+      path,
+      "codebookScope",
+      `Expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(plan.codebookScope)}`,
+    );
   }
   if (typeof plan.layers !== "object" || plan.layers === null) {
     throw new FormatError(path, "layers", "Expected an object of layers");
@@ -142,4 +155,29 @@ export function planGroups(layer: WcsgPlanLayer): VqGroupSpec[] {
       residualSize: 0,
     };
   });
+}
+
+/**
+ * Returns the codebook scope to quantize a plan with: the plan's own (absent: "layer"),
+ * because its bits per weight count shared codebooks for that scope only. A requested
+ * scope that differs (or `auto`) is an error.
+ *
+ * @example
+ * ```ts
+ * import { planCodebookScope } from "./plan.ts";
+ * const plan = { format: "rsavq-plan" as const, version: 2 as const, codebookScope: "model" as const, layers: {} };
+ * if (planCodebookScope(plan, undefined) !== "model") throw new Error();
+ * ```
+ * @param plan Validated plan.
+ * @param requested The --codebook-scope given, or undefined.
+ * @throws {UsageError} When `requested` is given and differs from the plan's scope.
+ */
+export function planCodebookScope(plan: WcsgPlan, requested: string | undefined): CodebookScope {
+  const scope = plan.codebookScope ?? "layer";
+  if (requested !== undefined && requested !== scope) {
+    throw new UsageError(
+      `--codebook-scope ${requested} differs from the plan's codebook scope ${scope}, for which its bits were allocated: drop --codebook-scope, or rerun deno task allocate with --codebook-scope ${requested}`,
+    );
+  }
+  return scope;
 }
