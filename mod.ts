@@ -99,7 +99,8 @@ export {
 // Allocation: WCSG bit plans
 export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
 export { type FisherStatsSource, openFisherStats } from "./src/allocate/fisher_source.ts";
-export { type Plan, planBitsPerWeight, validatePlan } from "./src/allocate/plan.ts";
+export { type Plan, planBitsPerWeight, planBytes, planScopeBitsPerWeight, validatePlan } from "./src/allocate/plan.ts";
+export { planCodebookScope } from "./src/quantize/plan.ts";
 export { readPlan, writePlan } from "./src/allocate/plan_io.ts";
 export { explainPlan } from "./src/allocate/explain.ts";
 

@@ -46,7 +46,8 @@ Options:
   --scope S             Bit budget per layer or over the whole model: layer | model (default ${PIPELINE_DEFAULTS.scope})
   --codebook-scope S    Share VQ codebooks (main method and kmeans/vptq baselines) per
                         layer | block | type | model; the plan is allocated for it and counts
-                        each shared codebook once (default ${PIPELINE_DEFAULTS.codebookScope})
+                        each shared codebook once (default ${PIPELINE_DEFAULTS.codebookScope},
+                        layer with --scope layer)
   --out DIR             Output folder
   --quiet               No progress on stderr
   --help                Show this help`;

@@ -15,7 +15,7 @@ import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
-import { readWcsgPlan } from "../src/quantize/plan.ts";
+import { planCodebookScope, readWcsgPlan } from "../src/quantize/plan.ts";
 import {
   CODEBOOK_SCOPE_OPTIONS,
   type CodebookScopeOption,
@@ -142,11 +142,10 @@ async function main(): Promise<void> {
       vectorLength: number("--vector-length", values["vector-length"]),
       codebookSize: number("--codebook-size", values["codebook-size"]),
       residual: number("--residual", values.residual),
-      codebookScope: oneOf<CodebookScopeOption>(
-        "--codebook-scope",
-        values["codebook-scope"],
-        CODEBOOK_SCOPE_OPTIONS,
-      ),
+      // A plan fixes the codebook scope it was allocated for; a different --codebook-scope is an error.
+      codebookScope: plan
+        ? planCodebookScope(plan, values["codebook-scope"])
+        : oneOf<CodebookScopeOption>("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPE_OPTIONS),
       groupSize: number("--group-size", values["group-size"]),
       plan,
       lambda: number("--lambda", values.lambda),

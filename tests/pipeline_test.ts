@@ -171,7 +171,9 @@ Deno.test("resolvePipelineOptions samples by default and caps files only when as
   assert.deepEqual(sampled.bits, [2, 3]);
   assert.equal(sampled.calibTokens, 8192);
   assert.equal(sampled.evalTokens, 8192);
-  assert.equal(sampled.codebookScope, "layer");
+  assert.equal(sampled.codebookScope, "block");
+  const perLayer = resolvePipelineOptions({ model: "m.bin", out: "o", bits: [2], scope: "layer" });
+  assert.equal(perLayer.codebookScope, "layer");
   const files = resolvePipelineOptions({
     model: "m.bin",
     out: "o",

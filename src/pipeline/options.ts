@@ -47,7 +47,7 @@ export interface PipelineOptions {
   /**
    * Extent of codebook sharing of the vector-quantization methods (the main method and
    * kmeans/vptq baselines): per layer, block, layer type or the whole model. The plan is
-   * allocated for it. Default "layer".
+   * allocated for it. Default "block", or "layer" with `scope` "layer".
    */
   codebookScope?: CodebookScope;
   /** Print no progress on stderr. Default false. */
@@ -111,7 +111,10 @@ export const PIPELINE_DEFAULTS = {
   groups: 1,
   vectorLength: 4,
   scope: "model" as PlanScope,
-  codebookScope: "layer" as CodebookScope,
+  // One codebook per transformer block measured best on stories260K at 2 and 3 bits, for
+  // rsavq and vptq alike (docs/plan.md). It also bounds k-means memory to one block, which
+  // a model-wide codebook does not. A per-layer budget needs per-layer codebooks.
+  codebookScope: "block" as CodebookScope,
 };
 
 /** Methods that quantize with vector codebooks and so can follow a WCSG plan. */
@@ -182,7 +185,7 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
   if (scope !== "layer" && scope !== "model") {
     throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
   }
-  const codebookScope = options.codebookScope ?? PIPELINE_DEFAULTS.codebookScope;
+  const codebookScope = options.codebookScope ?? (scope === "layer" ? "layer" : PIPELINE_DEFAULTS.codebookScope);
   if (!CODEBOOK_SCOPES.includes(codebookScope)) {
     throw new UsageError(`Invalid --codebook-scope ${codebookScope}: expected ${CODEBOOK_SCOPES.join(", ")}`);
   }
