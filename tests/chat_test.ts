@@ -8,6 +8,7 @@ import { generate } from "../src/model/generate.ts";
 import { renderChat } from "../src/tokenizer/chat_template.ts";
 import { UsageError } from "../src/errors.ts";
 import { randomWeights, tinyConfig } from "./_helpers.ts";
+import { quantizeModel } from "../src/quantize/quantize_model.ts";
 
 // Word-level vocabulary w1..w36 over the tiny model's 37 ids; each message ends with w1,
 // and the generation prompt is w2.
@@ -101,4 +102,25 @@ Deno.test("chat task rejects a model without a chat template", async () => {
   }).output();
   assert.equal(code, 1);
   assert.match(new TextDecoder().decode(stderr), /no tokenizer/);
+});
+
+Deno.test("quantized file carries the tokenizer and chat template", async () => {
+  const source = await loadModel(await tinyChatModel(64));
+  const out = join(await Deno.makeTempDir(), "q.safetensors");
+  await quantizeModel(source, null, { method: "rtn", bits: 8, groupSize: 8, out, quiet: true });
+  const quantized = await loadModel(out);
+  assert.equal(quantized.format, "quantized");
+  assert.equal(quantized.chatTemplate, source.chatTemplate);
+  assert.ok(quantized.tokenizer, "tokenizer carried");
+  assert.deepEqual(quantized.tokenizer.encode("w3 w4 w1"), source.tokenizer!.encode("w3 w4 w1"));
+  assert.deepEqual(quantized.tokenizer.eosIds, source.tokenizer!.eosIds);
+
+  // a chat turn runs from the quantized file alone
+  const lm = await ReferenceModel.create(quantized.config, quantized.weights);
+  const chat = new ChatSession(lm, { template: quantized.chatTemplate!, tokenizer: quantized.tokenizer, temperature: 0, maxReplyTokens: 4 });
+  const reply = await chat.send("w3 w4");
+  assert.equal(chat.messages.length, 2);
+  assert.equal(chat.messages[1].content, reply.text);
+  source.weights.close();
+  quantized.weights.close();
 });

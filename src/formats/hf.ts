@@ -257,3 +257,27 @@ export async function readChatTemplate(dir: string): Promise<string | null> {
   }
   return null;
 }
+
+/**
+ * Reads a model directory's tokenizer.json and tokenizer_config.json as text, and its chat
+ * template, so a derived file (a quantized model) can carry them.
+ *
+ * @param dir Model directory.
+ * @param chatTemplate The model's chat template, when it has one.
+ * @returns The texts that exist; empty when the directory has no tokenizer.
+ */
+export async function readTokenizerText(
+  dir: string,
+  chatTemplate: string | null,
+): Promise<{ "tokenizer.json"?: string; "tokenizer_config.json"?: string; chat_template?: string }> {
+  const text: { "tokenizer.json"?: string; "tokenizer_config.json"?: string; chat_template?: string } = {};
+  for (const name of ["tokenizer.json", "tokenizer_config.json"] as const) {
+    try {
+      text[name] = await Deno.readTextFile(join(dir, name));
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
+    }
+  }
+  if (chatTemplate) text.chat_template = chatTemplate;
+  return text;
+}

@@ -24,6 +24,7 @@ import {
   QUANTIZED_VERSION,
   type QuantizedModelFile,
   type UniformLayerDesc,
+  type TokenizerText,
   type VqLayerDesc,
 } from "./quantized_types.ts";
 
@@ -70,7 +71,11 @@ export async function openQuantizedModel(path: string): Promise<QuantizedModelFi
       unknown
     >;
     for (const [prefix, layer] of Object.entries(layers)) validateLayer(file, prefix, layer);
-    return { config, layers, quantization, weights: new QuantizedWeightStore(file, layers), file };
+    const text: TokenizerText = {};
+    for (const key of ["tokenizer.json", "tokenizer_config.json", "chat_template"] as const) {
+      if (meta[key] !== undefined) text[key] = meta[key];
+    }
+    return { config, layers, quantization, weights: new QuantizedWeightStore(file, layers), file, text };
   } catch (err) {
     file.close();
     throw err;

@@ -73,6 +73,18 @@ export interface QuantizedModelData {
   tensors: Record<string, TensorToWrite>;
   /** Method, settings and results, stored as JSON under `quantization`. */
   quantization: Record<string, unknown>;
+  /** The source model's tokenizer files and chat template, carried so text tasks work. */
+  text?: TokenizerText;
+}
+
+/** Tokenizer files and chat template as text, stored under metadata keys of the same names. */
+export interface TokenizerText {
+  /** tokenizer.json contents. */
+  "tokenizer.json"?: string;
+  /** tokenizer_config.json contents. */
+  "tokenizer_config.json"?: string;
+  /** Jinja chat template. */
+  chat_template?: string;
 }
 
 /** An open quantized model: validated metadata and lazy dequantization. */
@@ -87,4 +99,6 @@ export interface QuantizedModelFile {
   weights: WeightStore;
   /** The underlying file, for raw access to packed tensors. */
   file: SafetensorsFile;
+  /** Tokenizer files and chat template carried from the source model (empty when it had none). */
+  text: TokenizerText;
 }

@@ -20,5 +20,6 @@ export async function writeQuantizedModel(path: string, data: QuantizedModelData
     config: JSON.stringify(data.config),
     layers: JSON.stringify(data.layers),
     quantization: JSON.stringify(data.quantization),
+    ...Object.fromEntries(Object.entries(data.text ?? {}).filter(([, v]) => typeof v === "string")),
   });
 }

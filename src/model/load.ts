@@ -10,6 +10,8 @@ import { openQuantizedModel } from "../formats/quantized.ts";
 import { loadHf } from "../formats/hf.ts";
 import { loadGguf } from "../formats/gguf_model.ts";
 import type { LoadedModel } from "./model.ts";
+import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { HfTokenizer } from "../tokenizer/hf_tokenizer.ts";
 
 /**
  * Detects the format of `path` and loads it lazily (tensors are read on demand).
@@ -61,6 +63,20 @@ function loadGgufModel(path: string): Promise<LoadedModel> {
  */
 async function loadQuantizedModel(path: string): Promise<LoadedModel> {
   const q = await openQuantizedModel(path);
-  // NOTE: the quantized file stores no tokenizer, so token-id-only use works and text needs the original model's tokenizer.
-  return { path, format: "quantized", config: q.config, weights: q.weights, tokenizer: null, chatTemplate: null };
+  // The tokenizer and chat template travel in the file's metadata when the source had them.
+  let tokenizer: Tokenizer | null = null;
+  const json = q.text["tokenizer.json"];
+  if (json !== undefined) {
+    try {
+      const tokenizerConfig = JSON.parse(q.text["tokenizer_config.json"] ?? "{}");
+      tokenizer = HfTokenizer.fromJson(JSON.parse(json), tokenizerConfig, `${path} (__metadata__.tokenizer.json)`, {
+        bosId: q.config.bosId,
+        eosIds: q.config.eosIds,
+      });
+    } catch (err) {
+      q.weights.close();
+      throw err instanceof FormatError ? err : new FormatError(path, "__metadata__.tokenizer.json", `Invalid JSON: ${(err as Error).message}`);
+    }
+  }
+  return { path, format: "quantized", config: q.config, weights: q.weights, tokenizer, chatTemplate: q.text.chat_template ?? null };
 }

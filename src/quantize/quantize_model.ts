@@ -8,7 +8,8 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { writeQuantizedModel } from "../formats/quantized.ts";
+import { openQuantizedModel, type TokenizerText, writeQuantizedModel } from "../formats/quantized.ts";
+import { readTokenizerText } from "../formats/hf.ts";
 import { encodeFromF32 } from "../formats/dtype.ts";
 import { BLOCK_LINEARS } from "../model/config.ts";
 import type { LoadedModel } from "../model/model.ts";
@@ -132,6 +133,7 @@ export async function quantizeModel(
     );
   }
   await writeQuantizedModel(o.out, {
+    text: await sourceTokenizerText(model),
     config: model.config,
     layers: pass.layers,
     tensors,
@@ -192,4 +194,19 @@ export async function quantizeModel(
     scopeChoices,
     seconds,
   };
+}
+
+/**
+ * Tokenizer files and chat template of the source model, carried into the quantized file so
+ * that generate, chat and text evaluation work on it.
+ */
+async function sourceTokenizerText(model: LoadedModel): Promise<TokenizerText> {
+  if (model.format === "hf") return await readTokenizerText(model.path, model.chatTemplate);
+  if (model.format === "quantized") {
+    const source = await openQuantizedModel(model.path);
+    source.weights.close();
+    return source.text;
+  }
+  // TODO: GGUF vocabularies are not carried yet; a quantized GGUF model works on token ids only.
+  return {};
 }
