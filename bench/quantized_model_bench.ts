@@ -8,7 +8,7 @@
  * bench/quantized_model_bench.ts` runs the same measurements as benchmarks.
  *
  * The synthetic quantized model has random 8-bit indices into one f16 codebook of 256
- * 4-wide vectors per layer (about 2 bpw with per-row scales); its values are meaningless,
+ * 4-wide vectors per layer, about 2 bpw with per-row scales. Its values are meaningless,
  * but the work per weight is that of a real 2-bpw layer.
  *
  * @module
