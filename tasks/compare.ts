@@ -111,7 +111,11 @@ function parse(argv: string[]) {
     evalSeed: integer("--eval-seed", values["eval-seed"], 0),
     ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
     quantize: {
-      vectorLength: optional(values["vector-length"], (v) => integer("--vector-length", v, 1)),
+      vectorLength: optional(values["vector-length"], (v) => {
+        const length = integer("--vector-length", v, 1);
+        if (![2, 4, 6, 8].includes(length)) throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+        return length;
+      }),
       codebookScope: optional(values["codebook-scope"], (v) => {
         if (!["layer", "block", "type", "model"].includes(v)) {
           throw new UsageError(`Invalid --codebook-scope ${v}: expected layer, block, type or model`);
@@ -171,7 +175,7 @@ function optional<T>(text: string | undefined, convert: (text: string) => T): T 
 }
 
 async function run(args: NonNullable<ReturnType<typeof parse>>): Promise<void> {
-  await checkOutputPath(args.out, [args.model]);
+  await checkOutputPath(args.out, [args.model, args.fisher, ...(args.choiceTasks ?? [])]);
   const workDir = args.workDir ?? await Deno.makeTempDir({ prefix: "rsavq-compare-" });
   if (args.workDir) await Deno.mkdir(workDir, { recursive: true });
   const needsGpu = args.engine === "gpu" || args.gpuUse !== "never";

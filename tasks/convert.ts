@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../src/errors.ts";
+import { checkOutputPath } from "../src/util/output_path.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CONVERT_DTYPES, convertModel, type ConvertTarget } from "../src/formats/convert.ts";
 
@@ -45,6 +46,7 @@ async function main(args: string[]): Promise<void> {
   for (const key of ["model", "to", "out"] as const) {
     if (!values[key]) throw new UsageError(`Missing --${key}: run with --help for usage`);
   }
+  await checkOutputPath(values.out!, [values.model]);
   const model = await loadModel(values.model!);
   try {
     await convertModel(model, {

@@ -15,7 +15,7 @@ import { UsageError } from "../src/errors.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
-import { planCodebookScope, readWcsgPlan } from "../src/quantize/plan.ts";
+import { planCodebookScope, readWcsgPlan, type WcsgPlan } from "../src/quantize/plan.ts";
 import {
   CODEBOOK_SCOPE_OPTIONS,
   type CodebookScopeOption,
@@ -112,20 +112,21 @@ async function main(): Promise<void> {
     return;
   }
 
-  for (const flag of ["model", "method", "bits", "out"] as const) {
+  for (const flag of ["model", "method", "out"] as const) {
     if (!values[flag]) throw new UsageError(`--${flag} is required (see --help)`);
   }
+  if (!values.bits && !values.plan) throw new UsageError("--bits is required without --plan (see --help)");
 
   const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
-  const bits = number("--bits", values.bits)!;
-  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${values.bits}: expected bits per weight in (0, 16]`);
-  if (values.plan && values["vector-length"]) {
+  await checkOutputPath(values.out!, [values.model, values.fisher, values.plan]);
+  const plan = values.plan ? await readWcsgPlan(values.plan) : null;
+  const bits = planBits(plan, values.bits, values.plan);
+  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${bits}: expected bits per weight in (0, 16]`);
+  if (plan && values["vector-length"]) {
     throw new UsageError("--plan fixes the vector length of every layer: drop --vector-length, or allocate a new plan with it");
   }
-  await checkOutputPath(values.out!, [values.model, values.fisher, values.plan]);
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
-  const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const gpuUse = oneOf<GpuUse>("--gpu", values.gpu, ["auto", "always", "never"])!;
 
   const vq = method !== "rtn" && method !== "gptq";
@@ -180,6 +181,22 @@ async function main(): Promise<void> {
     model.weights.close();
     gpu?.destroy();
   }
+}
+
+/**
+ * Returns the target bits: the plan's budget with --plan (a different --bits is an error,
+ * because the plan's codebook sizes were chosen for its own budget), else --bits.
+ */
+function planBits(plan: WcsgPlan | null, bitsText: string | undefined, planPath: string | undefined): number {
+  const budget = (plan as { bits?: unknown } | null)?.bits;
+  if (plan && typeof budget === "number") {
+    if (bitsText !== undefined && Number(bitsText) !== budget) {
+      throw new UsageError(`--bits ${bitsText} differs from the budget ${budget} that ${planPath} was allocated for: drop --bits, or rerun deno task allocate --bits ${bitsText}`);
+    }
+    return budget;
+  }
+  if (bitsText === undefined) throw new UsageError(`${planPath} records no bits budget: pass --bits`);
+  return number("--bits", bitsText)!;
 }
 
 if (import.meta.main) {

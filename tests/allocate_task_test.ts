@@ -163,3 +163,47 @@ Deno.test("allocate task fails in one line", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("quantize task follows a plan's budget and scope", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const fisher = join(dir, "fisher.safetensors");
+    await writeStoriesStats(fisher);
+    const plan = join(dir, "plan.json");
+    const allocated = await runTask([
+      "--model", STORIES_260K, "--fisher", fisher, "--bits", "3", "--scope", "model",
+      "--groups", "1", "--codebook-scope", "block", "--quiet", "--out", plan,
+    ]);
+    assert.equal(allocated.code, 0, allocated.stderr);
+    const quantize = (extra: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run", "-A", fileURLToPath(new URL("../tasks/quantize.ts", import.meta.url)),
+          "--model", STORIES_260K, "--fisher", fisher, "--method", "rsavq", "--plan", plan,
+          "--iterations", "2", "--out", join(dir, "q.safetensors"), ...extra,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+
+    // no --bits: the plan's budget and scope are used, and the file spends what the plan says
+    const ok = await quantize([]);
+    const stderr = new TextDecoder().decode(ok.stderr);
+    assert.equal(ok.code, 0, stderr);
+    const expected = (await readPlan(plan)).bpw.toFixed(4);
+    assert.match(stderr, new RegExp(`rsavq: ${expected} bpw \\(target 3\\)`));
+    assert.match(stderr, /block scope/);
+
+    for (const [extra, message] of [
+      [["--bits", "2"], /differs from the budget 3/],
+      [["--codebook-scope", "model"], /differs from the plan's codebook scope block/],
+      [["--vector-length", "2"], /--plan fixes the vector length/],
+    ] as const) {
+      const rejected = await quantize([...extra]);
+      assert.equal(rejected.code, 1, extra.join(" "));
+      assert.match(new TextDecoder().decode(rejected.stderr), message);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

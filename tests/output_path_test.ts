@@ -28,10 +28,12 @@ const CASES: [string, (model: string) => string[]][] = [
   ["calibrate", (m) => ["--model", m, "--sample-tokens", "512", "--seed", "1", "--seq-len", "128", "--out", m]],
   ["allocate", (m) => ["--model", m, "--fisher", m, "--bits", "3", "--out", m]],
   ["compare", (m) => ["--model", m, "--out", m]],
+  ["compare", (m) => ["--model", STORIES_260K, "--fisher", m, "--out", m]],
+  ["convert", (m) => ["--model", m, "--to", "hf", "--out", m]],
 ];
 
 for (const [task, args] of CASES) {
-  Deno.test(`${task} task refuses to overwrite its input`, async () => {
+  Deno.test(`${task} task refuses to overwrite its input (${args("M").filter((a) => a.startsWith("--")).join(" ")})`, async () => {
     const dir = await Deno.makeTempDir();
     const model = join(dir, "model.bin");
     await Deno.copyFile(STORIES_260K, model);
@@ -49,3 +51,15 @@ for (const [task, args] of CASES) {
     await Deno.remove(dir, { recursive: true });
   });
 }
+
+Deno.test("convert task rejects an output in a missing folder", async () => {
+  const dir = await Deno.makeTempDir();
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "tasks/convert.ts", "--model", STORIES_260K, "--to", "gguf", "--out", join(dir, "nope", "m.gguf")],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(code, 1);
+  assert.match(new TextDecoder().decode(stderr), /does not exist: create it first/);
+  await Deno.remove(dir, { recursive: true });
+});

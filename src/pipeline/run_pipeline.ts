@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve, sep as SEP } from "node:path";
 import { UsageError } from "../errors.ts";
 import { loadModel } from "../model/load.ts";
 import { type ChoiceQuestion, readChoiceTasks } from "../data/choice_tasks.ts";
@@ -82,6 +82,13 @@ export async function runPipeline(
   const existing = await Deno.stat(dir).catch(() => null);
   if (existing && !existing.isDirectory) {
     throw new UsageError(`--out ${dir} is a file: pass a folder for the pipeline's outputs`);
+  }
+  // the pipeline writes fixed file names into its folder, so no input may live there
+  const folder = resolve(dir) + SEP;
+  for (const input of [o.model, ...o.calibData, ...o.evalData, ...o.choiceTasks]) {
+    if (resolve(input).startsWith(folder)) {
+      throw new UsageError(`Input ${input} is inside --out ${dir}, where the pipeline writes its files: move it or choose another --out`);
+    }
   }
   // the model is checked before the output folder is created, so a bad path leaves nothing
   await loadModel(o.model).then((m) => m.weights.close());

@@ -175,8 +175,12 @@ export function planGroups(layer: WcsgPlanLayer): VqGroupSpec[] {
 export function planCodebookScope(plan: WcsgPlan, requested: string | undefined): CodebookScope {
   const scope = plan.codebookScope ?? "layer";
   if (requested !== undefined && requested !== scope) {
+    // "auto" compares scopes at quantization time, which a plan's fixed sizes rule out.
+    const fix = requested === "auto"
+      ? "drop --codebook-scope (auto cannot follow a plan)"
+      : `drop --codebook-scope, or rerun deno task allocate with --codebook-scope ${requested}`;
     throw new UsageError(
-      `--codebook-scope ${requested} differs from the plan's codebook scope ${scope}, for which its bits were allocated: drop --codebook-scope, or rerun deno task allocate with --codebook-scope ${requested}`,
+      `--codebook-scope ${requested} differs from the plan's codebook scope ${scope}, for which its bits were allocated: ${fix}`,
     );
   }
   return scope;
