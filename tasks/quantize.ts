@@ -122,6 +122,9 @@ async function main(): Promise<void> {
   const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const bits = planBits(plan, values.bits, values.plan);
   if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${bits}: expected bits per weight in (0, 16]`);
+  if (values["group-size"] && method !== "rtn" && method !== "gptq") {
+    throw new UsageError(`--group-size sets the scale groups of rtn and gptq; ${method} keeps one scale per output channel: drop --group-size`);
+  }
   if (plan && values["vector-length"]) {
     throw new UsageError("--plan fixes the vector length of every layer: drop --vector-length, or allocate a new plan with it");
   }

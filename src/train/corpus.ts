@@ -140,7 +140,11 @@ export const DEFAULT_HELD_OUT_FRACTION = 0.05;
  */
 export function splitHeldOut(docs: readonly CorpusDocument[], fraction = DEFAULT_HELD_OUT_FRACTION): CorpusSplit {
   if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Held-out fraction ${fraction}: expected a number between 0 and 1`);
-  if (docs.length < 2) throw new UsageError(`Corpus has ${docs.length} document(s): a held-out split needs at least 2`);
+  if (docs.length < 2) {
+    throw new UsageError(
+      `Corpus has ${docs.length} document(s): a held-out split needs at least 2. Text files are cut at blank lines into documents of at least ${FILE_DOCUMENT_CHARS} characters, so pass more text or more files`,
+    );
+  }
   const hashes = docs.map((d) => mix32(fnv1a(d.id)) / 4294967296);
   const isHeldOut = hashes.map((h) => h < fraction);
   if (!isHeldOut.includes(true)) isHeldOut[hashes.indexOf(Math.min(...hashes))] = true;
