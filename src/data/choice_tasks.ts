@@ -26,7 +26,7 @@ import { FormatError, UsageError } from "../errors.ts";
 export type ChoiceLayout = "native" | "piqa" | "arc" | "hellaswag" | "winogrande";
 
 /** Fields shared by text and token-id questions. */
-interface QuestionBase {
+export interface QuestionBase {
   /** Task name: the line's `task` field, else the file name without its extension. */
   task: string;
   /** Layout the line was detected as. */
