@@ -62,7 +62,9 @@ export interface PlanLayer {
 
 /** A complete allocation plan. */
 export interface Plan {
+  /** Format tag, always "rsavq-plan". */
   format: typeof PLAN_FORMAT;
+  /** Plan format version, currently 2. */
   version: typeof PLAN_VERSION;
   /** Requested budget in bits per weight. */
   bits: number;

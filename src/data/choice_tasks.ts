@@ -41,6 +41,7 @@ export interface QuestionBase {
 
 /** A question whose requests are text, tokenized at scoring time. */
 export interface TextChoiceQuestion extends QuestionBase {
+  /** Discriminant: requests are text. */
   kind: "text";
   /** One request per choice, in the file's order. */
   requests: { context: string; continuation: string }[];
@@ -54,6 +55,7 @@ export interface TextChoiceQuestion extends QuestionBase {
 
 /** A question given as token ids (native layout only). */
 export interface TokenChoiceQuestion extends QuestionBase {
+  /** Discriminant: requests are token ids. */
   kind: "ids";
   /** One request per choice; `context` is at least one id and `continuation` too. */
   requests: { context: number[]; continuation: number[] }[];
@@ -96,6 +98,7 @@ export interface ChoiceParseOptions {
 
 /** Parsed questions plus the lines that were skipped. */
 export interface ParsedChoiceTasks {
+  /** Parsed questions, in input order. */
   questions: ChoiceQuestion[];
   /** Malformed lines, empty unless `skipInvalid` was set. */
   invalid: ChoiceLineError[];

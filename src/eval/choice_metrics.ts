@@ -20,8 +20,9 @@
 export interface ChoiceQuestionScore {
   /** Task name. */
   task: string;
-  /** Task file and 1-based line of the question. */
+  /** Task file of the question. */
   file: string;
+  /** 1-based line of the question in `file`. */
   line: number;
   /** Index of the correct choice. */
   answer: number;
@@ -41,12 +42,17 @@ export interface ChoiceQuestionScore {
 
 /** Accuracy of one task. */
 export interface TaskAccuracy {
+  /** Task name. */
   task: string;
   /** Number of questions. */
   questions: number;
+  /** Mean `acc` over the questions, a fraction in [0, 1]. */
   acc: number;
+  /** Standard error of `acc` (NaN for fewer than 2 questions). */
   acc_stderr: number;
+  /** Mean `acc_norm` over the questions, a fraction in [0, 1]. */
   acc_norm: number;
+  /** Standard error of `acc_norm` (NaN for fewer than 2 questions). */
   acc_norm_stderr: number;
 }
 
@@ -56,24 +62,33 @@ export interface AverageAccuracy {
   tasks: number;
   /** Number of questions over all tasks. */
   questions: number;
+  /** Unweighted mean of the task `acc` values, a fraction in [0, 1]. */
   acc: number;
+  /** Standard error of `acc`: sqrt(sum of squared task errors) / tasks. */
   acc_stderr: number;
+  /** Unweighted mean of the task `acc_norm` values, a fraction in [0, 1]. */
   acc_norm: number;
+  /** Standard error of `acc_norm`: sqrt(sum of squared task errors) / tasks. */
   acc_norm_stderr: number;
 }
 
 /** Model minus reference on the same questions of one task, as fractions in [-1, 1]. */
 export interface TaskDifference {
+  /** Task name. */
   task: string;
+  /** Number of questions compared. */
   questions: number;
-  /** Reference accuracies on these questions. */
+  /** Reference mean `acc` on these questions. */
   ref_acc: number;
+  /** Reference mean `acc_norm` on these questions. */
   ref_acc_norm: number;
   /** Mean of the per-question differences acc_model - acc_ref. */
   acc_diff: number;
   /** Paired standard error of `acc_diff`. */
   acc_diff_stderr: number;
+  /** Mean of the per-question differences acc_norm_model - acc_norm_ref. */
   acc_norm_diff: number;
+  /** Paired standard error of `acc_norm_diff`. */
   acc_norm_diff_stderr: number;
   /** Questions that only the model gets right under `acc`. */
   model_only_correct: number;
@@ -83,11 +98,17 @@ export interface TaskDifference {
 
 /** Unweighted mean of the task differences. */
 export interface AverageDifference {
+  /** Number of tasks averaged. */
   tasks: number;
+  /** Number of questions over all tasks. */
   questions: number;
+  /** Unweighted mean of the task `acc_diff` values. */
   acc_diff: number;
+  /** Standard error of `acc_diff`: sqrt(sum of squared task errors) / tasks. */
   acc_diff_stderr: number;
+  /** Unweighted mean of the task `acc_norm_diff` values. */
   acc_norm_diff: number;
+  /** Standard error of `acc_norm_diff`: sqrt(sum of squared task errors) / tasks. */
   acc_norm_diff_stderr: number;
 }
 

@@ -103,7 +103,9 @@ export interface CompareRow {
 
 /** Unweighted mean accuracy over the tasks of the task files, as fractions. */
 export interface ZeroShotSummary {
+  /** Mean `acc` over tasks, a fraction in [0, 1]. */
   acc: number;
+  /** Mean `acc_norm` over tasks, a fraction in [0, 1]. */
   acc_norm: number;
   /** Number of tasks averaged. */
   tasks: number;

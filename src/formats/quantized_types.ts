@@ -29,7 +29,9 @@ export interface VqStage {
 
 /** Rows channelOrder[start..end) of a layer, quantized with their own codebooks. */
 export interface VqGroupDesc {
+  /** First position in channelOrder (inclusive). */
   start: number;
+  /** End position in channelOrder (exclusive). */
   end: number;
   /** First stage, then residual stages; dequantized vectors are their sum. */
   stages: VqStage[];
@@ -37,22 +39,30 @@ export interface VqGroupDesc {
 
 /** Metadata of a vector-quantized layer. */
 export interface VqLayerDesc {
+  /** Discriminant: vector-quantized. */
   kind: "vq";
+  /** Output channels (m). */
   rows: number;
+  /** Input columns (n). */
   cols: number;
+  /** Vector length v along the input dimension. */
   vectorLength: number;
   /**
    * Whether `P.channel_order` is stored (U32 words, ceil(log2 rows) bits per entry, packed
    * like indices); otherwise rows are in natural order.
    */
   channelOrder: boolean;
+  /** Channel groups, in stored order. */
   groups: VqGroupDesc[];
 }
 
 /** Metadata of a uniformly quantized layer (RTN, GPTQ). */
 export interface UniformLayerDesc {
+  /** Discriminant: uniformly quantized. */
   kind: "uniform";
+  /** Output channels (m). */
   rows: number;
+  /** Input columns (n). */
   cols: number;
   /** Code width in bits (1-8). */
   bits: number;

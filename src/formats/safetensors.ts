@@ -30,7 +30,9 @@ export interface TensorInfo {
 
 /** A tensor to write. */
 export interface TensorToWrite {
+  /** Element type as stored. */
   dtype: DType;
+  /** Dimensions, outermost first (row-major). */
   shape: number[];
   /** Raw little-endian bytes, `product(shape) * DTYPE_BYTES[dtype]` long. */
   data: Uint8Array;

@@ -267,7 +267,11 @@ export class GpuBatch {
   #reads: { staging: GPUBuffer; size: number; result: Uint8Array | null }[] = [];
   #temporaries: GPUBuffer[] = [];
 
-  /** @param gpu Owning context. */
+  /**
+   * Opens a command encoder on the context's device.
+   *
+   * @param gpu Owning context.
+   */
   constructor(gpu: GpuContext) {
     this.#gpu = gpu;
     this.#encoder = gpu.device.createCommandEncoder();

@@ -13,18 +13,27 @@ import type { BlockLinear } from "./reference_backward.ts";
 
 /** Weights of one block. */
 export interface BlockWeights {
-  attnNorm: GPUBuffer; // [dim]
-  ffnNorm: GPUBuffer; // [dim]
-  linears: Record<BlockLinear, GpuMatrix>; // each [out, in]
-  bias: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer } | null; // [qDim], [kvDim], [kvDim] (qkvBias only)
+  /** Attention RMSNorm weight, f32 [dim]. */
+  attnNorm: GPUBuffer;
+  /** Feed-forward RMSNorm weight, f32 [dim]. */
+  ffnNorm: GPUBuffer;
+  /** Linear weights by name, each [out, in]. */
+  linears: Record<BlockLinear, GpuMatrix>;
+  /** Q, K, V biases, f32 [qDim], [kvDim], [kvDim], or null unless qkvBias. */
+  bias: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer } | null;
 }
 
 /** All weights on the GPU. */
 export interface TrainWeights {
-  embed: GpuMatrix; // [vocab, dim]
-  head: GpuMatrix; // [vocab, dim]; the same object as embed when tied
-  headT: GpuMatrix | null; // [dim, vocab], the head transposed (only when requested)
-  finalNorm: GPUBuffer; // [dim]
+  /** Token embedding [vocab, dim]. */
+  embed: GpuMatrix;
+  /** Output head [vocab, dim], the same object as `embed` when tied. */
+  head: GpuMatrix;
+  /** Head transposed [dim, vocab], or null unless requested. */
+  headT: GpuMatrix | null;
+  /** Final RMSNorm weight, f32 [dim]. */
+  finalNorm: GPUBuffer;
+  /** Weights of each block, in layer order. */
   blocks: BlockWeights[];
 }
 

@@ -19,18 +19,30 @@ export type LinearWeight = GpuMatrix | QuantizedLinear;
 
 /** Weights of one transformer block on the GPU. */
 export interface BlockWeights {
-  attnNorm: GPUBuffer; // [dim]
-  wq: LinearWeight; // [nHeads * headDim, dim]
-  wk: LinearWeight; // [nKvHeads * headDim, dim]
-  wv: LinearWeight; // [nKvHeads * headDim, dim]
-  wo: LinearWeight; // [dim, nHeads * headDim]
-  bq: GPUBuffer | null; // [nHeads * headDim] (qkvBias only)
-  bk: GPUBuffer | null; // [nKvHeads * headDim]
-  bv: GPUBuffer | null; // [nKvHeads * headDim]
-  ffnNorm: GPUBuffer; // [dim]
-  wGate: LinearWeight; // [hiddenDim, dim]
-  wUp: LinearWeight; // [hiddenDim, dim]
-  wDown: LinearWeight; // [dim, hiddenDim]
+  /** Attention RMSNorm weight, f32 [dim]. */
+  attnNorm: GPUBuffer;
+  /** Query projection [nHeads * headDim, dim]. */
+  wq: LinearWeight;
+  /** Key projection [nKvHeads * headDim, dim]. */
+  wk: LinearWeight;
+  /** Value projection [nKvHeads * headDim, dim]. */
+  wv: LinearWeight;
+  /** Attention output projection [dim, nHeads * headDim]. */
+  wo: LinearWeight;
+  /** Query bias, f32 [nHeads * headDim], or null unless qkvBias. */
+  bq: GPUBuffer | null;
+  /** Key bias, f32 [nKvHeads * headDim], or null unless qkvBias. */
+  bk: GPUBuffer | null;
+  /** Value bias, f32 [nKvHeads * headDim], or null unless qkvBias. */
+  bv: GPUBuffer | null;
+  /** Feed-forward RMSNorm weight, f32 [dim]. */
+  ffnNorm: GPUBuffer;
+  /** Gate projection [hiddenDim, dim]. */
+  wGate: LinearWeight;
+  /** Up projection [hiddenDim, dim]. */
+  wUp: LinearWeight;
+  /** Down projection [dim, hiddenDim]. */
+  wDown: LinearWeight;
 }
 
 /** Activations of one pass of up to `tokens` rows, and the KV cache. */

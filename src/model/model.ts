@@ -31,7 +31,9 @@ export interface WeightStore {
 
 /** Quantized layers by prefix and the source of their packed tensors. */
 export interface PackedLayers {
+  /** Layer descriptions by prefix ("model.layers.0.self_attn.q_proj"). */
   layers: Record<string, LayerDesc>;
+  /** Source of the packed tensors the descriptions name. */
   tensors: PackedTensorSource;
 }
 

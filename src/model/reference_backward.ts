@@ -39,9 +39,11 @@ export interface LinearTap {
   dy: Float64Array;
   /** Weight gradient of this sequence g = dy^T x [out, in]. */
   dw: Float64Array;
-  /** Tokens T, input width and output width. */
+  /** Tokens T. */
   T: number;
+  /** Input width (in). */
   inDim: number;
+  /** Output width (out). */
   outDim: number;
 }
 

@@ -16,6 +16,7 @@ import { CODEBOOK_SCOPES, type CodebookScope } from "./scope.ts";
 
 /** One row of the comparison: a scope and what it achieved, or why it was skipped. */
 export interface ScopeChoice {
+  /** Codebook scope tried. */
   scope: CodebookScope;
   /** Summed Fisher-weighted error, or null when skipped. */
   fisherError: number | null;

@@ -42,10 +42,15 @@ export interface VqLayerStorage {
 
 /** Byte counts of a layer's stored components. */
 export interface StorageBytes {
+  /** Bytes of the packed indices. */
   indices: number;
+  /** Bytes of the f16 codebooks (0 for uniform layers). */
   codebooks: number;
+  /** Bytes of the f16 scales: one per row (VQ), or a scale and a zero point per group (uniform). */
   scales: number;
+  /** Bytes of the packed channel permutation (0 when not stored). */
   permutation: number;
+  /** Sum of the four components, in bytes. */
   total: number;
 }
 

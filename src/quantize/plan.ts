@@ -23,8 +23,11 @@ import { CODEBOOK_SCOPES, type CodebookScope } from "./scope.ts";
 
 /** One layer of a plan. */
 export interface WcsgPlanLayer {
+  /** Output channels (m). */
   rows: number;
+  /** Input columns (n). */
   cols: number;
+  /** Vector length v along the input dimension. */
   vectorLength: number;
   /** Row indices in stored order (a permutation of 0..rows-1). */
   channelOrder: number[];
@@ -34,7 +37,9 @@ export interface WcsgPlanLayer {
 
 /** A WCSG plan. */
 export interface WcsgPlan {
+  /** Format tag, always "rsavq-plan". */
   format: "rsavq-plan";
+  /** Plan format version, currently 2. */
   version: 2;
   /** Codebook scope the plan was allocated for; absent means "layer". */
   codebookScope?: CodebookScope;

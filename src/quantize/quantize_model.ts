@@ -35,6 +35,7 @@ export {
 export interface QuantizeResult {
   /** Written file. */
   path: string;
+  /** Quantization method used. */
   method: QuantMethod;
   /** Requested bpw. */
   targetBpw: number;

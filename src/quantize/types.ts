@@ -106,7 +106,9 @@ export interface QuantizedLayer {
 export interface LayerResult {
   /** Layer prefix, for example "model.layers.0.self_attn.q_proj". */
   prefix: string;
+  /** Output channels (m). */
   rows: number;
+  /** Input columns (n). */
   cols: number;
   /** Stored bytes by component. */
   bytes: StorageBytes;

@@ -29,8 +29,11 @@ export interface ProgressOptions {
  * ```
  */
 export class Progress {
+  /** What is being done, shown first on the line. */
   readonly label: string;
+  /** Number of units in the whole job. */
   readonly total: number;
+  /** Units finished so far. */
   done = 0;
   #start = performance.now();
   #lastPrint = 0;
