@@ -35,8 +35,19 @@ export { Progress, type ProgressOptions } from "./src/util/progress.ts";
 export { GpuBatch, GpuContext, type GpuOptions } from "./src/gpu/device.ts";
 
 // Model description and loading
-export { BLOCK_LINEARS, expectedTensors, type ModelConfig, type RopeStyle, tensorNames } from "./src/model/config.ts";
-export { type CheckpointFormat, type LoadedModel, MemoryWeightStore, type WeightStore } from "./src/model/model.ts";
+export {
+  BLOCK_LINEARS,
+  expectedTensors,
+  type ModelConfig,
+  type RopeStyle,
+  tensorNames,
+} from "./src/model/config.ts";
+export {
+  type CheckpointFormat,
+  type LoadedModel,
+  MemoryWeightStore,
+  type WeightStore,
+} from "./src/model/model.ts";
 export { loadModel } from "./src/model/load.ts";
 
 // Checkpoint formats
@@ -70,18 +81,32 @@ export type { CausalLM, ForwardOptions } from "./src/model/causal_lm.ts";
 export { ReferenceModel } from "./src/model/reference.ts";
 export { GpuModel, type GpuModelOptions } from "./src/model/gpu_model.ts";
 export { createCausalLM, type CreateLmOptions, type Engine } from "./src/eval/engine.ts";
-export { argmax, sampleToken, type SamplerOptions } from "./src/model/sampler.ts";
-export { generate, type GenerateOptions, type GenerateStats, generateTokens } from "./src/model/generate.ts";
+export { argmax, type SamplerOptions, sampleToken } from "./src/model/sampler.ts";
+export {
+  generate,
+  type GenerateOptions,
+  type GenerateStats,
+  generateTokens,
+} from "./src/model/generate.ts";
 export { type ChatReply, ChatSession, type ChatSessionOptions } from "./src/model/chat.ts";
 
 // Data
-export { sampleTokenStream, type SampleStreamOptions } from "./src/data/sample_stream.ts";
+export { type SampleStreamOptions, sampleTokenStream } from "./src/data/sample_stream.ts";
 export { readTokenFile, type TokenFileOptions } from "./src/data/token_files.ts";
 export { type ChoiceQuestion, readChoiceTasks } from "./src/data/choice_tasks.ts";
 
 // Calibration: Fisher statistics
-export { calibrate, type CalibrateOptions, type CalibrateResult } from "./src/calibrate/calibrate.ts";
-export { type CalibrationData, type DataSpec, loadCalibrationData, type LoadDataOptions } from "./src/calibrate/data.ts";
+export {
+  calibrate,
+  type CalibrateOptions,
+  type CalibrateResult,
+} from "./src/calibrate/calibrate.ts";
+export {
+  type CalibrationData,
+  type DataSpec,
+  loadCalibrationData,
+  type LoadDataOptions,
+} from "./src/calibrate/data.ts";
 export { createEngine, type CreateEngineOptions } from "./src/calibrate/create_engine.ts";
 export { CpuEngine, type GradientEngine } from "./src/calibrate/engine.ts";
 export { GpuEngine } from "./src/calibrate/gpu_engine.ts";
@@ -99,29 +124,60 @@ export {
 // Allocation: WCSG bit plans
 export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
 export { type FisherStatsSource, openFisherStats } from "./src/allocate/fisher_source.ts";
-export { type Plan, planBitsPerWeight, planBytes, planScopeBitsPerWeight, validatePlan } from "./src/allocate/plan.ts";
+export {
+  type Plan,
+  planBitsPerWeight,
+  planBytes,
+  planScopeBitsPerWeight,
+  validatePlan,
+} from "./src/allocate/plan.ts";
 export { planCodebookScope } from "./src/quantize/plan.ts";
 export { readPlan, writePlan } from "./src/allocate/plan_io.ts";
 export { explainPlan } from "./src/allocate/explain.ts";
 
 // Quantization
-export { linearPrefixes, quantizeModel, type QuantizeResult } from "./src/quantize/quantize_model.ts";
+export {
+  linearPrefixes,
+  quantizeModel,
+  type QuantizeResult,
+} from "./src/quantize/quantize_model.ts";
 export { QUANTIZE_DEFAULTS, type QuantizeOptions } from "./src/quantize/quantize_options.ts";
 export { QUANT_METHODS, type QuantMethod } from "./src/quantize/types.ts";
 export { openStatistics, type StatisticsSource } from "./src/quantize/statistics.ts";
-export { bitsPerWeight, codebookBytes, storesChannelOrder, uniformLayerBytes, vqLayerBytes } from "./src/quantize/bpw.ts";
+export {
+  bitsPerWeight,
+  codebookBytes,
+  storesChannelOrder,
+  uniformLayerBytes,
+  vqLayerBytes,
+} from "./src/quantize/bpw.ts";
 export { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "./src/quantize/scope.ts";
-export { CODEBOOK_SCOPE_OPTIONS, type CodebookScopeOption } from "./src/quantize/quantize_options.ts";
+export {
+  CODEBOOK_SCOPE_OPTIONS,
+  type CodebookScopeOption,
+} from "./src/quantize/quantize_options.ts";
 export { QuantizedLinear } from "./src/ops/quantized_linear.ts";
 
 // Evaluation
-export { evaluate, type EvaluateOptions, type EvalResult } from "./src/eval/evaluate.ts";
-export { type ChoiceEvalResult, evaluateChoiceTasks, type ZeroShotOptions } from "./src/eval/zero_shot.ts";
-export { compareQuantizers, type CompareOptions } from "./src/eval/compare.ts";
+export { type EvalResult, evaluate, type EvaluateOptions } from "./src/eval/evaluate.ts";
+export {
+  type ChoiceEvalResult,
+  evaluateChoiceTasks,
+  type ZeroShotOptions,
+} from "./src/eval/zero_shot.ts";
+export { type CompareOptions, compareQuantizers } from "./src/eval/compare.ts";
 
 // Pipeline and report
-export { PIPELINE_DEFAULTS, type PipelineOptions, resolvePipelineOptions } from "./src/pipeline/options.ts";
-export { type PipelineHooks, type PipelineResult, runPipeline } from "./src/pipeline/run_pipeline.ts";
+export {
+  PIPELINE_DEFAULTS,
+  type PipelineOptions,
+  resolvePipelineOptions,
+} from "./src/pipeline/options.ts";
+export {
+  type PipelineHooks,
+  type PipelineResult,
+  runPipeline,
+} from "./src/pipeline/run_pipeline.ts";
 export { type Manifest, readManifest, type StepRecord } from "./src/pipeline/manifest.ts";
 export { formatSummaryTable, type ResultRow } from "./src/pipeline/summary.ts";
 export { buildReportHtml, type ReportData, writeReport } from "./src/report/report.ts";
@@ -137,24 +193,56 @@ export { type Binding, type KernelConstants, type ReadHandle } from "./src/gpu/d
 export { type BpeTrainOptions, type TrainedBpe } from "./src/train/bpe_trainer.ts";
 export { type ChatRenderOptions } from "./src/tokenizer/chat_template.ts";
 export { type ChoiceModelResult, type LengthUnit } from "./src/eval/zero_shot.ts";
-export { type ChoiceParseOptions, type ParsedChoiceTasks, type TextChoiceQuestion, type TokenChoiceQuestion } from "./src/data/choice_tasks.ts";
-export { type CompareQuantizeSettings, type CompareResult, type CompareRow } from "./src/eval/compare.ts";
+export {
+  type ChoiceParseOptions,
+  type ParsedChoiceTasks,
+  type TextChoiceQuestion,
+  type TokenChoiceQuestion,
+} from "./src/data/choice_tasks.ts";
+export {
+  type CompareQuantizeSettings,
+  type CompareResult,
+  type CompareRow,
+} from "./src/eval/compare.ts";
 export { type ConvertTarget } from "./src/formats/convert.ts";
 export { type EdsgMode } from "./src/quantize/nearest.ts";
 export { type FileFingerprint } from "./src/pipeline/file_hash.ts";
 export { FisherAccumulator, type LinearStats } from "./src/calibrate/accumulator.ts";
 export { type FisherKind, type SensitivityKind } from "./src/allocate/sensitivity.ts";
 export { type FisherMetadata } from "./src/calibrate/fisher_file.ts";
-export { type FisherMetric, type GpuUse, type LayerResult, type LayerStatistics } from "./src/quantize/types.ts";
+export {
+  type FisherMetric,
+  type GpuUse,
+  type LayerResult,
+  type LayerStatistics,
+} from "./src/quantize/types.ts";
 export { type GgufWriteOptions } from "./src/formats/gguf_writer.ts";
 export { type GpuRunOptions, type GpuRunResult } from "./src/model/gpu_backward.ts";
 export { type HfWriteOptions } from "./src/formats/hf_writer.ts";
 export { type LayerFisherStats } from "./src/allocate/fisher_source.ts";
-export { MANIFEST_FORMAT, MANIFEST_VERSION, type RunRecord, type ToolVersions } from "./src/pipeline/manifest.ts";
-export { PLAN_FORMAT, PLAN_VERSION, type PlanBytes, type PlanLayer, type PlanLayerLayout, type PlanScope } from "./src/allocate/plan.ts";
+export {
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  type RunRecord,
+  type ToolVersions,
+} from "./src/pipeline/manifest.ts";
+export {
+  PLAN_FORMAT,
+  PLAN_VERSION,
+  type PlanBytes,
+  type PlanLayer,
+  type PlanLayerLayout,
+  type PlanScope,
+} from "./src/allocate/plan.ts";
 export { type PackedLayers } from "./src/model/model.ts";
 export { type QuantizedLinearArgs } from "./src/ops/quantized_linear.ts";
-export { type QuantizedModelData, type TokenizerText, type UniformLayerDesc, type VqGroupDesc, type VqLayerDesc } from "./src/formats/quantized_types.ts";
+export {
+  type QuantizedModelData,
+  type TokenizerText,
+  type UniformLayerDesc,
+  type VqGroupDesc,
+  type VqLayerDesc,
+} from "./src/formats/quantized_types.ts";
 export { type RdSolverKind } from "./src/allocate/rate_distortion.ts";
 export { type ReportPlan } from "./src/report/report.ts";
 export { type ResolvedPipelineOptions } from "./src/pipeline/options.ts";
@@ -168,7 +256,11 @@ export { type TensorInfo, type TensorToWrite } from "./src/formats/safetensors.t
 export { type TrainModelOptions, type TrainModelResult } from "./src/train/train_model.ts";
 export { type TrainWeights } from "./src/model/gpu_backward_buffers.ts";
 export { type WcsgPlan } from "./src/quantize/plan.ts";
-export { type AverageAccuracy, type ChoiceQuestionScore, type TaskAccuracy } from "./src/eval/choice_metrics.ts";
+export {
+  type AverageAccuracy,
+  type ChoiceQuestionScore,
+  type TaskAccuracy,
+} from "./src/eval/choice_metrics.ts";
 export { type BlockWeights } from "./src/model/gpu_model_buffers.ts";
 export { type CalibratedLinear } from "./src/calibrate/layers.ts";
 export { ChoiceLineError, type QuestionBase } from "./src/data/choice_tasks.ts";

@@ -18,7 +18,12 @@ import { join } from "node:path";
 import { GpuContext } from "../src/gpu/device.ts";
 import { GpuModel } from "../src/model/gpu_model.ts";
 import { loadModel } from "../src/model/load.ts";
-import { BLOCK_LINEARS, expectedTensors, type ModelConfig, tensorNames } from "../src/model/config.ts";
+import {
+  BLOCK_LINEARS,
+  expectedTensors,
+  type ModelConfig,
+  tensorNames,
+} from "../src/model/config.ts";
 import { MemoryWeightStore, type WeightStore } from "../src/model/model.ts";
 import { type LayerDesc, writeQuantizedModel } from "../src/formats/quantized.ts";
 import type { TensorToWrite } from "../src/formats/safetensors.ts";
@@ -69,7 +74,11 @@ function syntheticDense(config: ModelConfig): WeightStore {
 }
 
 /** Writes a quantized file of `config` with random 2-bpw VQ layers and the dense rest. */
-async function syntheticQuantized(config: ModelConfig, dense: WeightStore, path: string): Promise<void> {
+async function syntheticQuantized(
+  config: ModelConfig,
+  dense: WeightStore,
+  path: string,
+): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   const layers: Record<string, LayerDesc> = {};
   const shapes = expectedTensors(config);
@@ -78,7 +87,13 @@ async function syntheticQuantized(config: ModelConfig, dense: WeightStore, path:
     for (const which of BLOCK_LINEARS) {
       const name = tensorNames.linear(l, which), prefix = name.replace(/\.weight$/, "");
       const [rows, cols] = shapes.get(name)!;
-      const spec = { rows, cols, vectorLength: 4, channelOrder: false, groups: [{ rows, sizes: [256] }] };
+      const spec = {
+        rows,
+        cols,
+        vectorLength: 4,
+        channelOrder: false,
+        groups: [{ rows, sizes: [256] }],
+      };
       layers[prefix] = randomVqLayer(spec, seed++, prefix, tensors).layer;
     }
   }
@@ -87,7 +102,12 @@ async function syntheticQuantized(config: ModelConfig, dense: WeightStore, path:
     const data = await dense.read(name);
     tensors[name] = { dtype: "F32", shape: dense.shape(name), data: new Uint8Array(data.buffer) };
   }
-  await writeQuantizedModel(path, { config, layers, tensors, quantization: { method: "synthetic" } });
+  await writeQuantizedModel(path, {
+    config,
+    layers,
+    tensors,
+    quantization: { method: "synthetic" },
+  });
 }
 
 /** One model under test. */
@@ -105,7 +125,9 @@ async function timeSeconds(fn: () => Promise<unknown>): Promise<number> {
 /** Prefill PREFILL_TOKENS tokens from an empty cache. */
 async function prefill(lm: GpuModel): Promise<void> {
   lm.reset();
-  await lm.forward(Array.from({ length: PREFILL_TOKENS }, (_, i) => 1 + (i % 50)), { lastOnly: true });
+  await lm.forward(Array.from({ length: PREFILL_TOKENS }, (_, i) => 1 + (i % 50)), {
+    lastOnly: true,
+  });
 }
 
 /** DECODE_STEPS single-token steps after a 4-token prompt. */
@@ -118,7 +140,14 @@ async function decode(lm: GpuModel): Promise<void> {
 async function buildSubjects(gpu: GpuContext, dir: string): Promise<Subject[]> {
   const stories = await loadModel(STORIES);
   const storiesQ = join(dir, "stories-2bit.safetensors");
-  await quantizeModel(stories, null, { method: "kmeans", bits: 2, out: storiesQ, seed: 1, gpu: null, quiet: true });
+  await quantizeModel(stories, null, {
+    method: "kmeans",
+    bits: 2,
+    out: storiesQ,
+    seed: 1,
+    gpu: null,
+    quiet: true,
+  });
   const storiesQModel = await loadModel(storiesQ);
 
   const dense = syntheticDense(SYNTHETIC);
@@ -127,10 +156,19 @@ async function buildSubjects(gpu: GpuContext, dir: string): Promise<Subject[]> {
   const syntheticQModel = await loadModel(syntheticQ);
 
   return [
-    { label: "stories260K dense f32", lm: await GpuModel.create(gpu, stories.config, stories.weights) },
-    { label: "stories260K kmeans 2 bpw", lm: await GpuModel.create(gpu, storiesQModel.config, storiesQModel.weights) },
+    {
+      label: "stories260K dense f32",
+      lm: await GpuModel.create(gpu, stories.config, stories.weights),
+    },
+    {
+      label: "stories260K kmeans 2 bpw",
+      lm: await GpuModel.create(gpu, storiesQModel.config, storiesQModel.weights),
+    },
     { label: "synthetic 8x2048 dense f32", lm: await GpuModel.create(gpu, SYNTHETIC, dense) },
-    { label: "synthetic 8x2048 VQ 2 bpw", lm: await GpuModel.create(gpu, SYNTHETIC, syntheticQModel.weights) },
+    {
+      label: "synthetic 8x2048 VQ 2 bpw",
+      lm: await GpuModel.create(gpu, SYNTHETIC, syntheticQModel.weights),
+    },
   ];
 }
 
@@ -139,12 +177,20 @@ if (import.meta.main) {
   const dir = await Deno.makeTempDir();
   const subjects = await buildSubjects(gpu, dir);
   console.log(`adapter: ${gpu.adapterName}`);
-  console.log("| model | GPU weight MiB | prefill tokens/s | decode tokens/s | decode weight GB/s |");
+  console.log(
+    "| model | GPU weight MiB | prefill tokens/s | decode tokens/s | decode weight GB/s |",
+  );
   console.log("| --- | ---: | ---: | ---: | ---: |");
   for (const { label, lm } of subjects) {
     await decode(lm); // warm-up: pipelines compile on first use
-    const prefillSeconds = Math.min(await timeSeconds(() => prefill(lm)), await timeSeconds(() => prefill(lm)));
-    const decodeSeconds = Math.min(await timeSeconds(() => decode(lm)), await timeSeconds(() => decode(lm)));
+    const prefillSeconds = Math.min(
+      await timeSeconds(() => prefill(lm)),
+      await timeSeconds(() => prefill(lm)),
+    );
+    const decodeSeconds = Math.min(
+      await timeSeconds(() => decode(lm)),
+      await timeSeconds(() => decode(lm)),
+    );
     // The decode timing includes one 4-token prompt; it is small next to the steps.
     const decodeRate = DECODE_STEPS / decodeSeconds;
     const mib = lm.weightBytes / 2 ** 20;
@@ -160,7 +206,15 @@ if (import.meta.main) {
   const gpu = await GpuContext.create();
   const subjects = await buildSubjects(gpu, await Deno.makeTempDir());
   for (const { label, lm } of subjects) {
-    Deno.bench(`${label} prefill ${PREFILL_TOKENS} tokens`, { n: 3, warmup: 1 }, async () => await prefill(lm));
-    Deno.bench(`${label} decode ${DECODE_STEPS} tokens`, { n: 3, warmup: 1 }, async () => await decode(lm));
+    Deno.bench(
+      `${label} prefill ${PREFILL_TOKENS} tokens`,
+      { n: 3, warmup: 1 },
+      async () => await prefill(lm),
+    );
+    Deno.bench(
+      `${label} decode ${DECODE_STEPS} tokens`,
+      { n: 3, warmup: 1 },
+      async () => await decode(lm),
+    );
   }
 }

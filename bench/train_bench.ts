@@ -26,18 +26,36 @@ const CONFIG: ModelConfig = {
   qkvBias: false,
 };
 const params = initParams(CONFIG, 1);
-const batch = [0, 1].map((b) => Int32Array.from({ length: 128 }, (_, t) => (b * 977 + t * 131) % CONFIG.vocabSize));
+const batch = [0, 1].map((b) =>
+  Int32Array.from({ length: 128 }, (_, t) => (b * 977 + t * 131) % CONFIG.vocabSize)
+);
 
 const reference = await ReferenceGradientEngine.create(CONFIG, params);
-Deno.bench({ name: "reference engine: 2 x 128 tokens, all gradients", group: "train", n: 2, warmup: 1 }, async () => {
+Deno.bench({
+  name: "reference engine: 2 x 128 tokens, all gradients",
+  group: "train",
+  n: 2,
+  warmup: 1,
+}, async () => {
   await reference.gradients(batch);
 });
 
 const gpu = await GpuContext.create();
 const engine = await GpuGradientEngine.create(gpu, CONFIG, params);
-Deno.bench({ name: "WebGPU engine: 2 x 128 tokens, all gradients", group: "train", baseline: true, n: 4, warmup: 1 }, async () => {
+Deno.bench({
+  name: "WebGPU engine: 2 x 128 tokens, all gradients",
+  group: "train",
+  baseline: true,
+  n: 4,
+  warmup: 1,
+}, async () => {
   await engine.gradients(batch);
 });
-Deno.bench({ name: "WebGPU engine: setWeights of all 4.5 M parameters", group: "upload", n: 10, warmup: 1 }, async () => {
+Deno.bench({
+  name: "WebGPU engine: setWeights of all 4.5 M parameters",
+  group: "upload",
+  n: 10,
+  warmup: 1,
+}, async () => {
   await engine.setWeights(params);
 });

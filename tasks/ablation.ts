@@ -109,8 +109,14 @@ async function main(argv: string[]): Promise<void> {
     },
   });
   if (values.help) return console.log(HELP);
-  if (!values.model || !values.fisher || !values["out-dir"]) throw new UsageError("Missing --model, --fisher or --out-dir (see --help)");
-  if (values.scope !== "layer" && values.scope !== "model") throw new UsageError(`Invalid --scope ${JSON.stringify(values.scope)}: expected layer or model`);
+  if (!values.model || !values.fisher || !values["out-dir"]) {
+    throw new UsageError("Missing --model, --fisher or --out-dir (see --help)");
+  }
+  if (values.scope !== "layer" && values.scope !== "model") {
+    throw new UsageError(
+      `Invalid --scope ${JSON.stringify(values.scope)}: expected layer or model`,
+    );
+  }
 
   const budgets = values.bits.split(",").map((b) => positive("--bits", b));
   const groups = positive("--groups", values.groups);
@@ -120,28 +126,61 @@ async function main(argv: string[]): Promise<void> {
   const engine = parseEngine(values.engine);
   const quiet = values.quiet;
   const outDir = values["out-dir"];
-  if (![2, 4, 6, 8].includes(vectorLength)) throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
+  if (![2, 4, 6, 8].includes(vectorLength)) {
+    throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
+  }
   await checkOutputPath(outDir, [values.model, values.fisher], "--out-dir");
   await Deno.mkdir(outDir, { recursive: true });
 
   const model = await loadModel(values.model);
   const ref = await createCausalLM(model, engine);
-  const sampling = new Progress("sample held-out tokens", positive("--eval-tokens", values["eval-tokens"]), { quiet, unit: "tokens" });
-  const heldOut = await sampleTokenStream(ref, { tokens: sampling.total, windowLength: ctx, seed: positive("--eval-seed", values["eval-seed"]), progress: sampling });
+  const sampling = new Progress(
+    "sample held-out tokens",
+    positive("--eval-tokens", values["eval-tokens"]),
+    { quiet, unit: "tokens" },
+  );
+  const heldOut = await sampleTokenStream(ref, {
+    tokens: sampling.total,
+    windowLength: ctx,
+    seed: positive("--eval-seed", values["eval-seed"]),
+    progress: sampling,
+  });
   sampling.finish();
 
   const rows: Row[] = [];
   const fullPrecision = await evaluate(ref, heldOut, { ctx });
   for (const bits of budgets) {
     const scope = values.scope as PlanScope;
-    const plan = await makePlan(values.model, values.fisher, { bits, groups, vectorLength, scope, quiet });
+    const plan = await makePlan(values.model, values.fisher, {
+      bits,
+      groups,
+      vectorLength,
+      scope,
+      quiet,
+    });
     await writePlan(join(outDir, `plan_${bits}.json`), plan);
-    const single = await makePlan(values.model, values.fisher, { bits, groups: 1, vectorLength, scope, quiet });
+    const single = await makePlan(values.model, values.fisher, {
+      bits,
+      groups: 1,
+      vectorLength,
+      scope,
+      quiet,
+    });
     await writePlan(join(outDir, `plan_${bits}_1group.json`), single);
-    const searched = await makePlan(values.model, values.fisher, { bits, groups, vectorLength, scope, quiet, searchGroups: true });
+    const searched = await makePlan(values.model, values.fisher, {
+      bits,
+      groups,
+      vectorLength,
+      scope,
+      quiet,
+      searchGroups: true,
+    });
     await writePlan(join(outDir, `plan_${bits}_searched.json`), searched);
     for (const variant of VARIANTS) {
-      const out = join(outDir, `rsavq_${bits}_${variant.name.replace(/[^a-z]+/gi, "_")}.safetensors`);
+      const out = join(
+        outDir,
+        `rsavq_${bits}_${variant.name.replace(/[^a-z]+/gi, "_")}.safetensors`,
+      );
       const plans = { none: null, wcsg: plan, single, searched };
       const stats = await openStatistics(values.fisher);
       const quantized = await quantizeModel(model, stats, {
@@ -162,15 +201,36 @@ async function main(argv: string[]): Promise<void> {
       lm.dispose();
       qModel.weights.close();
       rows.push({ bits, variant: variant.name, bpw: quantized.bpw, result });
-      if (!quiet) console.error(`${bits} bits ${variant.name}: ${quantized.bpw.toFixed(4)} bpw, ppl ${result.ppl.toFixed(4)}, kld ${result.kld_mean!.toFixed(5)}`);
+      if (!quiet) {
+        console.error(
+          `${bits} bits ${variant.name}: ${quantized.bpw.toFixed(4)} bpw, ppl ${
+            result.ppl.toFixed(4)
+          }, kld ${result.kld_mean!.toFixed(5)}`,
+        );
+      }
     }
   }
   ref.dispose();
   model.weights.close();
-  console.log(table(rows, fullPrecision, { model: values.model, fisher: values.fisher, heldOut: heldOut.length, seed: values["eval-seed"], ctx, lambda, groups, scope: values.scope }));
+  console.log(
+    table(rows, fullPrecision, {
+      model: values.model,
+      fisher: values.fisher,
+      heldOut: heldOut.length,
+      seed: values["eval-seed"],
+      ctx,
+      lambda,
+      groups,
+      scope: values.scope,
+    }),
+  );
 }
 
-async function makePlan(modelPath: string, fisher: string, options: AllocateOptions): Promise<Plan> {
+async function makePlan(
+  modelPath: string,
+  fisher: string,
+  options: AllocateOptions,
+): Promise<Plan> {
   const model = await loadModel(modelPath);
   const stats = await openFisherStats(fisher);
   try {
@@ -183,7 +243,9 @@ async function makePlan(modelPath: string, fisher: string, options: AllocateOpti
 
 function positive(flag: string, text: string): number {
   const value = Number(text);
-  if (!(value > 0) || !Number.isFinite(value)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a positive number`);
+  if (!(value > 0) || !Number.isFinite(value)) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a positive number`);
+  }
   return value;
 }
 
@@ -196,7 +258,9 @@ function table(rows: Row[], fp: EvalResult, info: Record<string, string | number
     "| ---- | ------- | --- | --- | -------- | ------- | --------------- |",
     `| 32 | full precision | 32 | ${fp.ppl.toFixed(4)} | 0 | 0 | 1 |`,
     ...rows.map((r) =>
-      `| ${r.bits} | ${r.variant} | ${r.bpw.toFixed(4)} | ${r.result.ppl.toFixed(4)} | ${r.result.kld_mean!.toFixed(5)} ± ${r.result.kld_stderr!.toFixed(5)} | ` +
+      `| ${r.bits} | ${r.variant} | ${r.bpw.toFixed(4)} | ${r.result.ppl.toFixed(4)} | ${
+        r.result.kld_mean!.toFixed(5)
+      } ± ${r.result.kld_stderr!.toFixed(5)} | ` +
       `${r.result.kld_p99!.toFixed(4)} | ${r.result.top1_agreement!.toFixed(4)} |`
     ),
   ];

@@ -15,7 +15,8 @@ import { UsageError } from "../src/errors.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 
-const HELP = `Usage: deno task allocate --model PATH --fisher FILE --bits B --out plan.json [options]
+const HELP =
+  `Usage: deno task allocate --model PATH --fisher FILE --bits B --out plan.json [options]
 
 Gives every output channel of every block linear layer a sensitivity from the Fisher
 statistics, sorts the channels by it, splits them into groups and picks each group's
@@ -79,13 +80,29 @@ function parse(argv: string[]): AllocateArgs | null {
   });
   if (values.help) return null;
 
-  if (!values.model) throw new UsageError("Missing --model: pass the checkpoint the statistics were computed on (see --help)");
-  if (!values.fisher) throw new UsageError("Missing --fisher: pass the statistics file from deno task calibrate");
-  if (!values.bits) throw new UsageError("Missing --bits: pass the budget in bits per weight, for example --bits 2");
-  if (!values.out) throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
+  if (!values.model) {
+    throw new UsageError(
+      "Missing --model: pass the checkpoint the statistics were computed on (see --help)",
+    );
+  }
+  if (!values.fisher) {
+    throw new UsageError("Missing --fisher: pass the statistics file from deno task calibrate");
+  }
+  if (!values.bits) {
+    throw new UsageError(
+      "Missing --bits: pass the budget in bits per weight, for example --bits 2",
+    );
+  }
+  if (!values.out) {
+    throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
+  }
 
   const bits = Number(values.bits);
-  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${JSON.stringify(values.bits)}: expected bits per weight in (0, 16]`);
+  if (!(bits > 0 && bits <= 16)) {
+    throw new UsageError(
+      `Invalid --bits ${JSON.stringify(values.bits)}: expected bits per weight in (0, 16]`,
+    );
+  }
   const vectorLength = integer("--vector-length", values["vector-length"], 1);
   if (![2, 4, 6, 8].includes(vectorLength)) {
     throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
@@ -116,12 +133,16 @@ function parse(argv: string[]): AllocateArgs | null {
 
 function integer(flag: string, text: string, min: number): number {
   const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
+  }
   return value;
 }
 
 function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(text)) throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(", ")}`);
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(", ")}`);
+  }
   return text as T;
 }
 
@@ -135,7 +156,11 @@ async function run(args: AllocateArgs): Promise<void> {
       await writePlan(args.out, plan);
       if (args.explain) console.log(explainPlan(plan));
       if (!args.options.quiet) {
-        console.error(`${args.out}: ${Object.keys(plan.layers).length} layers, ${plan.bpw.toFixed(4)} bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, codebook scope ${plan.codebookScope}, solver ${plan.solver})`);
+        console.error(
+          `${args.out}: ${Object.keys(plan.layers).length} layers, ${
+            plan.bpw.toFixed(4)
+          } bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, codebook scope ${plan.codebookScope}, solver ${plan.solver})`,
+        );
       }
     } finally {
       stats.close();

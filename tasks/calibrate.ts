@@ -132,7 +132,9 @@ async function run(args: CalibrateArgs): Promise<void> {
   try {
     sampleEngine = parseEngine(args.sampleEngine ?? args.engine);
   } catch {
-    throw new UsageError(`Invalid --sample-engine ${JSON.stringify(args.sampleEngine)}: expected gpu or reference`);
+    throw new UsageError(
+      `Invalid --sample-engine ${JSON.stringify(args.sampleEngine)}: expected gpu or reference`,
+    );
   }
   if (!(args.checkpointSeconds > 0)) {
     throw new UsageError(

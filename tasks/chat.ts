@@ -33,8 +33,15 @@ Options:
 
 function positiveNumber(flag: string, text: string, integer: boolean): number {
   const value = Number(text);
-  if (text.trim() === "" || !Number.isFinite(value) || value < 0 || (integer && !Number.isSafeInteger(value))) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a non-negative ${integer ? "integer" : "number"}`);
+  if (
+    text.trim() === "" || !Number.isFinite(value) || value < 0 ||
+    (integer && !Number.isSafeInteger(value))
+  ) {
+    throw new UsageError(
+      `Invalid ${flag} ${JSON.stringify(text)}: expected a non-negative ${
+        integer ? "integer" : "number"
+      }`,
+    );
   }
   return value;
 }
@@ -60,10 +67,14 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  if (!values.model) throw new UsageError("Missing --model: pass a checkpoint with a tokenizer (see --help)");
+  if (!values.model) {
+    throw new UsageError("Missing --model: pass a checkpoint with a tokenizer (see --help)");
+  }
   const engine = parseEngine(values.engine!);
   const topP = positiveNumber("--top-p", values["top-p"]!, false);
-  if (!(topP > 0 && topP <= 1)) throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
+  if (!(topP > 0 && topP <= 1)) {
+    throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
+  }
 
   const model = await loadModel(values.model);
   let template = model.chatTemplate;
@@ -77,7 +88,9 @@ async function main(): Promise<void> {
   }
   if (!model.tokenizer) {
     model.weights.close();
-    throw new UsageError(`${values.model} has no tokenizer, so it cannot chat: use deno task generate --tokens`);
+    throw new UsageError(
+      `${values.model} has no tokenizer, so it cannot chat: use deno task generate --tokens`,
+    );
   }
   if (!template) {
     model.weights.close();
@@ -117,10 +130,18 @@ async function main(): Promise<void> {
       try {
         const reply = await chat.send(text, write);
         write("\n");
-        if (reply.droppedMessages) console.error(`(dropped ${reply.droppedMessages} earlier messages to fit the context)`);
-        if (reply.stats.stopReason === "context-end") console.error("(the reply filled the context and was cut off)");
+        if (reply.droppedMessages) {
+          console.error(`(dropped ${reply.droppedMessages} earlier messages to fit the context)`);
+        }
+        if (reply.stats.stopReason === "context-end") {
+          console.error("(the reply filled the context and was cut off)");
+        }
         if (!values.quiet) {
-          console.error(`(${reply.stats.generatedTokens} tokens at ${reply.stats.decodeTokensPerSecond.toFixed(1)} tokens/s)`);
+          console.error(
+            `(${reply.stats.generatedTokens} tokens at ${
+              reply.stats.decodeTokensPerSecond.toFixed(1)
+            } tokens/s)`,
+          );
         }
       } catch (err) {
         if (!(err instanceof UsageError)) throw err;

@@ -113,12 +113,16 @@ function parse(argv: string[]) {
     quantize: {
       vectorLength: optional(values["vector-length"], (v) => {
         const length = integer("--vector-length", v, 1);
-        if (![2, 4, 6, 8].includes(length)) throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+        if (![2, 4, 6, 8].includes(length)) {
+          throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+        }
         return length;
       }),
       codebookScope: optional(values["codebook-scope"], (v) => {
         if (!["layer", "block", "type", "model"].includes(v)) {
-          throw new UsageError(`Invalid --codebook-scope ${v}: expected layer, block, type or model`);
+          throw new UsageError(
+            `Invalid --codebook-scope ${v}: expected layer, block, type or model`,
+          );
         }
         return v as "layer" | "block" | "type" | "model";
       }),

@@ -115,18 +115,26 @@ async function main(): Promise<void> {
   for (const flag of ["model", "method", "out"] as const) {
     if (!values[flag]) throw new UsageError(`--${flag} is required (see --help)`);
   }
-  if (!values.bits && !values.plan) throw new UsageError("--bits is required without --plan (see --help)");
+  if (!values.bits && !values.plan) {
+    throw new UsageError("--bits is required without --plan (see --help)");
+  }
 
   const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
   await checkOutputPath(values.out!, [values.model, values.fisher, values.plan]);
   const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const bits = planBits(plan, values.bits, values.plan);
-  if (!(bits > 0 && bits <= 16)) throw new UsageError(`Invalid --bits ${bits}: expected bits per weight in (0, 16]`);
+  if (!(bits > 0 && bits <= 16)) {
+    throw new UsageError(`Invalid --bits ${bits}: expected bits per weight in (0, 16]`);
+  }
   if (values["group-size"] && method !== "rtn" && method !== "gptq") {
-    throw new UsageError(`--group-size sets the scale groups of rtn and gptq; ${method} keeps one scale per output channel: drop --group-size`);
+    throw new UsageError(
+      `--group-size sets the scale groups of rtn and gptq; ${method} keeps one scale per output channel: drop --group-size`,
+    );
   }
   if (plan && values["vector-length"]) {
-    throw new UsageError("--plan fixes the vector length of every layer: drop --vector-length, or allocate a new plan with it");
+    throw new UsageError(
+      "--plan fixes the vector length of every layer: drop --vector-length, or allocate a new plan with it",
+    );
   }
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
@@ -149,7 +157,11 @@ async function main(): Promise<void> {
       // A plan fixes the codebook scope it was allocated for; a different --codebook-scope is an error.
       codebookScope: plan
         ? planCodebookScope(plan, values["codebook-scope"])
-        : oneOf<CodebookScopeOption>("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPE_OPTIONS),
+        : oneOf<CodebookScopeOption>(
+          "--codebook-scope",
+          values["codebook-scope"],
+          CODEBOOK_SCOPE_OPTIONS,
+        ),
       groupSize: number("--group-size", values["group-size"]),
       plan,
       lambda: number("--lambda", values.lambda),
@@ -190,15 +202,23 @@ async function main(): Promise<void> {
  * Returns the target bits: the plan's budget with --plan (a different --bits is an error,
  * because the plan's codebook sizes were chosen for its own budget), else --bits.
  */
-function planBits(plan: WcsgPlan | null, bitsText: string | undefined, planPath: string | undefined): number {
+function planBits(
+  plan: WcsgPlan | null,
+  bitsText: string | undefined,
+  planPath: string | undefined,
+): number {
   const budget = (plan as { bits?: unknown } | null)?.bits;
   if (plan && typeof budget === "number") {
     if (bitsText !== undefined && Number(bitsText) !== budget) {
-      throw new UsageError(`--bits ${bitsText} differs from the budget ${budget} that ${planPath} was allocated for: drop --bits, or rerun deno task allocate --bits ${bitsText}`);
+      throw new UsageError(
+        `--bits ${bitsText} differs from the budget ${budget} that ${planPath} was allocated for: drop --bits, or rerun deno task allocate --bits ${bitsText}`,
+      );
     }
     return budget;
   }
-  if (bitsText === undefined) throw new UsageError(`${planPath} records no bits budget: pass --bits`);
+  if (bitsText === undefined) {
+    throw new UsageError(`${planPath} records no bits budget: pass --bits`);
+  }
   return number("--bits", bitsText)!;
 }
 

@@ -81,19 +81,33 @@ function parseCommandLine(argv: string[]): Args | null {
   if (values.help) return null;
   if (!values.out) throw new UsageError("Missing --out: pass the output directory (see --help)");
   const sources = values["data-source"] ?? ["npm"];
-  if (sources.includes("npm") && sources.length > 1) throw new UsageError(`Invalid --data-source: "npm" cannot be combined with files, got ${sources.join(", ")}`);
+  if (sources.includes("npm") && sources.length > 1) {
+    throw new UsageError(
+      `Invalid --data-source: "npm" cannot be combined with files, got ${sources.join(", ")}`,
+    );
+  }
   const engine = values.engine;
-  if (engine !== "gpu" && engine !== "reference") throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  if (engine !== "gpu" && engine !== "reference") {
+    throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
+  }
   const dtype = values.dtype;
-  if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") throw new UsageError(`Invalid --dtype ${dtype}: expected f32, f16 or bf16`);
-  const int = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { integer: true, min });
-  const num = (flag: string, min: number) => parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { min });
+  if (dtype !== "f32" && dtype !== "f16" && dtype !== "bf16") {
+    throw new UsageError(`Invalid --dtype ${dtype}: expected f32, f16 or bf16`);
+  }
+  const int = (flag: string, min: number) =>
+    parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { integer: true, min });
+  const num = (flag: string, min: number) =>
+    parseNumber(`--${flag}`, values[flag as keyof typeof values] as string, { min });
   // Shape errors surface here, before the tokenizer is trained.
   const dim = int("dim", 2), heads = int("heads", 1), kvHeads = int("kv-heads", 1);
   if (dim % heads !== 0 || (dim / heads) % 2 !== 0) {
-    throw new UsageError(`Invalid --dim ${dim} with --heads ${heads}: the head width dim/heads must be an even integer`);
+    throw new UsageError(
+      `Invalid --dim ${dim} with --heads ${heads}: the head width dim/heads must be an even integer`,
+    );
   }
-  if (heads % kvHeads !== 0) throw new UsageError(`Invalid --kv-heads ${kvHeads}: it must divide --heads ${heads}`);
+  if (heads % kvHeads !== 0) {
+    throw new UsageError(`Invalid --kv-heads ${kvHeads}: it must divide --heads ${heads}`);
+  }
   return {
     dataSource: sources[0] === "npm" ? "npm" : sources,
     vocabSize: int("vocab-size", 258),
@@ -121,13 +135,22 @@ function parseCommandLine(argv: string[]): Args | null {
   };
 }
 
-function parseNumber(flag: string, text: string, rule: { integer?: boolean; min?: number }): number {
+function parseNumber(
+  flag: string,
+  text: string,
+  rule: { integer?: boolean; min?: number },
+): number {
   const value = Number(text);
-  const ok = text.trim() !== "" && Number.isFinite(value) && (!rule.integer || Number.isSafeInteger(value)) &&
+  const ok = text.trim() !== "" && Number.isFinite(value) &&
+    (!rule.integer || Number.isSafeInteger(value)) &&
     (rule.min === undefined || value >= rule.min);
   if (!ok) {
     const kind = rule.integer ? "an integer" : "a number";
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${kind}${rule.min !== undefined ? ` of at least ${rule.min}` : ""}`);
+    throw new UsageError(
+      `Invalid ${flag} ${JSON.stringify(text)}: expected ${kind}${
+        rule.min !== undefined ? ` of at least ${rule.min}` : ""
+      }`,
+    );
   }
   return value;
 }
@@ -143,13 +166,19 @@ async function main(): Promise<void> {
   try {
     r = await trainModel({
       ...options,
-      createEngine: gpu ? (config, params) => GpuGradientEngine.create(gpu, config, params) : undefined,
+      createEngine: gpu
+        ? (config, params) => GpuGradientEngine.create(gpu, config, params)
+        : undefined,
     });
   } finally {
     gpu?.destroy();
   }
   if (!options.quiet && r.heldOut) {
-    console.error(`wrote ${options.out}: ${r.step} steps, ${r.tokensPerSecond.toFixed(1)} tokens/s, held-out perplexity ${Math.exp(r.heldOut.loss).toFixed(2)}`);
+    console.error(
+      `wrote ${options.out}: ${r.step} steps, ${
+        r.tokensPerSecond.toFixed(1)
+      } tokens/s, held-out perplexity ${Math.exp(r.heldOut.loss).toFixed(2)}`,
+    );
   }
 }
 

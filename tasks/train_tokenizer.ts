@@ -41,17 +41,35 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  if (!values.out) throw new UsageError("Missing --out: pass the tokenizer.json path to write (see --help)");
+  if (!values.out) {
+    throw new UsageError("Missing --out: pass the tokenizer.json path to write (see --help)");
+  }
   const vocabSize = Number(values["vocab-size"]), minFrequency = Number(values["min-frequency"]);
-  if (!Number.isSafeInteger(vocabSize)) throw new UsageError(`Invalid --vocab-size ${JSON.stringify(values["vocab-size"])}: expected an integer`);
-  if (!Number.isSafeInteger(minFrequency) || minFrequency < 1) throw new UsageError(`Invalid --min-frequency ${JSON.stringify(values["min-frequency"])}: expected an integer of at least 1`);
+  if (!Number.isSafeInteger(vocabSize)) {
+    throw new UsageError(
+      `Invalid --vocab-size ${JSON.stringify(values["vocab-size"])}: expected an integer`,
+    );
+  }
+  if (!Number.isSafeInteger(minFrequency) || minFrequency < 1) {
+    throw new UsageError(
+      `Invalid --min-frequency ${
+        JSON.stringify(values["min-frequency"])
+      }: expected an integer of at least 1`,
+    );
+  }
   const sources = values["data-source"] ?? ["npm"];
   await checkOutputPath(values.out, sources);
-  const docs = sources.length === 1 && sources[0] === "npm" ? await loadNpmCorpus() : await loadTextFiles(sources);
+  const docs = sources.length === 1 && sources[0] === "npm"
+    ? await loadNpmCorpus()
+    : await loadTextFiles(sources);
   const { train } = splitHeldOut(docs);
   const bpe = trainBpe(train.map((d) => d.text), { vocabSize, minFrequency, quiet: values.quiet });
   await writeTextFileAtomic(values.out, JSON.stringify(bpeTokenizerJson(bpe)));
-  if (!values.quiet) console.error(`wrote ${values.out}: ${bpe.vocab.length} tokens, ${bpe.merges.length} merges from ${train.length} documents`);
+  if (!values.quiet) {
+    console.error(
+      `wrote ${values.out}: ${bpe.vocab.length} tokens, ${bpe.merges.length} merges from ${train.length} documents`,
+    );
+  }
 }
 
 if (import.meta.main) {

@@ -37,7 +37,10 @@ function randomFixture(rng: Rng, shapes: [number, number][]): Fixture {
 }
 
 function allocate(f: Fixture, options: AllocateOptions): Promise<Plan> {
-  return allocateBits(memoryFisherStats("mem", f.stats), new MemoryWeightStore("mem", f.weights), { quiet: true, ...options });
+  return allocateBits(memoryFisherStats("mem", f.stats), new MemoryWeightStore("mem", f.weights), {
+    quiet: true,
+    ...options,
+  });
 }
 
 /**
@@ -92,7 +95,10 @@ Deno.test("allocateBits never exceeds the budget", async () => {
       // The budget is unreachable only when even all-smallest codebooks exceed it.
       assert.ok(err instanceof UsageError, `${label}: ${err}`);
       const minimum = Number(/at least ([\d.]+) bits/.exec(err.message)?.[1]);
-      assert.ok(minimum > options.bits, `${label}: claimed minimum ${minimum} is within the budget`);
+      assert.ok(
+        minimum > options.bits,
+        `${label}: claimed minimum ${minimum} is within the budget`,
+      );
       continue;
     }
     feasible++;
@@ -116,11 +122,16 @@ Deno.test("allocateBits model scope spends exactly what it reports", async () =>
     const model = await allocate(f, { bits, scope: "model" });
     const layer = await allocate(f, { bits, scope: "layer" });
     assert.equal(recomputedBpw(model), model.bpw);
-    for (const [name, l] of Object.entries(model.layers)) assert.equal(recomputedBpw(model, [name]), l.bpw);
+    for (const [name, l] of Object.entries(model.layers)) {
+      assert.equal(recomputedBpw(model, [name]), l.bpw);
+    }
     assert.ok(model.bpw <= bits);
     assert.equal(model.solver, "exact");
     // The model-wide budget is a relaxation of the per-layer ones, so its modelled distortion is no larger.
-    assert.ok(modelledDistortion(model) <= modelledDistortion(layer) * (1 + 1e-5), `trial ${trial}`);
+    assert.ok(
+      modelledDistortion(model) <= modelledDistortion(layer) * (1 + 1e-5),
+      `trial ${trial}`,
+    );
   }
 });
 
@@ -165,16 +176,31 @@ Deno.test("allocateBits gives equal sensitivities equal rates", async () => {
   for (const scope of ["layer", "model"] as const) {
     for (let trial = 0; trial < 8; trial++) {
       // Model scope ties channels across layers only when the layers are interchangeable.
-      const shapes: [number, number][] = scope === "layer" ? randomShapes(rng, 3).map(([m, n]) => [m, n + 64]) : [[48, 96], [48, 96], [48, 96]];
+      const shapes: [number, number][] = scope === "layer"
+        ? randomShapes(rng, 3).map(([m, n]) => [m, n + 64])
+        : [[48, 96], [48, 96], [48, 96]];
       const f = equalFixture(rng, shapes);
-      const plan = await allocate(f, { bits: 3 + 3 * rng.next(), groups: 1 + rng.nextInt(6), scope, searchGroups: trial % 2 === 1 });
+      const plan = await allocate(f, {
+        bits: 3 + 3 * rng.next(),
+        groups: 1 + rng.nextInt(6),
+        scope,
+        searchGroups: trial % 2 === 1,
+      });
       const rates = new Set<number>();
       for (const [name, layer] of Object.entries(plan.layers)) {
-        const layerRates = new Set(Array.from({ length: layer.rows }, (_, c) => channelBits(plan, name, c)));
-        assert.equal(layerRates.size, 1, `${scope} trial ${trial}: ${name} rates ${[...layerRates]}`);
+        const layerRates = new Set(
+          Array.from({ length: layer.rows }, (_, c) => channelBits(plan, name, c)),
+        );
+        assert.equal(
+          layerRates.size,
+          1,
+          `${scope} trial ${trial}: ${name} rates ${[...layerRates]}`,
+        );
         rates.add([...layerRates][0]);
       }
-      if (scope === "model") assert.equal(rates.size, 1, `model trial ${trial}: rates ${[...rates]}`);
+      if (scope === "model") {
+        assert.equal(rates.size, 1, `model trial ${trial}: rates ${[...rates]}`);
+      }
     }
   }
 });
@@ -183,7 +209,10 @@ Deno.test("allocateBits never lowers a channel's bits when its sensitivity doubl
   const rng = new Rng(24);
   let raised = 0;
   for (let trial = 0; trial < 40; trial++) {
-    const f = randomFixture(rng, randomShapes(rng, 1 + rng.nextInt(3)).map(([m, n]) => [m + 8, n + 64]));
+    const f = randomFixture(
+      rng,
+      randomShapes(rng, 1 + rng.nextInt(3)).map(([m, n]) => [m + 8, n + 64]),
+    );
     const options: AllocateOptions = {
       bits: 3.5 + 3 * rng.next(),
       groups: 2 + rng.nextInt(4),
@@ -201,18 +230,31 @@ Deno.test("allocateBits never lowers a channel's bits when its sensitivity doubl
     const ratio = after.layers[name].sensitivity[c] / before.layers[name].sensitivity[c];
     assert.ok(Math.abs(ratio - 2) < 1e-5, `trial ${trial}: sensitivity ratio ${ratio}`);
     const b0 = channelBits(before, name, c), b1 = channelBits(after, name, c);
-    assert.ok(b1 >= b0, `trial ${trial} ${JSON.stringify(options)}: channel ${c} of ${name} went from ${b0} to ${b1} bits`);
+    assert.ok(
+      b1 >= b0,
+      `trial ${trial} ${
+        JSON.stringify(options)
+      }: channel ${c} of ${name} went from ${b0} to ${b1} bits`,
+    );
     if (b1 > b0) raised++;
   }
-  assert.ok(raised > 0, "no trial raised a channel's bits: the test does not exercise the allocation");
+  assert.ok(
+    raised > 0,
+    "no trial raised a channel's bits: the test does not exercise the allocation",
+  );
 });
 
 Deno.test("allocateBits gives more bits to more sensitive groups", async () => {
   const f = randomFixture(new Rng(25), [[128, 96]]);
   const plan = await allocate(f, { bits: 3, groups: 4 });
   const sizes = plan.layers[layerName(0)].groups.map((g) => g.codebookSize);
-  for (let g = 1; g < sizes.length; g++) assert.ok(sizes[g] <= sizes[g - 1], `codebook sizes ${sizes}`);
-  assert.ok(sizes[0] > sizes.at(-1)!, `codebook sizes ${sizes} do not vary with sensitivity spread over decades`);
+  for (let g = 1; g < sizes.length; g++) {
+    assert.ok(sizes[g] <= sizes[g - 1], `codebook sizes ${sizes}`);
+  }
+  assert.ok(
+    sizes[0] > sizes.at(-1)!,
+    `codebook sizes ${sizes} do not vary with sensitivity spread over decades`,
+  );
 });
 
 Deno.test("allocateBits searchGroups trades codebooks for rates", async () => {
@@ -226,8 +268,17 @@ Deno.test("allocateBits searchGroups trades codebooks for rates", async () => {
       const fixed = await allocate(f, { bits, groups: 4, scope });
       const searched = await allocate(f, { bits, groups: 4, scope, searchGroups: true });
       assert.ok(searched.bpw <= bits);
-      assert.ok(modelledDistortion(searched) <= modelledDistortion(fixed) * (1 + 1e-5), `${scope} trial ${trial}: searching made the modelled loss worse`);
-      assert.equal(searched.layers[layerName(1)].groups.length, 1, `${scope} trial ${trial}: near-equal channels kept ${searched.layers[layerName(1)].groups.length} codebooks`);
+      assert.ok(
+        modelledDistortion(searched) <= modelledDistortion(fixed) * (1 + 1e-5),
+        `${scope} trial ${trial}: searching made the modelled loss worse`,
+      );
+      assert.equal(
+        searched.layers[layerName(1)].groups.length,
+        1,
+        `${scope} trial ${trial}: near-equal channels kept ${
+          searched.layers[layerName(1)].groups.length
+        } codebooks`,
+      );
       assert.equal(searched.searchGroups, true);
     }
   }
@@ -237,7 +288,9 @@ Deno.test("allocateBits reports the minimum bits for an unreachable budget", asy
   const f = randomFixture(new Rng(26), [[8, 12]]);
   await assert.rejects(
     () => allocate(f, { bits: 1, groups: 4, vectorLength: 4 }),
-    (err: unknown) => err instanceof UsageError && /at least [\d.]+ bits per weight/.test(err.message) && err.message.includes(layerName(0)),
+    (err: unknown) =>
+      err instanceof UsageError && /at least [\d.]+ bits per weight/.test(err.message) &&
+      err.message.includes(layerName(0)),
   );
 });
 
@@ -293,13 +346,18 @@ Deno.test("allocateBits plan bpw equals the quantized file's bpw on a 64-row lay
       // One group stores no permutation; four store 64 entries of 6 bits (48 bytes).
       assert.equal(desc.channelOrder, groups > 1);
       assert.equal(result.layers[0].bytes.permutation, groups > 1 ? 48 : 0);
-      const names = [`${prefix}.scales`, ...(desc.channelOrder ? [`${prefix}.channel_order`] : []),
-        ...desc.groups.flatMap((g) => g.stages.flatMap((st) => [st.indices, st.codebook]))];
+      const names = [
+        `${prefix}.scales`,
+        ...(desc.channelOrder ? [`${prefix}.channel_order`] : []),
+        ...desc.groups.flatMap((g) => g.stages.flatMap((st) => [st.indices, st.codebook])),
+      ];
       const stored = names.reduce((sum, name) => sum + q.file.info(name).byteLength, 0);
       assert.equal((stored * 8) / (64 * 64), plan.bpw, `${groups} groups: file bytes`);
       // The stored order is the plan's, and the file dequantizes through it.
       if (desc.channelOrder) {
-        const words = new Uint32Array((await q.file.readBytes(`${prefix}.channel_order`)).slice().buffer);
+        const words = new Uint32Array(
+          (await q.file.readBytes(`${prefix}.channel_order`)).slice().buffer,
+        );
         assert.deepEqual(Array.from(unpackChannelOrder(words, 64)), layer.channelOrder);
       }
       assert.equal((await q.weights.read(`${prefix}.weight`)).length, 64 * 64);

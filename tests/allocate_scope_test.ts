@@ -62,7 +62,11 @@ function recomputedBytes(plan: Plan, scope: CodebookScope): number {
       rows: l.rows,
       cols: l.cols,
       vectorLength: l.vectorLength,
-      groups: l.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize, ownsCodebook: scope === "layer" })),
+      groups: l.groups.map((g) => ({
+        rows: g.end - g.start,
+        codebookSize: g.codebookSize,
+        ownsCodebook: scope === "layer",
+      })),
       scales: true,
       permutation: l.groups.length > 1 && l.channelOrder.some((c, i) => c !== i),
     }).total;
@@ -76,7 +80,8 @@ function recomputedBytes(plan: Plan, scope: CodebookScope): number {
   return bytes;
 }
 
-const weightCount = (plan: Plan) => Object.values(plan.layers).reduce((n, l) => n + l.rows * l.cols, 0);
+const weightCount = (plan: Plan) =>
+  Object.values(plan.layers).reduce((n, l) => n + l.rows * l.cols, 0);
 
 Deno.test("allocateBits with any codebook scope never exceeds the budget and shares sizes by rank", async () => {
   const f = fixture(3);
@@ -94,7 +99,9 @@ Deno.test("allocateBits with any codebook scope never exceeds the budget and sha
         const bits8 = Object.values(plan.layers).reduce((n, l) => n + l.bpw * l.rows * l.cols, 0);
         assert.ok(Math.abs(bits8 / weightCount(plan) - plan.bpw) < 1e-9, what);
         for (const group of groupLayersByScope(Object.keys(plan.layers), codebookScope)) {
-          const sizes = group.prefixes.map((p) => plan.layers[p].groups.map((g) => g.codebookSize).join(","));
+          const sizes = group.prefixes.map((p) =>
+            plan.layers[p].groups.map((g) => g.codebookSize).join(",")
+          );
           assert.equal(new Set(sizes).size, 1, `${what}: ${group.key} ${sizes.join(" / ")}`);
           for (const p of group.prefixes) assert.equal(plan.layers[p].groups.length, groups, what);
         }
@@ -104,7 +111,11 @@ Deno.test("allocateBits with any codebook scope never exceeds the budget and sha
 });
 
 Deno.test("allocateBits counts a shared codebook once", async () => {
-  const layers = [0, 1, 2, 3].map((b) => ({ name: `model.layers.${b}.self_attn.q_proj`, rows: 32, cols: 32 }));
+  const layers = [0, 1, 2, 3].map((b) => ({
+    name: `model.layers.${b}.self_attn.q_proj`,
+    rows: 32,
+    cols: 32,
+  }));
   const f = fixture(5, layers, true); // four identical layers
   const bits = 2.5;
   const own = await allocate(f, { bits, groups: 1, codebookScope: "layer" });
@@ -121,7 +132,12 @@ Deno.test("allocateBits counts a shared codebook once", async () => {
   assert.ok(shared.bpw <= bits, `shared ${shared.bpw}`);
   assert.ok(own.bpw <= bits, `own ${own.bpw}`);
   // Its stored bytes: four layers' indices and scales, and the codebook once.
-  const perLayer = vqLayerBytes({ rows: 32, cols: 32, vectorLength: 4, groups: [{ rows: 32, codebookSize: sharedK, ownsCodebook: false }] }).total;
+  const perLayer = vqLayerBytes({
+    rows: 32,
+    cols: 32,
+    vectorLength: 4,
+    groups: [{ rows: 32, codebookSize: sharedK, ownsCodebook: false }],
+  }).total;
   assert.equal(shared.bpw, ((4 * perLayer + codebookBytes(sharedK, 4)) * 8) / (4 * 32 * 32));
 });
 
@@ -136,12 +152,19 @@ Deno.test("allocateBits with the layer codebook scope matches the default", asyn
 
 Deno.test("allocateBits rejects shared codebooks with a per-layer budget or a group search", async () => {
   const f = fixture(9);
-  await assert.rejects(allocate(f, { bits: 3, codebookScope: "block", scope: "layer" }), (e: unknown) =>
-    e instanceof UsageError && e.message.includes("--scope model"));
-  await assert.rejects(allocate(f, { bits: 3, codebookScope: "type", searchGroups: true }), (e: unknown) =>
-    e instanceof UsageError && e.message.includes("--search-groups"));
-  await assert.rejects(allocate(f, { bits: 0.5, codebookScope: "model" }), (e: unknown) =>
-    e instanceof UsageError && /needs at least [\d.]+ bits per weight/.test(e.message));
+  await assert.rejects(
+    allocate(f, { bits: 3, codebookScope: "block", scope: "layer" }),
+    (e: unknown) => e instanceof UsageError && e.message.includes("--scope model"),
+  );
+  await assert.rejects(
+    allocate(f, { bits: 3, codebookScope: "type", searchGroups: true }),
+    (e: unknown) => e instanceof UsageError && e.message.includes("--search-groups"),
+  );
+  await assert.rejects(
+    allocate(f, { bits: 0.5, codebookScope: "model" }),
+    (e: unknown) =>
+      e instanceof UsageError && /needs at least [\d.]+ bits per weight/.test(e.message),
+  );
 });
 
 Deno.test("validatePlan rejects a shared plan whose scope disagrees or whose bpw ignores sharing", async () => {
@@ -149,20 +172,39 @@ Deno.test("validatePlan rejects a shared plan whose scope disagrees or whose bpw
   const copy = () => JSON.parse(JSON.stringify(plan));
   const edited = copy();
   edited.layers["model.layers.1.self_attn.q_proj"].groups[0].codebookSize *= 2;
-  assert.throws(() => validatePlan(edited, "p.json"), (e: unknown) =>
-    e instanceof FormatError && e.message.includes("layers.model.layers.1.self_attn.q_proj.groups"));
+  assert.throws(
+    () => validatePlan(edited, "p.json"),
+    (e: unknown) =>
+      e instanceof FormatError &&
+      e.message.includes("layers.model.layers.1.self_attn.q_proj.groups"),
+  );
   const unshared = copy();
   unshared.codebookScope = "layer"; // same layout, each layer owning its codebooks: more bytes
-  assert.throws(() => validatePlan(unshared, "p.json"), (e: unknown) => e instanceof FormatError && e.message.includes("bpw"));
+  assert.throws(
+    () => validatePlan(unshared, "p.json"),
+    (e: unknown) => e instanceof FormatError && e.message.includes("bpw"),
+  );
   const perLayer = copy();
   perLayer.scope = "layer";
-  assert.throws(() => validatePlan(perLayer, "p.json"), (e: unknown) => e instanceof FormatError && e.message.includes("scope"));
+  assert.throws(
+    () => validatePlan(perLayer, "p.json"),
+    (e: unknown) => e instanceof FormatError && e.message.includes("scope"),
+  );
   // quantize follows the plan's scope and refuses another.
   const wcsg = validateWcsgPlan(copy(), "p.json");
   assert.equal(planCodebookScope(wcsg, undefined), "type");
   assert.equal(planCodebookScope(wcsg, "type"), "type");
-  assert.throws(() => planCodebookScope(wcsg, "model"), (e: unknown) => e instanceof UsageError && e.message.includes("type"));
-  assert.equal(planCodebookScope(validateWcsgPlan({ ...copy(), codebookScope: undefined }, "p.json"), undefined), "layer");
+  assert.throws(
+    () => planCodebookScope(wcsg, "model"),
+    (e: unknown) => e instanceof UsageError && e.message.includes("type"),
+  );
+  assert.equal(
+    planCodebookScope(
+      validateWcsgPlan({ ...copy(), codebookScope: undefined }, "p.json"),
+      undefined,
+    ),
+    "layer",
+  );
 });
 
 Deno.test("allocateBits shared plan bpw equals the rsavq file's bpw on stories260K", async () => {
@@ -217,8 +259,11 @@ Deno.test("allocateBits shared plan bpw equals the rsavq file's bpw on stories26
       for (const prefix of prefixes) {
         const desc = q.layers[prefix];
         assert.ok(desc.kind === "vq");
-        const names = [`${prefix}.scales`, ...(desc.channelOrder ? [`${prefix}.channel_order`] : []),
-          ...desc.groups.flatMap((g) => g.stages.map((st) => st.indices))];
+        const names = [
+          `${prefix}.scales`,
+          ...(desc.channelOrder ? [`${prefix}.channel_order`] : []),
+          ...desc.groups.flatMap((g) => g.stages.map((st) => st.indices)),
+        ];
         stored += names.reduce((n, name) => n + q.file.info(name).byteLength, 0);
       }
       const weights = shapes.reduce((n, s) => n + s.rows * s.cols, 0);

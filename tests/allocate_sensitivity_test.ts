@@ -51,8 +51,14 @@ Deno.test("channelSensitivity trace matches trace(F_c) * var(W_c)", () => {
       traceK += stats.gDiag![c] * stats.aDiag![j];
       traceE += stats.fisherDiag![c * COLS + j];
     }
-    assert.ok(Math.abs(kfac.values[c] - traceK * variance) <= 1e-12 * traceK * variance, `kfac channel ${c}`);
-    assert.ok(Math.abs(empirical.values[c] - traceE * variance) <= 1e-12 * traceE * variance, `empirical channel ${c}`);
+    assert.ok(
+      Math.abs(kfac.values[c] - traceK * variance) <= 1e-12 * traceK * variance,
+      `kfac channel ${c}`,
+    );
+    assert.ok(
+      Math.abs(empirical.values[c] - traceE * variance) <= 1e-12 * traceE * variance,
+      `empirical channel ${c}`,
+    );
   }
   assert.equal(kfac.kind, "trace");
 });
@@ -64,7 +70,9 @@ Deno.test("channelSensitivity gradient matches g_c^T F_c g_c", () => {
   assert.equal(result.kind, "gradient");
   for (let c = 0; c < ROWS; c++) {
     let expected = 0;
-    for (let j = 0; j < COLS; j++) expected += stats.gDiag![c] * stats.aDiag![j] * stats.gradMean![c * COLS + j] ** 2;
+    for (let j = 0; j < COLS; j++) {
+      expected += stats.gDiag![c] * stats.aDiag![j] * stats.gradMean![c * COLS + j] ** 2;
+    }
     assert.ok(Math.abs(result.values[c] - expected) <= 1e-12 * expected, `channel ${c}`);
   }
 });
@@ -96,11 +104,15 @@ Deno.test("channelSensitivity names the missing statistic", () => {
   for (const [change, fisher, field] of cases) {
     assert.throws(
       () => channelSensitivity({ ...stats, source: "stats.safetensors", ...change }, w, { fisher }),
-      (err: unknown) => err instanceof FormatError && err.field === field && err.file === "stats.safetensors",
+      (err: unknown) =>
+        err instanceof FormatError && err.field === field && err.file === "stats.safetensors",
       field,
     );
   }
-  assert.throws(() => channelSensitivity(stats, null, { kind: "trace" }), /needs the layer's weights/);
+  assert.throws(
+    () => channelSensitivity(stats, null, { kind: "trace" }),
+    /needs the layer's weights/,
+  );
 });
 
 Deno.test("openFisherStats reads calibration files", async () => {
@@ -115,7 +127,16 @@ Deno.test("openFisherStats reads calibration files", async () => {
       fisher_diag: randomArray(rng, ROWS * COLS, true),
     };
     const path = join(dir, "fisher.safetensors");
-    const metadata = { model: "m", data: "d", seqLen: 8, sequences: 3, tokens: 24, seed: 1, fullG: false, meanLoss: 1 };
+    const metadata = {
+      model: "m",
+      data: "d",
+      seqLen: 8,
+      sequences: 3,
+      tokens: 24,
+      seed: 1,
+      fullG: false,
+      meanLoss: 1,
+    };
     await writeFisherStats(path, new Map([["model.layers.0.mlp.up_proj", linear]]), metadata);
     const source = await openFisherStats(path);
     try {
@@ -131,8 +152,13 @@ Deno.test("openFisherStats reads calibration files", async () => {
     }
 
     const other = join(dir, "other.safetensors");
-    await writeSafetensors(other, { x: { dtype: "F32", shape: [1], data: new Uint8Array(4) } }, { format: "something" });
-    await assert.rejects(() => openFisherStats(other), (err: unknown) => err instanceof FormatError && err.field === "__metadata__.format");
+    await writeSafetensors(other, { x: { dtype: "F32", shape: [1], data: new Uint8Array(4) } }, {
+      format: "something",
+    });
+    await assert.rejects(
+      () => openFisherStats(other),
+      (err: unknown) => err instanceof FormatError && err.field === "__metadata__.format",
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -93,13 +93,25 @@ Deno.test("allocate task shares codebooks with --codebook-scope", async () => {
     const fisher = join(dir, "fisher.safetensors");
     await writeStoriesStats(fisher);
     const out = join(dir, "plan.json");
-    const args = ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--scope", "model", "--groups", "2"];
+    const args = [
+      "--model",
+      STORIES_260K,
+      "--fisher",
+      fisher,
+      "--bits",
+      "2",
+      "--scope",
+      "model",
+      "--groups",
+      "2",
+    ];
     const result = await runTask([...args, "--codebook-scope", "type", "--quiet", "--out", out]);
     assert.equal(result.code, 0, result.stderr);
     const plan = await readPlan(out);
     assert.equal(plan.codebookScope, "type");
     assert.ok(plan.bpw <= 2, `bpw ${plan.bpw}`);
-    const sizes = (block: number) => plan.layers[`model.layers.${block}.mlp.down_proj`].groups.map((g) => g.codebookSize);
+    const sizes = (block: number) =>
+      plan.layers[`model.layers.${block}.mlp.down_proj`].groups.map((g) => g.codebookSize);
     assert.deepEqual(sizes(1), sizes(0));
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -132,11 +144,33 @@ Deno.test("allocate task fails in one line", async () => {
         out,
       ], /Invalid --scope "block"/],
       [
-        ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--codebook-scope", "block", "--out", out],
+        [
+          "--model",
+          STORIES_260K,
+          "--fisher",
+          fisher,
+          "--bits",
+          "2",
+          "--codebook-scope",
+          "block",
+          "--out",
+          out,
+        ],
         /--scope layer cannot hold .* --scope model/,
       ],
       [
-        ["--model", STORIES_260K, "--fisher", fisher, "--bits", "2", "--codebook-scope", "row", "--out", out],
+        [
+          "--model",
+          STORIES_260K,
+          "--fisher",
+          fisher,
+          "--bits",
+          "2",
+          "--codebook-scope",
+          "row",
+          "--out",
+          out,
+        ],
         /Invalid --codebook-scope "row": expected layer, block, type, model/,
       ],
       [[
@@ -171,16 +205,42 @@ Deno.test("quantize task follows a plan's budget and scope", async () => {
     await writeStoriesStats(fisher);
     const plan = join(dir, "plan.json");
     const allocated = await runTask([
-      "--model", STORIES_260K, "--fisher", fisher, "--bits", "3", "--scope", "model",
-      "--groups", "1", "--codebook-scope", "block", "--quiet", "--out", plan,
+      "--model",
+      STORIES_260K,
+      "--fisher",
+      fisher,
+      "--bits",
+      "3",
+      "--scope",
+      "model",
+      "--groups",
+      "1",
+      "--codebook-scope",
+      "block",
+      "--quiet",
+      "--out",
+      plan,
     ]);
     assert.equal(allocated.code, 0, allocated.stderr);
     const quantize = (extra: string[]) =>
       new Deno.Command(Deno.execPath(), {
         args: [
-          "run", "-A", fileURLToPath(new URL("../tasks/quantize.ts", import.meta.url)),
-          "--model", STORIES_260K, "--fisher", fisher, "--method", "rsavq", "--plan", plan,
-          "--iterations", "2", "--out", join(dir, "q.safetensors"), ...extra,
+          "run",
+          "-A",
+          fileURLToPath(new URL("../tasks/quantize.ts", import.meta.url)),
+          "--model",
+          STORIES_260K,
+          "--fisher",
+          fisher,
+          "--method",
+          "rsavq",
+          "--plan",
+          plan,
+          "--iterations",
+          "2",
+          "--out",
+          join(dir, "q.safetensors"),
+          ...extra,
         ],
         stdout: "piped",
         stderr: "piped",
@@ -194,11 +254,13 @@ Deno.test("quantize task follows a plan's budget and scope", async () => {
     assert.match(stderr, new RegExp(`rsavq: ${expected} bpw \\(target 3\\)`));
     assert.match(stderr, /block scope/);
 
-    for (const [extra, message] of [
-      [["--bits", "2"], /differs from the budget 3/],
-      [["--codebook-scope", "model"], /differs from the plan's codebook scope block/],
-      [["--vector-length", "2"], /--plan fixes the vector length/],
-    ] as const) {
+    for (
+      const [extra, message] of [
+        [["--bits", "2"], /differs from the budget 3/],
+        [["--codebook-scope", "model"], /differs from the plan's codebook scope block/],
+        [["--vector-length", "2"], /--plan fixes the vector length/],
+      ] as const
+    ) {
       const rejected = await quantize([...extra]);
       assert.equal(rejected.code, 1, extra.join(" "));
       assert.match(new TextDecoder().decode(rejected.stderr), message);

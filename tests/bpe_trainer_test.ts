@@ -29,7 +29,11 @@ Deno.test("trainBpe writes a tokenizer.json that @huggingface/tokenizers loads a
     assert.equal(ids.length, vocabSize);
     assert.equal(Math.max(...ids), vocabSize - 1);
     assert.equal(lib.token_to_id(END_OF_TEXT), 0);
-    const tok = HfTokenizer.fromJson(json, { bos_token: END_OF_TEXT, eos_token: END_OF_TEXT }, "mem");
+    const tok = HfTokenizer.fromJson(
+      json,
+      { bos_token: END_OF_TEXT, eos_token: END_OF_TEXT },
+      "mem",
+    );
     assert.equal(tok.vocabSize, vocabSize);
     assert.equal(tok.bosId, 0);
   }
@@ -40,7 +44,10 @@ Deno.test("trainBpe tokenizer round-trips text exactly, unseen bytes included", 
   const tok = HfTokenizer.fromJson(json, {}, "mem");
   for (const text of ROUND_TRIP_CASES) {
     const ids = tok.encode(text);
-    assert.ok(ids.every((id) => id > 0 && id < 600), `special or out-of-range id in ${JSON.stringify(text)}`);
+    assert.ok(
+      ids.every((id) => id > 0 && id < 600),
+      `special or out-of-range id in ${JSON.stringify(text)}`,
+    );
     assert.equal(tok.decode(ids), text);
   }
   // The merges compress English it was not trained on (chapter 10; measured 2.32 characters a token, bytes alone give 1).
@@ -63,13 +70,21 @@ Deno.test("trainBpe merges the most frequent pair first and breaks ties by strin
 Deno.test("trainBpe is deterministic and independent of document order", async () => {
   const texts = await mobyChapters();
   const a = JSON.stringify(bpeTokenizerJson(trainBpe(texts, { vocabSize: 400, quiet: true })));
-  const b = JSON.stringify(bpeTokenizerJson(trainBpe([...texts].reverse(), { vocabSize: 400, quiet: true })));
+  const b = JSON.stringify(
+    bpeTokenizerJson(trainBpe([...texts].reverse(), { vocabSize: 400, quiet: true })),
+  );
   assert.equal(a, b);
 });
 
 Deno.test("trainBpe rejects a size below the base alphabet or out of the text's reach", () => {
-  assert.throws(() => trainBpe(["abc"], { vocabSize: 200, quiet: true }), (e) => e instanceof UsageError && /at least 257/.test(e.message));
-  assert.throws(() => trainBpe(["ab ab"], { vocabSize: 300, quiet: true }), (e) => e instanceof UsageError && /out of reach/.test(e.message));
+  assert.throws(
+    () => trainBpe(["abc"], { vocabSize: 200, quiet: true }),
+    (e) => e instanceof UsageError && /at least 257/.test(e.message),
+  );
+  assert.throws(
+    () => trainBpe(["ab ab"], { vocabSize: 300, quiet: true }),
+    (e) => e instanceof UsageError && /out of reach/.test(e.message),
+  );
 });
 
 Deno.test("loadNpmCorpus and splitHeldOut give a fixed, disjoint held-out split", async () => {
@@ -84,18 +99,27 @@ Deno.test("loadNpmCorpus and splitHeldOut give a fixed, disjoint held-out split"
   // About 5% of the documents, from both sources.
   assert.ok(a.heldOut.length >= 10, `${a.heldOut.length} held out`);
   assert.ok(a.heldOut.length <= 35, `${a.heldOut.length} held out`);
-  assert.ok(a.heldOut.some((d) => d.id.startsWith("moby-dick/")) && a.heldOut.some((d) => d.id.startsWith("sotu/")));
+  assert.ok(
+    a.heldOut.some((d) => d.id.startsWith("moby-dick/")) &&
+      a.heldOut.some((d) => d.id.startsWith("sotu/")),
+  );
 });
 
 Deno.test("loadTextFiles cuts a file into paragraph documents and names a missing file", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const paragraph = "word ".repeat(1000).trim(); // 4999 characters
-    await Deno.writeTextFile(`${dir}/a.txt`, [paragraph, paragraph, paragraph, paragraph].join("\r\n\r\n"));
+    await Deno.writeTextFile(
+      `${dir}/a.txt`,
+      [paragraph, paragraph, paragraph, paragraph].join("\r\n\r\n"),
+    );
     const docs = await loadTextFiles([`${dir}/a.txt`]);
     assert.deepEqual(docs.map((d) => d.id), [`${dir}/a.txt#0`, `${dir}/a.txt#1`]);
     assert.ok(docs.every((d) => !d.text.includes("\r")));
-    await assert.rejects(() => loadTextFiles([`${dir}/missing.txt`]), (e) => e instanceof UsageError && e.message.includes("missing.txt"));
+    await assert.rejects(
+      () => loadTextFiles([`${dir}/missing.txt`]),
+      (e) => e instanceof UsageError && e.message.includes("missing.txt"),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

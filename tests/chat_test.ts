@@ -12,7 +12,8 @@ import { quantizeModel } from "../src/quantize/quantize_model.ts";
 
 // Word-level vocabulary w1..w36 over the tiny model's 37 ids; each message ends with w1,
 // and the generation prompt is w2.
-const TEMPLATE = "{% for m in messages %}{{ m.content }} w1 {% endfor %}{% if add_generation_prompt %}w2{% endif %}";
+const TEMPLATE =
+  "{% for m in messages %}{{ m.content }} w1 {% endfor %}{% if add_generation_prompt %}w2{% endif %}";
 
 async function tinyChatModel(maxSeqLen: number): Promise<string> {
   const config = tinyConfig({ ropeStyle: "half", maxSeqLen, eosIds: [36] });
@@ -32,7 +33,9 @@ async function tinyChatModel(maxSeqLen: number): Promise<string> {
     quiet: true,
     files: {
       "tokenizer.json": new TextEncoder().encode(tokenizerJson),
-      "tokenizer_config.json": new TextEncoder().encode(JSON.stringify({ chat_template: TEMPLATE })),
+      "tokenizer_config.json": new TextEncoder().encode(
+        JSON.stringify({ chat_template: TEMPLATE }),
+      ),
     },
   });
   return dir;
@@ -42,11 +45,21 @@ Deno.test("ChatSession replies as generate does on the rendered prompt", async (
   const model = await loadModel(await tinyChatModel(64));
   const lm = await ReferenceModel.create(model.config, model.weights);
   const tokenizer = model.tokenizer!;
-  const chat = new ChatSession(lm, { template: model.chatTemplate!, tokenizer, temperature: 0, maxReplyTokens: 6 });
+  const chat = new ChatSession(lm, {
+    template: model.chatTemplate!,
+    tokenizer,
+    temperature: 0,
+    maxReplyTokens: 6,
+  });
 
   let streamed = "";
   const first = await chat.send("w3 w4", (piece) => streamed += piece);
-  const prompt = tokenizer.encode(renderChat(TEMPLATE, { messages: [{ role: "user", content: "w3 w4" }], addGenerationPrompt: true }));
+  const prompt = tokenizer.encode(
+    renderChat(TEMPLATE, {
+      messages: [{ role: "user", content: "w3 w4" }],
+      addGenerationPrompt: true,
+    }),
+  );
   const expected = await generate(lm, prompt, { maxTokens: 6, temperature: 0, stopIds: [36] });
   assert.equal(first.text, tokenizer.decode(expected.tokens));
   assert.equal(streamed, first.text);
@@ -61,7 +74,12 @@ Deno.test("ChatSession replies as generate does on the rendered prompt", async (
 Deno.test("ChatSession drops old turns to fit the context", async () => {
   const model = await loadModel(await tinyChatModel(24));
   const lm = await ReferenceModel.create(model.config, model.weights);
-  const chat = new ChatSession(lm, { template: model.chatTemplate!, tokenizer: model.tokenizer!, temperature: 0, maxReplyTokens: 4 });
+  const chat = new ChatSession(lm, {
+    template: model.chatTemplate!,
+    tokenizer: model.tokenizer!,
+    temperature: 0,
+    maxReplyTokens: 4,
+  });
   let dropped = 0;
   for (let turn = 0; turn < 6; turn++) {
     const reply = await chat.send("w3 w4 w5 w6");
@@ -70,14 +88,31 @@ Deno.test("ChatSession drops old turns to fit the context", async () => {
   }
   assert.ok(dropped > 0, "no turns were dropped");
   await assert.rejects(() => chat.send(Array(30).fill("w7").join(" ")), UsageError);
-  assert.equal(chat.messages.at(-1)?.role, "assistant", "a rejected message stays out of the history");
+  assert.equal(
+    chat.messages.at(-1)?.role,
+    "assistant",
+    "a rejected message stays out of the history",
+  );
   model.weights.close();
 });
 
 Deno.test("chat task streams replies from stdin", async () => {
   const dir = await tinyChatModel(64);
   const command = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tasks/chat.ts", "--model", dir, "--engine", "reference", "--temperature", "0", "--max-tokens", "5", "--quiet"],
+    args: [
+      "run",
+      "-A",
+      "tasks/chat.ts",
+      "--model",
+      dir,
+      "--engine",
+      "reference",
+      "--temperature",
+      "0",
+      "--max-tokens",
+      "5",
+      "--quiet",
+    ],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -117,7 +152,12 @@ Deno.test("quantized file carries the tokenizer and chat template", async () => 
 
   // a chat turn runs from the quantized file alone
   const lm = await ReferenceModel.create(quantized.config, quantized.weights);
-  const chat = new ChatSession(lm, { template: quantized.chatTemplate!, tokenizer: quantized.tokenizer, temperature: 0, maxReplyTokens: 4 });
+  const chat = new ChatSession(lm, {
+    template: quantized.chatTemplate!,
+    tokenizer: quantized.tokenizer,
+    temperature: 0,
+    maxReplyTokens: 4,
+  });
   const reply = await chat.send("w3 w4");
   assert.equal(chat.messages.length, 2);
   assert.equal(chat.messages[1].content, reply.text);

@@ -291,8 +291,16 @@ Deno.test("compareQuantizers shares VQ codebooks across a scope", async () => {
       quiet: true,
     });
   const perLayer = await run("layer"), shared = await run("model");
-  const bpw = (rows: typeof perLayer.rows, method: string) => rows.find((r) => r.method === method)!.bpw!;
+  const bpw = (rows: typeof perLayer.rows, method: string) =>
+    rows.find((r) => r.method === method)!.bpw!;
   assert.equal(bpw(shared.rows, "rtn"), bpw(perLayer.rows, "rtn"), "rtn has no codebook to share");
-  assert.notEqual(bpw(shared.rows, "rsavq"), bpw(perLayer.rows, "rsavq"), "one shared codebook changes the budget");
-  assert.ok(bpw(shared.rows, "rsavq") <= 3, `shared-codebook bpw ${bpw(shared.rows, "rsavq")} within the target`);
+  assert.notEqual(
+    bpw(shared.rows, "rsavq"),
+    bpw(perLayer.rows, "rsavq"),
+    "one shared codebook changes the budget",
+  );
+  assert.ok(
+    bpw(shared.rows, "rsavq") <= 3,
+    `shared-codebook bpw ${bpw(shared.rows, "rsavq")} within the target`,
+  );
 });

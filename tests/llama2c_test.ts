@@ -61,7 +61,10 @@ Deno.test("loadLlama2c reports NaN weights with the tensor name", async () => {
   await Deno.writeFile(path, bytes);
   const model = await loadLlama2c(path);
   try {
-    await assert.rejects(() => model.weights.read("model.embed_tokens.weight"), /embed_tokens.*NaN/);
+    await assert.rejects(
+      () => model.weights.read("model.embed_tokens.weight"),
+      /embed_tokens.*NaN/,
+    );
   } finally {
     model.weights.close();
   }

@@ -9,7 +9,10 @@ Deno.test("checkOutputPath rejects an output that is an input", async () => {
   const input = join(dir, "model.bin");
   await Deno.writeTextFile(input, "x");
   await assert.rejects(() => checkOutputPath(input, [input]), UsageError);
-  await assert.rejects(() => checkOutputPath(join(dir, ".", "model.bin"), [input]), /also an input/);
+  await assert.rejects(
+    () => checkOutputPath(join(dir, ".", "model.bin"), [input]),
+    /also an input/,
+  );
   await Deno.symlink(input, join(dir, "link.bin"));
   await assert.rejects(() => checkOutputPath(join(dir, "link.bin"), [input]), /also an input/);
   await checkOutputPath(join(dir, "other.bin"), [input, undefined]);
@@ -25,7 +28,10 @@ Deno.test("checkOutputPath rejects a missing output folder", async () => {
 // Each task that writes a file refuses to replace its own input, before doing any work.
 const CASES: [string, (model: string) => string[]][] = [
   ["quantize", (m) => ["--model", m, "--method", "rtn", "--bits", "3", "--out", m]],
-  ["calibrate", (m) => ["--model", m, "--sample-tokens", "512", "--seed", "1", "--seq-len", "128", "--out", m]],
+  [
+    "calibrate",
+    (m) => ["--model", m, "--sample-tokens", "512", "--seed", "1", "--seq-len", "128", "--out", m],
+  ],
   ["allocate", (m) => ["--model", m, "--fisher", m, "--bits", "3", "--out", m]],
   ["compare", (m) => ["--model", m, "--out", m]],
   ["compare", (m) => ["--model", STORIES_260K, "--fisher", m, "--out", m]],
@@ -55,7 +61,17 @@ for (const [task, args] of CASES) {
 Deno.test("convert task rejects an output in a missing folder", async () => {
   const dir = await Deno.makeTempDir();
   const { code, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "tasks/convert.ts", "--model", STORIES_260K, "--to", "gguf", "--out", join(dir, "nope", "m.gguf")],
+    args: [
+      "run",
+      "-A",
+      "tasks/convert.ts",
+      "--model",
+      STORIES_260K,
+      "--to",
+      "gguf",
+      "--out",
+      join(dir, "nope", "m.gguf"),
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();

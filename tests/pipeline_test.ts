@@ -478,7 +478,10 @@ Deno.test({
       for (const r of rows.slice(1)) assert.ok(r.bpw! <= 2 + 1e-9, `${r.method} bpw ${r.bpw}`);
       for (const method of ["rsavq", "vptq"]) {
         const header = await readSafetensorsHeader(join(dir, `${method}-2.safetensors`));
-        assert.ok(Object.keys(header).some((n) => n.startsWith("codebooks.model.")), `${method} stores no shared codebook`);
+        assert.ok(
+          Object.keys(header).some((n) => n.startsWith("codebooks.model.")),
+          `${method} stores no shared codebook`,
+        );
       }
 
       // Another scope changes the plan and the vector-quantized steps, not rtn.

@@ -18,7 +18,14 @@ Deno.test("quantized kernels give the dequantized model's perplexity", async () 
     // k-means VQ at about 2 bpw needs no calibration statistics.
     const source = await loadLlama2c(STORIES_260K);
     const out = join(dir, "stories-2bit.safetensors");
-    const result = await quantizeModel(source, null, { method: "kmeans", bits: 2, out, seed: 3, gpu: null, quiet: true });
+    const result = await quantizeModel(source, null, {
+      method: "kmeans",
+      bits: 2,
+      out,
+      seed: 3,
+      gpu: null,
+      quiet: true,
+    });
     source.weights.close();
     assert.ok(result.bpw <= 2, `bpw ${result.bpw} exceeds the target`);
     assert.ok(result.bpw > 1.5, `bpw ${result.bpw} is far below the target`);
@@ -31,7 +38,9 @@ Deno.test("quantized kernels give the dequantized model's perplexity", async () 
 
     // Perplexity from the packed codes, through the quantized matvec/matmul kernels.
     const quantized = await loadModel(out);
-    const packedLm = await GpuModel.create(gpu, quantized.config, quantized.weights, { contextLength: 128 });
+    const packedLm = await GpuModel.create(gpu, quantized.config, quantized.weights, {
+      contextLength: 128,
+    });
     const packed = await evaluate(packedLm, tokens, { ctx: 128 });
     const weightBytes = packedLm.weightBytes;
     packedLm.dispose();
@@ -39,18 +48,32 @@ Deno.test("quantized kernels give the dequantized model's perplexity", async () 
     // Perplexity of the same weights dequantized to dense f32.
     const dense = new Map<string, { shape: number[]; data: Float32Array }>();
     for (const name of quantized.weights.names()) {
-      dense.set(name, { shape: quantized.weights.shape(name), data: await quantized.weights.read(name) });
+      dense.set(name, {
+        shape: quantized.weights.shape(name),
+        data: await quantized.weights.read(name),
+      });
     }
     quantized.weights.close();
-    const denseLm = await GpuModel.create(gpu, quantized.config, new MemoryWeightStore("dequantized", dense), { contextLength: 128 });
+    const denseLm = await GpuModel.create(
+      gpu,
+      quantized.config,
+      new MemoryWeightStore("dequantized", dense),
+      { contextLength: 128 },
+    );
     const reference = await evaluate(denseLm, tokens, { ctx: 128 });
     denseLm.dispose();
 
     assert.equal(packed.tokens, reference.tokens);
     const relative = Math.abs(packed.ppl - reference.ppl) / reference.ppl;
-    assert.ok(relative < 1e-4, `ppl ${packed.ppl} vs dequantized ${reference.ppl}: relative ${relative}`);
+    assert.ok(
+      relative < 1e-4,
+      `ppl ${packed.ppl} vs dequantized ${reference.ppl}: relative ${relative}`,
+    );
     const fileBytes = (await Deno.stat(out)).size;
-    assert.ok(weightBytes <= fileBytes, `GPU weight bytes ${weightBytes} exceed the file's ${fileBytes}`);
+    assert.ok(
+      weightBytes <= fileBytes,
+      `GPU weight bytes ${weightBytes} exceed the file's ${fileBytes}`,
+    );
   } finally {
     gpu.destroy();
     await Deno.remove(dir, { recursive: true });

@@ -1,8 +1,18 @@
 import assert from "node:assert/strict";
 import { AdamW, clipGradNorm, isDecayed } from "../src/train/adamw.ts";
 import { learningRate } from "../src/train/schedule.ts";
-import { evalWindows, initParams, sampleBatch, train, type TrainingData } from "../src/train/trainer.ts";
-import { type BatchGradients, type GradientEngine, ReferenceGradientEngine } from "../src/train/gradient_engine.ts";
+import {
+  evalWindows,
+  initParams,
+  sampleBatch,
+  train,
+  type TrainingData,
+} from "../src/train/trainer.ts";
+import {
+  type BatchGradients,
+  type GradientEngine,
+  ReferenceGradientEngine,
+} from "../src/train/gradient_engine.ts";
 import { bpeTokenizerJson, trainBpe } from "../src/train/bpe_trainer.ts";
 import { loadNpmCorpus } from "../src/train/corpus.ts";
 import { CHAT_TEMPLATE, trainModel } from "../src/train/train_model.ts";
@@ -38,11 +48,18 @@ let cached: { texts: string[]; data: TrainingData } | null = null;
 /** Moby Dick chapters 1-19 (chapter 1 held out), tokenized with a 320-token BPE. */
 async function mobyData(): Promise<{ texts: string[]; data: TrainingData }> {
   if (cached) return cached;
-  const texts = (await loadNpmCorpus()).filter((d) => /^moby-dick\/([1-9]|1[0-9])$/.test(d.id)).map((d) => d.text);
-  const json = bpeTokenizerJson(trainBpe(texts.slice(1), { vocabSize: TINY.vocabSize, quiet: true }));
+  const texts = (await loadNpmCorpus()).filter((d) => /^moby-dick\/([1-9]|1[0-9])$/.test(d.id)).map(
+    (d) => d.text,
+  );
+  const json = bpeTokenizerJson(
+    trainBpe(texts.slice(1), { vocabSize: TINY.vocabSize, quiet: true }),
+  );
   const tok = HfTokenizer.fromJson(json, {}, "mem");
   const encode = (docs: string[]) => Int32Array.from(docs.flatMap((t) => [...tok.encode(t), 0]));
-  cached = { texts, data: { train: encode(texts.slice(1)), heldOut: encode(texts.slice(0, 1)), bosId: 0 } };
+  cached = {
+    texts,
+    data: { train: encode(texts.slice(1)), heldOut: encode(texts.slice(0, 1)), bosId: 0 },
+  };
   return cached;
 }
 
@@ -50,7 +67,12 @@ Deno.test("AdamW matches a hand-computed two-step update, decaying only matrices
   // Expected values from the PyTorch AdamW formulas evaluated by hand in f64
   // (lr 0.1, wd 0.1, betas 0.9/0.95, eps 1e-8).
   const params = new Map([["w", new Float32Array([1])], ["n", new Float32Array([0.5])]]);
-  const opt = new AdamW(params, new Set(["w"]), { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
+  const opt = new AdamW(params, new Set(["w"]), {
+    beta1: 0.9,
+    beta2: 0.95,
+    eps: 1e-8,
+    weightDecay: 0.1,
+  });
   opt.step(new Map([["w", new Float32Array([0.5])], ["n", new Float32Array([-0.2])]]), 0.1);
   assert.ok(Math.abs(params.get("w")![0] - 0.890000002) < 1e-6);
   assert.ok(Math.abs(params.get("n")![0] - 0.599999995) < 1e-6);
@@ -84,7 +106,9 @@ Deno.test("learningRate warms up linearly and decays by cosine to the floor", ()
     [110, 1e-4], // last step: floor
     [500, 1e-4], // beyond the run: stays at the floor
   ];
-  for (const [step, expected] of cases) assert.ok(Math.abs(learningRate(step, s) - expected) < 1e-12, `step ${step}`);
+  for (const [step, expected] of cases) {
+    assert.ok(Math.abs(learningRate(step, s) - expected) < 1e-12, `step ${step}`);
+  }
   assert.equal(learningRate(0, { peak: 1, warmup: 0, total: 1 }), 1);
 });
 
@@ -107,7 +131,15 @@ Deno.test("train lowers the loss of a fixed tiny configuration by at least 15% i
   const params = initParams(TINY, 1);
   const engine = await ReferenceGradientEngine.create(TINY, params);
   const r = await train(engine, params, data, {
-    steps: 80, batchSize: 4, seqLen: 32, seed: 1, lr: 1e-2, warmup: 8, evalEvery: 0, evalWindows: 8, quiet: true,
+    steps: 80,
+    batchSize: 4,
+    seqLen: 32,
+    seed: 1,
+    lr: 1e-2,
+    warmup: 8,
+    evalEvery: 0,
+    evalWindows: 8,
+    quiet: true,
   });
   const losses = r.history.train.map(([, loss]) => loss);
   const first = losses[0], last10 = losses.slice(-10).reduce((a, b) => a + b, 0) / 10;
@@ -148,7 +180,17 @@ class FailingEngine implements GradientEngine {
 Deno.test("train resumed from its last checkpoint after an interruption ends with identical parameters", async () => {
   const { data } = await mobyData();
   const dir = await Deno.makeTempDir();
-  const options = { steps: 12, batchSize: 2, seqLen: 16, seed: 3, lr: 1e-2, warmup: 3, evalEvery: 4, evalWindows: 2, quiet: true };
+  const options = {
+    steps: 12,
+    batchSize: 2,
+    seqLen: 16,
+    seed: 3,
+    lr: 1e-2,
+    warmup: 3,
+    evalEvery: 4,
+    evalWindows: 2,
+    quiet: true,
+  };
   try {
     const full = initParams(TINY, 2);
     const ref = await train(await ReferenceGradientEngine.create(TINY, full), full, data, options);
@@ -157,9 +199,16 @@ Deno.test("train resumed from its last checkpoint after an interruption ends wit
     const checkpointPath = `${dir}/ckpt.safetensors`;
     const p1 = initParams(TINY, 2);
     const dying = new FailingEngine(await ReferenceGradientEngine.create(TINY, p1), 7);
-    await assert.rejects(() => train(dying, p1, data, { ...options, checkpointPath }), /interrupted/);
+    await assert.rejects(
+      () => train(dying, p1, data, { ...options, checkpointPath }),
+      /interrupted/,
+    );
     const p2 = initParams(TINY, 2);
-    const resumed = await train(await ReferenceGradientEngine.create(TINY, p2), p2, data, { ...options, checkpointPath, resume: true });
+    const resumed = await train(await ReferenceGradientEngine.create(TINY, p2), p2, data, {
+      ...options,
+      checkpointPath,
+      resume: true,
+    });
 
     assert.equal(resumed.step, 12);
     for (const [name, p] of full) assert.deepEqual(p2.get(name), p, name);
@@ -169,7 +218,13 @@ Deno.test("train resumed from its last checkpoint after an interruption ends wit
     // A resume with other settings is rejected, and the error names the setting.
     const p3 = initParams(TINY, 2);
     await assert.rejects(
-      async () => train(await ReferenceGradientEngine.create(TINY, p3), p3, data, { ...options, seed: 4, checkpointPath, resume: true }),
+      async () =>
+        train(await ReferenceGradientEngine.create(TINY, p3), p3, data, {
+          ...options,
+          seed: 4,
+          checkpointPath,
+          resume: true,
+        }),
       (e) => e instanceof UsageError && /seed 3, this run has 4/.test(e.message),
     );
   } finally {
@@ -184,9 +239,24 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
     await Deno.writeTextFile(`${dir}/moby.txt`, texts.join("\n\n"));
     const out = `${dir}/model`;
     const options = {
-      dataSource: [`${dir}/moby.txt`], vocabSize: 300, dim: 32, layers: 1, heads: 4, kvHeads: 2, hidden: 64,
-      seqLen: 24, batchSize: 2, steps: 6, lr: 1e-2, warmup: 2, seed: 1, evalEvery: 3, evalWindows: 2,
-      finalEvalWindows: 4, out, quiet: true,
+      dataSource: [`${dir}/moby.txt`],
+      vocabSize: 300,
+      dim: 32,
+      layers: 1,
+      heads: 4,
+      kvHeads: 2,
+      hidden: 64,
+      seqLen: 24,
+      batchSize: 2,
+      steps: 6,
+      lr: 1e-2,
+      warmup: 2,
+      seed: 1,
+      evalEvery: 3,
+      evalWindows: 2,
+      finalEvalWindows: 4,
+      out,
+      quiet: true,
     };
     const r = await trainModel(options);
     assert.ok(r.heldOut);
@@ -208,7 +278,11 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
       assert.deepEqual(await loaded.forward(prompt), await memory.forward(prompt));
 
       assert.equal(model.chatTemplate, CHAT_TEMPLATE);
-      const chat = renderChat(model.chatTemplate!, { messages: [{ role: "user", content: "Hi" }], addGenerationPrompt: true, bosToken: "<|endoftext|>" });
+      const chat = renderChat(model.chatTemplate!, {
+        messages: [{ role: "user", content: "Hi" }],
+        addGenerationPrompt: true,
+        bosToken: "<|endoftext|>",
+      });
       assert.equal(chat, "<|endoftext|>User: Hi\nAssistant:");
       const card = await Deno.readTextFile(`${out}/README.md`);
       assert.match(card, /held-out windows/);
@@ -216,7 +290,10 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
     } finally {
       model.weights.close();
     }
-    await assert.rejects(() => trainModel(options), (e) => e instanceof UsageError && /already exists/.test(e.message));
+    await assert.rejects(
+      () => trainModel(options),
+      (e) => e instanceof UsageError && /already exists/.test(e.message),
+    );
 
     // An interrupted job resumes from its work folder (tokenizer, token streams, checkpoint).
     const out2 = `${dir}/model2`;
@@ -229,7 +306,10 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
     for (const [name, p] of r.params) assert.deepEqual(resumed.params.get(name), p, name);
 
     await Deno.remove(out, { recursive: true });
-    await assert.rejects(() => trainModel(options), (e) => e instanceof UsageError && /--resume/.test(e.message));
+    await assert.rejects(
+      () => trainModel(options),
+      (e) => e instanceof UsageError && /--resume/.test(e.message),
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -238,8 +318,16 @@ Deno.test("trainModel writes a Hugging Face directory that loadModel reads back 
 Deno.test("deno task train prints one-line errors and its help", async () => {
   const run = async (...args: string[]) => {
     const task = new URL("../tasks/train.ts", import.meta.url).pathname;
-    const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", task, ...args], stdout: "piped", stderr: "piped" }).output();
-    return { code: out.code, stdout: new TextDecoder().decode(out.stdout), stderr: new TextDecoder().decode(out.stderr) };
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", task, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return {
+      code: out.code,
+      stdout: new TextDecoder().decode(out.stdout),
+      stderr: new TextDecoder().decode(out.stderr),
+    };
   };
   const bad = await run("--dim", "abc", "--out", "/nonexistent/x");
   assert.equal(bad.code, 1);

@@ -6,7 +6,12 @@ import { readAllWeights } from "../src/model/model.ts";
 import { tensorNames } from "../src/model/config.ts";
 import type { CausalLM, ForwardOptions } from "../src/model/causal_lm.ts";
 import type { Tokenizer } from "../src/tokenizer/tokenizer.ts";
-import { ChoiceLineError, type ChoiceQuestion, parseChoiceTasks, readChoiceTasks } from "../src/data/choice_tasks.ts";
+import {
+  ChoiceLineError,
+  type ChoiceQuestion,
+  parseChoiceTasks,
+  readChoiceTasks,
+} from "../src/data/choice_tasks.ts";
 import {
   canTruncate,
   encodeQuestion,
@@ -15,7 +20,12 @@ import {
   scoreChoices,
   type TruncatableLM,
 } from "../src/eval/zero_shot.ts";
-import { compareChoiceScores, meanStderr, pickChoices, summarizeChoiceScores } from "../src/eval/choice_metrics.ts";
+import {
+  compareChoiceScores,
+  meanStderr,
+  pickChoices,
+  summarizeChoiceScores,
+} from "../src/eval/choice_metrics.ts";
 import type { ChoiceQuestionScore } from "../src/eval/choice_metrics.ts";
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
@@ -32,11 +42,15 @@ const plantedNext = (t: number) => (5 * t + 3) % 16;
  * successor's row. Block weights are random and scaled down, so the context still moves
  * the logits a little.
  */
-async function plantedBigramModel(next: (t: number) => number = plantedNext): Promise<ReferenceModel> {
+async function plantedBigramModel(
+  next: (t: number) => number = plantedNext,
+): Promise<ReferenceModel> {
   const config = tinyConfig({ vocabSize: 16 });
   const weights = await readAllWeights(randomWeights(config, 7));
   for (const [name, w] of weights) {
-    if (name.startsWith("model.layers.") && name.endsWith("proj.weight")) w.forEach((x, i) => (w[i] = 0.3 * x));
+    if (name.startsWith("model.layers.") && name.endsWith("proj.weight")) {
+      w.forEach((x, i) => (w[i] = 0.3 * x));
+    }
   }
   const embed = weights.get(tensorNames.embed)!; // [16, dim]
   const head = weights.get(tensorNames.lmHead)!; // [16, dim]
@@ -131,7 +145,11 @@ function logSumExp(row: Float32Array): number {
 }
 
 /** Sum of log p(continuation[k] | context, continuation[..k]) computed without any sharing. */
-function independentLogLikelihood(model: ReferenceModel, context: readonly number[], continuation: readonly number[]): number {
+function independentLogLikelihood(
+  model: ReferenceModel,
+  context: readonly number[],
+  continuation: readonly number[],
+): number {
   const sequence = [...context, ...continuation];
   model.reset();
   let sum = 0;
@@ -144,7 +162,10 @@ function independentLogLikelihood(model: ReferenceModel, context: readonly numbe
 }
 
 const close = (actual: number, expected: number, label: string) =>
-  assert.ok(Math.abs(actual - expected) <= 1e-9 * Math.max(1, Math.abs(expected)), `${label}: ${actual} vs ${expected}`);
+  assert.ok(
+    Math.abs(actual - expected) <= 1e-9 * Math.max(1, Math.abs(expected)),
+    `${label}: ${actual} vs ${expected}`,
+  );
 
 // ---------------------------------------------------------------------------------------
 // scoring against planted weights and the independent computation
@@ -168,7 +189,11 @@ Deno.test("evaluateChoiceTasks gets planted token-id questions right", async () 
   for (const [i, q] of questions.entries()) {
     assert.equal(q.kind, "ids");
     for (const [c, request] of q.requests.entries()) {
-      const expected = independentLogLikelihood(model, request.context as number[], request.continuation as number[]);
+      const expected = independentLogLikelihood(
+        model,
+        request.context as number[],
+        request.continuation as number[],
+      );
       close(result.samples[i].ll[c], expected, `line ${q.line} choice ${c}`);
     }
     // token-id choices normalise by their token count
@@ -179,7 +204,13 @@ Deno.test("evaluateChoiceTasks gets planted token-id questions right", async () 
 Deno.test("evaluateChoiceTasks matches independent sums on text layouts", async () => {
   const config = tinyConfig({ vocabSize: 257, maxSeqLen: 256 });
   const model = await ReferenceModel.create(config, randomWeights(config, 3));
-  const files = ["choice_piqa.jsonl", "choice_arc.jsonl", "choice_hellaswag.jsonl", "choice_winogrande.jsonl", "choice_native.jsonl"]
+  const files = [
+    "choice_piqa.jsonl",
+    "choice_arc.jsonl",
+    "choice_hellaswag.jsonl",
+    "choice_winogrande.jsonl",
+    "choice_native.jsonl",
+  ]
     .map(fixture);
   const { questions } = await readChoiceTasks(files);
   const result = await evaluateChoiceTasks(model, byteTokenizer, questions, { addBos: true });
@@ -202,7 +233,9 @@ Deno.test("evaluateChoiceTasks matches independent sums on text layouts", async 
       // context ends with a space). An empty context starts from BOS alone.
       const trimmed = request.context.trimEnd();
       const context = [256, ...encoder.encode(trimmed)];
-      const continuation = [...encoder.encode(request.context.slice(trimmed.length) + request.continuation)];
+      const continuation = [
+        ...encoder.encode(request.context.slice(trimmed.length) + request.continuation),
+      ];
       const expected = independentLogLikelihood(model, context, continuation);
       close(result.samples[i].ll[c], expected, `${q.file}:${q.line} choice ${c}`);
     }
@@ -252,7 +285,10 @@ Deno.test("scoreChoices reads logits in chunks without changing sums", async () 
 
 Deno.test("encodeQuestion left-truncates to the context length", async () => {
   const model = await plantedBigramModel();
-  const [q] = parseChoiceTasks('{"context": [10, 5, 12, 15, 14], "choices": [[9, 0], [3]], "answer": 0}', "t.jsonl").questions;
+  const [q] = parseChoiceTasks(
+    '{"context": [10, 5, 12, 15, 14], "choices": [[9, 0], [3]], "answer": 0}',
+    "t.jsonl",
+  ).questions;
   const encoded = encodeQuestion(q, null, 16, 4, false);
   // at most maxSeqLen + 1 = 5 tokens, the continuation whole
   assert.deepEqual(encoded, [
@@ -270,28 +306,55 @@ Deno.test("encodeQuestion left-truncates to the context length", async () => {
 Deno.test("encodeTextPair follows the harness's pair encoding", () => {
   const tokenizer = vocabularyTokenizer(["</s>", "Q", ":", " ", " A", "a", "b", "a b", "x"]);
   // the context's trailing space joins the continuation, where " A" is one token
-  assert.deepEqual(encodeTextPair(tokenizer, "Q: ", "A", false), { context: [1, 2], continuation: [4] });
+  assert.deepEqual(encodeTextPair(tokenizer, "Q: ", "A", false), {
+    context: [1, 2],
+    continuation: [4],
+  });
   // the continuation is the whole encoding after the context's token count
-  assert.deepEqual(encodeTextPair(tokenizer, "x", " a", false), { context: [8], continuation: [3, 5] });
+  assert.deepEqual(encodeTextPair(tokenizer, "x", " a", false), {
+    context: [8],
+    continuation: [3, 5],
+  });
   // "a b" merges across the boundary, so nothing is left for the continuation
   assert.deepEqual(encodeTextPair(tokenizer, "a", " b", false), { context: [5], continuation: [] });
   // an empty context starts from the prefix token (EOS here, for want of BOS)
-  assert.deepEqual(encodeTextPair(tokenizer, "", "ab", false), { context: [0], continuation: [5, 6] });
-  assert.deepEqual(encodeTextPair(byteTokenizer, "", "a", true), { context: [256], continuation: [97] });
+  assert.deepEqual(encodeTextPair(tokenizer, "", "ab", false), {
+    context: [0],
+    continuation: [5, 6],
+  });
+  assert.deepEqual(encodeTextPair(byteTokenizer, "", "a", true), {
+    context: [256],
+    continuation: [97],
+  });
 });
 
 Deno.test("encodeQuestion names the line of a bad question", () => {
   const tokenizer = vocabularyTokenizer(["</s>", "a", "b", " ", "a b"]);
-  const { questions } = parseChoiceTasks('\n{"context": "a", "choices": ["b", "a"], "answer": 0}', "merge.jsonl");
+  const { questions } = parseChoiceTasks(
+    '\n{"context": "a", "choices": ["b", "a"], "answer": 0}',
+    "merge.jsonl",
+  );
   assert.throws(() => encodeQuestion(questions[0], tokenizer, 5, 64, false), (e: unknown) => {
     assert.ok(e instanceof ChoiceLineError);
-    assert.equal(e.message, "merge.jsonl:2: choices[0]: Encodes to no tokens after the context (the tokenizer merged it into the context); rewrite the choice");
+    assert.equal(
+      e.message,
+      "merge.jsonl:2: choices[0]: Encodes to no tokens after the context (the tokenizer merged it into the context); rewrite the choice",
+    );
     return true;
   });
-  const ids = parseChoiceTasks('{"context": [1], "choices": [[2], [16]], "answer": 0}', "ids.jsonl").questions[0];
-  assert.throws(() => encodeQuestion(ids, null, 16, 64, false), /ids.jsonl:1: choices\[1\]: Token id 16 is outside the model's vocabulary \[0, 16\)/);
-  const long = parseChoiceTasks('{"context": [1], "choices": [[2, 3, 4], [5]], "answer": 0}', "long.jsonl").questions[0];
-  assert.throws(() => encodeQuestion(long, null, 16, 2, false), /long.jsonl:1: choices\[0\]: Continuation of 3 tokens/);
+  const ids = parseChoiceTasks('{"context": [1], "choices": [[2], [16]], "answer": 0}', "ids.jsonl")
+    .questions[0];
+  assert.throws(
+    () => encodeQuestion(ids, null, 16, 64, false),
+    /ids.jsonl:1: choices\[1\]: Token id 16 is outside the model's vocabulary \[0, 16\)/,
+  );
+  const long =
+    parseChoiceTasks('{"context": [1], "choices": [[2, 3, 4], [5]], "answer": 0}', "long.jsonl")
+      .questions[0];
+  assert.throws(
+    () => encodeQuestion(long, null, 16, 2, false),
+    /long.jsonl:1: choices\[0\]: Continuation of 3 tokens/,
+  );
 });
 
 Deno.test("evaluateChoiceTasks checks every question before scoring", async () => {
@@ -301,11 +364,17 @@ Deno.test("evaluateChoiceTasks checks every question before scoring", async () =
     '{"context": [2], "choices": [[13], [99]], "answer": 0}',
   ].join("\n");
   const { questions } = parseChoiceTasks(text, "late.jsonl");
-  await assert.rejects(evaluateChoiceTasks(model, null, questions), /late.jsonl:2: choices\[1\]: Token id 99/);
+  await assert.rejects(
+    evaluateChoiceTasks(model, null, questions),
+    /late.jsonl:2: choices\[1\]: Token id 99/,
+  );
   assert.equal(model.forwardCalls, 0);
 
   const { questions: textQuestions } = await readChoiceTasks([fixture("choice_piqa.jsonl")]);
-  await assert.rejects(evaluateChoiceTasks(model, null, textQuestions), /choice_piqa.jsonl:1: Text questions need a tokenizer/);
+  await assert.rejects(
+    evaluateChoiceTasks(model, null, textQuestions),
+    /choice_piqa.jsonl:1: Text questions need a tokenizer/,
+  );
   assert.equal(model.forwardCalls, 0);
 });
 
@@ -313,13 +382,28 @@ Deno.test("evaluateChoiceTasks checks every question before scoring", async () =
 // metrics and the reference comparison
 
 function score(task: string, line: number, acc: number, accNorm: number): ChoiceQuestionScore {
-  return { task, file: "f", line, answer: 0, ll: [], norm_length: [], pred: 0, pred_norm: 0, acc, acc_norm: accNorm };
+  return {
+    task,
+    file: "f",
+    line,
+    answer: 0,
+    ll: [],
+    norm_length: [],
+    pred: 0,
+    pred_norm: 0,
+    acc,
+    acc_norm: accNorm,
+  };
 }
 
 Deno.test("summarizeChoiceScores computes the harness's standard errors", () => {
   const scores = [
-    score("a", 1, 1, 1), score("a", 2, 1, 0), score("a", 3, 0, 0), score("a", 4, 1, 1),
-    score("b", 5, 0, 1), score("b", 6, 1, 1),
+    score("a", 1, 1, 1),
+    score("a", 2, 1, 0),
+    score("a", 3, 0, 0),
+    score("a", 4, 1, 1),
+    score("b", 5, 0, 1),
+    score("b", 6, 1, 1),
   ];
   const { tasks, average } = summarizeChoiceScores(scores);
   assert.equal(tasks[0].acc, 0.75);
@@ -358,7 +442,11 @@ Deno.test("evaluateChoiceTasks reports the paired difference to a reference", as
   const [bigram, rest] = result.comparison.tasks;
   assert.equal(bigram.acc_diff, -2 / 3);
   close(bigram.acc_diff_stderr, meanStderr([0, -1, -1]).stderr, "paired stderr");
-  close(bigram.acc_diff_stderr, Math.sqrt((2 * (1 / 3) ** 2 + (2 / 3) ** 2) / 2 / 3), "paired stderr by hand");
+  close(
+    bigram.acc_diff_stderr,
+    Math.sqrt((2 * (1 / 3) ** 2 + (2 / 3) ** 2) / 2 / 3),
+    "paired stderr by hand",
+  );
   assert.equal(bigram.ref_only_correct, 2);
   assert.equal(bigram.model_only_correct, 0);
   assert.equal(bigram.ref_acc, 1);
@@ -368,13 +456,18 @@ Deno.test("evaluateChoiceTasks reports the paired difference to a reference", as
 });
 
 Deno.test("compareChoiceScores rejects different questions", () => {
-  assert.throws(() => compareChoiceScores([score("a", 1, 1, 1)], [score("a", 2, 1, 1)]), /same questions/);
+  assert.throws(
+    () => compareChoiceScores([score("a", 1, 1, 1)], [score("a", 2, 1, 1)]),
+    /same questions/,
+  );
 });
 
 Deno.test("evaluateChoiceTasks uses character lengths on request", async () => {
   const config = tinyConfig({ vocabSize: 257, maxSeqLen: 64 });
   const model = await ReferenceModel.create(config, randomWeights(config, 4));
-  const q: ChoiceQuestion = parseChoiceTasks('{"context": "Café", "choices": ["crème", "tea"], "answer": 0}', "u.jsonl").questions[0];
+  const q: ChoiceQuestion =
+    parseChoiceTasks('{"context": "Café", "choices": ["crème", "tea"], "answer": 0}', "u.jsonl")
+      .questions[0];
   const bytes = await evaluateChoiceTasks(model, byteTokenizer, [q]);
   const chars = await evaluateChoiceTasks(model, byteTokenizer, [q], { lengthUnit: "chars" });
   assert.deepEqual(bytes.samples[0].norm_length, [6, 3]);

@@ -73,7 +73,13 @@ export interface LayerWork {
  * @param s Codebook size range and vector length.
  * @param mergeTies Let ties of sensitivity merge groups (see grouping.ts). Default true.
  */
-export function buildGrouping(sensitivity: Float64Array, cols: number, count: number, s: SolveSettings, mergeTies = true): LayerGrouping {
+export function buildGrouping(
+  sensitivity: Float64Array,
+  cols: number,
+  count: number,
+  s: SolveSettings,
+  mergeTies = true,
+): LayerGrouping {
   const { order, ends } = groupChannels(sensitivity, count, mergeTies);
   const groups: GroupInfo[] = [];
   let start = 0;
@@ -84,7 +90,14 @@ export function buildGrouping(sensitivity: Float64Array, cols: number, count: nu
     start = end;
   }
   const permutation = storesChannelOrder(order, groups.length);
-  const fixed = vqLayerBytes({ rows: order.length, cols, vectorLength: s.vectorLength, groups: [], scales: true, permutation });
+  const fixed = vqLayerBytes({
+    rows: order.length,
+    cols,
+    vectorLength: s.vectorLength,
+    groups: [],
+    scales: true,
+    permutation,
+  });
   return { order, groups, fixedBytes: fixed.total };
 }
 
@@ -93,14 +106,28 @@ export function buildGrouping(sensitivity: Float64Array, cols: number, count: nu
  * larger than the next power of two above the group's vector count cannot hold more
  * distinct vectors, so they are left out.
  */
-function groupOptions(rows: number, cols: number, s: SolveSettings): { k: number; bytes: number }[] {
+function groupOptions(
+  rows: number,
+  cols: number,
+  s: SolveSettings,
+): { k: number; bytes: number }[] {
   const v = s.vectorLength;
   const vectors = rows * Math.ceil(cols / v);
   const kMin = Math.log2(s.minCodebookSize);
-  const kMax = Math.max(kMin, Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))));
+  const kMax = Math.max(
+    kMin,
+    Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))),
+  );
   const options: { k: number; bytes: number }[] = [];
   for (let k = kMin; k <= kMax; k++) {
-    const storage = { rows, cols, vectorLength: v, groups: [{ rows, codebookSize: 2 ** k }], scales: false, permutation: false };
+    const storage = {
+      rows,
+      cols,
+      vectorLength: v,
+      groups: [{ rows, codebookSize: 2 ** k }],
+      scales: false,
+      permutation: false,
+    };
     options.push({ k, bytes: vqLayerBytes(storage).total });
   }
   return options;
@@ -198,18 +225,29 @@ export function minimumBytes(layer: LayerWork, grouping: LayerGrouping = layer.g
  * @param members The rank-g group of each layer in the scope, with the layer's input columns.
  * @param s Codebook size range and vector length.
  */
-export function sharedGroup(members: { group: GroupInfo; cols: number }[], s: SolveSettings): GroupInfo {
+export function sharedGroup(
+  members: { group: GroupInfo; cols: number }[],
+  s: SolveSettings,
+): GroupInfo {
   const v = s.vectorLength;
-  const vectors = members.reduce((n, m) => n + (m.group.end - m.group.start) * Math.ceil(m.cols / v), 0);
+  const vectors = members.reduce(
+    (n, m) => n + (m.group.end - m.group.start) * Math.ceil(m.cols / v),
+    0,
+  );
   const kMin = Math.log2(s.minCodebookSize);
-  const kMax = Math.max(kMin, Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))));
+  const kMax = Math.max(
+    kMin,
+    Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))),
+  );
   const options: { k: number; bytes: number }[] = [];
   for (let k = kMin; k <= kMax; k++) {
     let bytes = codebookBytes(2 ** k, v);
     for (const { group, cols } of members) {
       const rows = group.end - group.start;
       const groups = [{ rows, codebookSize: 2 ** k, ownsCodebook: false }];
-      bytes += vqLayerBytes({ rows, cols, vectorLength: v, groups, scales: false, permutation: false }).total;
+      bytes +=
+        vqLayerBytes({ rows, cols, vectorLength: v, groups, scales: false, permutation: false })
+          .total;
     }
     options.push({ k, bytes });
   }

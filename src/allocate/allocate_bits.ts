@@ -16,7 +16,15 @@ import { BLOCK_LINEARS } from "../model/config.ts";
 import type { WeightStore } from "../model/model.ts";
 import { Progress } from "../util/progress.ts";
 import { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "../quantize/scope.ts";
-import { budgetBytes, buildGrouping, type GroupInfo, type LayerWork, minimumBytes, sharedGroup, solveGroups } from "./_layer_work.ts";
+import {
+  budgetBytes,
+  buildGrouping,
+  type GroupInfo,
+  type LayerWork,
+  minimumBytes,
+  sharedGroup,
+  solveGroups,
+} from "./_layer_work.ts";
 import type { FisherStatsSource } from "./fisher_source.ts";
 import { chooseGroupCounts } from "./group_count.ts";
 import {
@@ -90,16 +98,35 @@ export interface AllocateOptions {
  *   the smallest codebooks (the message gives the minimum achievable bits per weight).
  * @throws {FormatError} When statistics are missing or disagree with the weights.
  */
-export async function allocateBits(stats: FisherStatsSource, weights: WeightStore, options: AllocateOptions): Promise<Plan> {
+export async function allocateBits(
+  stats: FisherStatsSource,
+  weights: WeightStore,
+  options: AllocateOptions,
+): Promise<Plan> {
   const settings = resolveOptions(options);
   const names = options.layers ?? blockLinearLayers(weights);
-  if (names.length === 0) throw new FormatError(weights.source, "", "No linear layers to allocate: expected model.layers.N.*_proj.weight tensors");
+  if (names.length === 0) {
+    throw new FormatError(
+      weights.source,
+      "",
+      "No linear layers to allocate: expected model.layers.N.*_proj.weight tensors",
+    );
+  }
   const available = new Set(stats.layers());
-  const progress = new Progress("allocate", names.length, { quiet: settings.quiet, unit: "layers" });
+  const progress = new Progress("allocate", names.length, {
+    quiet: settings.quiet,
+    unit: "layers",
+  });
 
   const work: LayerWork[] = [];
   for (const name of names) {
-    if (!available.has(name)) throw new FormatError(stats.source, name, "No statistics for this layer: calibrate the same model with deno task calibrate");
+    if (!available.has(name)) {
+      throw new FormatError(
+        stats.source,
+        name,
+        "No statistics for this layer: calibrate the same model with deno task calibrate",
+      );
+    }
     work.push(await prepareLayer(stats, weights, name, settings));
     progress.advance(1, name);
   }
@@ -131,12 +158,28 @@ function resolveOptions(o: AllocateOptions): Settings {
     solver: o.solver ?? "auto",
     quiet: o.quiet ?? false,
   };
-  if (!(s.bits > 0) || !Number.isFinite(s.bits)) throw new UsageError(`Invalid bits: expected a positive number, got ${s.bits}`);
-  if (!Number.isSafeInteger(s.groups) || s.groups < 1) throw new UsageError(`Invalid groups: expected a positive integer, got ${s.groups}`);
-  if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) throw new UsageError(`Invalid vectorLength: expected a positive integer, got ${s.vectorLength}`);
-  if (s.scope !== "layer" && s.scope !== "model") throw new UsageError(`Invalid scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`);
+  if (!(s.bits > 0) || !Number.isFinite(s.bits)) {
+    throw new UsageError(`Invalid bits: expected a positive number, got ${s.bits}`);
+  }
+  if (!Number.isSafeInteger(s.groups) || s.groups < 1) {
+    throw new UsageError(`Invalid groups: expected a positive integer, got ${s.groups}`);
+  }
+  if (!Number.isSafeInteger(s.vectorLength) || s.vectorLength < 1) {
+    throw new UsageError(
+      `Invalid vectorLength: expected a positive integer, got ${s.vectorLength}`,
+    );
+  }
+  if (s.scope !== "layer" && s.scope !== "model") {
+    throw new UsageError(
+      `Invalid scope: expected "layer" or "model", got ${JSON.stringify(s.scope)}`,
+    );
+  }
   if (!CODEBOOK_SCOPES.includes(s.codebookScope)) {
-    throw new UsageError(`Invalid codebookScope: expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(s.codebookScope)}`);
+    throw new UsageError(
+      `Invalid codebookScope: expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${
+        JSON.stringify(s.codebookScope)
+      }`,
+    );
   }
   if (s.codebookScope !== "layer" && s.scope === "layer") {
     throw new UsageError(
@@ -144,17 +187,33 @@ function resolveOptions(o: AllocateOptions): Settings {
     );
   }
   if (s.codebookScope !== "layer" && s.searchGroups) {
-    throw new UsageError(`--search-groups is not supported with --codebook-scope ${s.codebookScope}: the layers of a scope need one group count; pass --groups instead`);
+    throw new UsageError(
+      `--search-groups is not supported with --codebook-scope ${s.codebookScope}: the layers of a scope need one group count; pass --groups instead`,
+    );
   }
-  if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") throw new UsageError(`Invalid sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`);
-  if (s.fisher !== "kfac" && s.fisher !== "empirical") throw new UsageError(`Invalid fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`);
+  if (s.sensitivity !== "trace" && s.sensitivity !== "gradient") {
+    throw new UsageError(
+      `Invalid sensitivity: expected "trace" or "gradient", got ${JSON.stringify(s.sensitivity)}`,
+    );
+  }
+  if (s.fisher !== "kfac" && s.fisher !== "empirical") {
+    throw new UsageError(
+      `Invalid fisher: expected "kfac" or "empirical", got ${JSON.stringify(s.fisher)}`,
+    );
+  }
   for (const key of ["minCodebookSize", "maxCodebookSize"] as const) {
     const k = s[key];
     if (!Number.isSafeInteger(k) || k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) {
-      throw new UsageError(`Invalid ${key}: expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+      throw new UsageError(
+        `Invalid ${key}: expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`,
+      );
     }
   }
-  if (s.minCodebookSize > s.maxCodebookSize) throw new UsageError(`minCodebookSize ${s.minCodebookSize} exceeds maxCodebookSize ${s.maxCodebookSize}`);
+  if (s.minCodebookSize > s.maxCodebookSize) {
+    throw new UsageError(
+      `minCodebookSize ${s.minCodebookSize} exceeds maxCodebookSize ${s.maxCodebookSize}`,
+    );
+  }
   return s;
 }
 
@@ -169,25 +228,40 @@ export function blockLinearLayers(weights: WeightStore): string[] {
   for (const tensor of weights.names()) {
     const match = pattern.exec(tensor);
     const slot = match ? (BLOCK_LINEARS as readonly string[]).indexOf(match[2]) : -1;
-    if (match && slot >= 0) found.push({ name: tensor.slice(0, -".weight".length), block: Number(match[1]), slot });
+    if (match && slot >= 0) {
+      found.push({ name: tensor.slice(0, -".weight".length), block: Number(match[1]), slot });
+    }
   }
   found.sort((a, b) => a.block - b.block || a.slot - b.slot);
   return found.map((f) => f.name);
 }
 
-async function prepareLayer(stats: FisherStatsSource, weights: WeightStore, name: string, s: Settings): Promise<LayerWork> {
+async function prepareLayer(
+  stats: FisherStatsSource,
+  weights: WeightStore,
+  name: string,
+  s: Settings,
+): Promise<LayerWork> {
   const layerStats = await stats.read(name);
   const shape = weights.shape(`${name}.weight`);
   if (shape.length !== 2 || shape[0] !== layerStats.rows || shape[1] !== layerStats.cols) {
-    throw new ShapeError(`${name}: the weight in ${weights.source} is [${shape}] but the statistics in ${stats.source} describe [${layerStats.rows}, ${layerStats.cols}]: calibrate the same model`);
+    throw new ShapeError(
+      `${name}: the weight in ${weights.source} is [${shape}] but the statistics in ${stats.source} describe [${layerStats.rows}, ${layerStats.cols}]: calibrate the same model`,
+    );
   }
   const [rows, cols] = shape;
   const weight = await weights.read(`${name}.weight`);
-  const { values, kind } = channelSensitivity(layerStats, weight, { kind: s.sensitivity, fisher: s.fisher, minGradientSnr: s.minGradientSnr });
+  const { values, kind } = channelSensitivity(layerStats, weight, {
+    kind: s.sensitivity,
+    fisher: s.fisher,
+    minGradientSnr: s.minGradientSnr,
+  });
   const counts = s.searchGroups ? Array.from({ length: s.groups }, (_, i) => i + 1) : [s.groups];
   // Layers sharing codebooks by group rank need equal group counts, so ties may not merge groups.
   const mergeTies = s.codebookScope === "layer";
-  const candidates = dedupe(counts.map((count) => buildGrouping(values, cols, count, s, mergeTies)));
+  const candidates = dedupe(
+    counts.map((count) => buildGrouping(values, cols, count, s, mergeTies)),
+  );
   const grouping = candidates.at(-1)!;
   return { name, rows, cols, sensitivity: values, kind, candidates, grouping };
 }
@@ -241,7 +315,9 @@ function solveLayers(work: LayerWork[], s: Settings): Chosen {
   const worst = work
     .map((l) => ({ name: l.name, bpw: (minimumBytes(l) * 8) / (l.rows * l.cols) }))
     .reduce((a, b) => (b.bpw > a.bpw ? b : a));
-  if (worst.bpw > s.bits) throw infeasible(s, `layer ${worst.name} needs at least ${worst.bpw.toFixed(4)}`, worst.bpw);
+  if (worst.bpw > s.bits) {
+    throw infeasible(s, `layer ${worst.name} needs at least ${worst.bpw.toFixed(4)}`, worst.bpw);
+  }
   const solvers = new Set<string>();
   let distortion = 0;
   const k = work.map((layer) => {
@@ -260,8 +336,16 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
   const minimum = work.reduce((sum, l) => sum + minimumBytes(l), 0);
   const minBpw = (minimum * 8) / weights;
   if (minBpw > s.bits) throw infeasible(s, `the model needs at least ${minBpw.toFixed(4)}`, minBpw);
-  const result = solveGroups(work.flatMap((l) => l.grouping.groups), budgetBytes(s.bits, weights) - fixed, s);
-  return { k: work.map((l) => l.grouping.groups.map((g) => result.k.get(g)!)), distortion: result.distortion, solver: result.solver };
+  const result = solveGroups(
+    work.flatMap((l) => l.grouping.groups),
+    budgetBytes(s.bits, weights) - fixed,
+    s,
+  );
+  return {
+    k: work.map((l) => l.grouping.groups.map((g) => result.k.get(g)!)),
+    distortion: result.distortion,
+    solver: result.solver,
+  };
 }
 
 /**
@@ -283,8 +367,14 @@ function solveShared(work: LayerWork[], s: Settings): Chosen {
       }
     }
     for (let rank = 0; rank < count; rank++) {
-      const members = layers.map((i) => ({ group: work[i].grouping.groups[rank], cols: work[i].cols }));
-      items.push({ group: sharedGroup(members, s), members: layers.map((layer) => ({ layer, rank })) });
+      const members = layers.map((i) => ({
+        group: work[i].grouping.groups[rank],
+        cols: work[i].cols,
+      }));
+      items.push({
+        group: sharedGroup(members, s),
+        members: layers.map((layer) => ({ layer, rank })),
+      });
     }
   }
   const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
@@ -301,17 +391,32 @@ function solveShared(work: LayerWork[], s: Settings): Chosen {
 function infeasible(s: Settings, what: string, minBpw: number): UsageError {
   return new UsageError(
     `Budget of ${s.bits} bits per weight cannot be met: ${what} bits per weight with the smallest codebooks ` +
-      `(K = ${s.minCodebookSize}, ${s.searchGroups ? "1 to " : ""}${s.groups} groups, vector length ${s.vectorLength}, scales and permutations included). ` +
-      `Raise --bits to at least ${Math.ceil(minBpw * 1e4) / 1e4}, or use fewer --groups or a longer --vector-length`,
+      `(K = ${s.minCodebookSize}, ${
+        s.searchGroups ? "1 to " : ""
+      }${s.groups} groups, vector length ${s.vectorLength}, scales and permutations included). ` +
+      `Raise --bits to at least ${
+        Math.ceil(minBpw * 1e4) / 1e4
+      }, or use fewer --groups or a longer --vector-length`,
   );
 }
 
-function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings, statsSource: string, modelSource: string): Plan {
+function buildPlan(
+  work: LayerWork[],
+  k: number[][],
+  solver: string,
+  s: Settings,
+  statsSource: string,
+  modelSource: string,
+): Plan {
   const layouts = Object.fromEntries(work.map((w, i) => [w.name, {
     rows: w.rows,
     cols: w.cols,
     vectorLength: s.vectorLength,
-    groups: w.grouping.groups.map((g, j) => ({ start: g.start, end: g.end, codebookSize: 2 ** k[i][j] })),
+    groups: w.grouping.groups.map((g, j) => ({
+      start: g.start,
+      end: g.end,
+      codebookSize: 2 ** k[i][j],
+    })),
     channelOrder: w.grouping.order,
   }]));
   const { bpw, layers: layerBpw } = planScopeBitsPerWeight(layouts, s.codebookScope);
@@ -325,7 +430,11 @@ function buildPlan(work: LayerWork[], k: number[][], solver: string, s: Settings
     };
   }
   // The budgets above make this impossible; a failure here is a bug, not a user error.
-  if (bpw > s.bits) throw new Error(`Internal error: the plan spends ${bpw} bits per weight, over the budget of ${s.bits}`);
+  if (bpw > s.bits) {
+    throw new Error(
+      `Internal error: the plan spends ${bpw} bits per weight, over the budget of ${s.bits}`,
+    );
+  }
   return {
     format: PLAN_FORMAT,
     version: PLAN_VERSION,

@@ -35,7 +35,18 @@ const LOG_FLOOR = 1e-12;
 export function explainPlan(plan: Plan): string {
   const entries = Object.entries(plan.layers);
   const scopeStats = plan.scope === "model" ? scopeOf(entries.map(([, l]) => l)) : null;
-  const header = ["layer", "m x n", "I min", "I median", "I max", "max/min", "K per group", "bits given", "water-filling", "bpw"];
+  const header = [
+    "layer",
+    "m x n",
+    "I min",
+    "I median",
+    "I max",
+    "max/min",
+    "K per group",
+    "bits given",
+    "water-filling",
+    "bpw",
+  ];
   const rows = entries.map(([name, layer]) => {
     const stats = scopeStats ?? scopeOf([layer]);
     const sorted = [...layer.sensitivity].sort((a, b) => a - b);
@@ -43,7 +54,10 @@ export function explainPlan(plan: Plan): string {
     const median = sorted[Math.floor(sorted.length / 2)];
     const given = layer.groups.map((g) => Math.log2(g.codebookSize) / layer.vectorLength);
     const ideal = layer.groups.map((g) => {
-      const meanLog = meanLog2(layer.channelOrder.slice(g.start, g.end).map((c) => layer.sensitivity[c]), stats.floor);
+      const meanLog = meanLog2(
+        layer.channelOrder.slice(g.start, g.end).map((c) => layer.sensitivity[c]),
+        stats.floor,
+      );
       return stats.meanBits + 0.5 * (meanLog - stats.meanLog);
     });
     return [
@@ -60,11 +74,14 @@ export function explainPlan(plan: Plan): string {
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
   const codebookScope = plan.codebookScope ?? "layer";
   const bytes = planBytes(plan.layers, codebookScope).total;
   return [
-    `plan: ${plan.bits} bits per weight requested, ${plan.bpw.toFixed(4)} stored (${bytes} bytes), scope ${plan.scope}, ` +
+    `plan: ${plan.bits} bits per weight requested, ${
+      plan.bpw.toFixed(4)
+    } stored (${bytes} bytes), scope ${plan.scope}, ` +
     `codebook scope ${codebookScope}, ` +
     `vector length ${plan.vectorLength}${plan.solver ? `, solver ${plan.solver}` : ""}`,
     line(header),

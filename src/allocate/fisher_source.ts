@@ -60,7 +60,13 @@ export async function openFisherStats(path: string): Promise<FisherStatsSource> 
   try {
     await Deno.stat(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "Statistics file not found: run deno task calibrate first, then pass its --out file with --fisher");
+    if (err instanceof Deno.errors.NotFound) {
+      throw new FormatError(
+        path,
+        "",
+        "Statistics file not found: run deno task calibrate first, then pass its --out file with --fisher",
+      );
+    }
     throw err;
   }
   const file = await FisherStatsFile.open(path);
@@ -111,7 +117,9 @@ export function memoryFisherStats(source: string, layers: LayerFisherStats[]): F
     layers: () => [...byName.keys()],
     read: (layer) => {
       const stats = byName.get(layer);
-      return stats ? Promise.resolve(stats) : Promise.reject(new FormatError(source, layer, "No statistics for this layer"));
+      return stats
+        ? Promise.resolve(stats)
+        : Promise.reject(new FormatError(source, layer, "No statistics for this layer"));
     },
     close: () => {},
   };

@@ -31,7 +31,10 @@ const TIE = 1e-12;
  * @param work Layers with their candidate groupings, fewest groups first.
  * @param s Budget, scope and solver settings.
  */
-export function chooseGroupCounts(work: LayerWork[], s: SolveSettings & { scope: "layer" | "model" }): void {
+export function chooseGroupCounts(
+  work: LayerWork[],
+  s: SolveSettings & { scope: "layer" | "model" },
+): void {
   if (work.every((l) => l.candidates.length === 1)) return;
   if (s.scope === "layer") {
     for (const layer of work) layer.grouping = bestForLayer(layer, s);
@@ -52,7 +55,10 @@ function bestForLayer(layer: LayerWork, s: SolveSettings): LayerGrouping {
 }
 
 function cheapest(layer: LayerWork): LayerGrouping {
-  return layer.candidates.reduce((a, b) => (minimumBytes(layer, b) < minimumBytes(layer, a) ? b : a));
+  return layer.candidates.reduce((
+    a,
+    b,
+  ) => (minimumBytes(layer, b) < minimumBytes(layer, a) ? b : a));
 }
 
 /**
@@ -60,7 +66,11 @@ function cheapest(layer: LayerWork): LayerGrouping {
  * bytes. The grouping's fixed bytes (scales, permutation) count too, because a grouping
  * with one group stores no permutation.
  */
-function relaxed(grouping: LayerGrouping, lambda: number, v: number): { cost: number; bytes: number } {
+function relaxed(
+  grouping: LayerGrouping,
+  lambda: number,
+  v: number,
+): { cost: number; bytes: number } {
   let cost = lambda * grouping.fixedBytes, bytes = grouping.fixedBytes;
   for (const g of grouping.groups) {
     let bestCost = Infinity, bestBytes = 0;
@@ -82,7 +92,9 @@ function chooseForModel(work: LayerWork[], s: SolveSettings): void {
       let best = layer.candidates[0], bestCost = Infinity, bestBytes = 0;
       for (const candidate of layer.candidates) {
         const r = relaxed(candidate, lambda, s.vectorLength);
-        if (r.cost < bestCost * (1 - TIE)) [best, bestCost, bestBytes] = [candidate, r.cost, r.bytes];
+        if (r.cost < bestCost * (1 - TIE)) {
+          [best, bestCost, bestBytes] = [candidate, r.cost, r.bytes];
+        }
       }
       return { grouping: best, bytes: bestBytes };
     });

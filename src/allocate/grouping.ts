@@ -32,7 +32,11 @@ export interface ChannelGrouping {
  * @param groups Requested number of groups (at least 1).
  * @param mergeTies Move boundaries past runs of equal sensitivity. Default true.
  */
-export function groupChannels(sensitivity: ArrayLike<number>, groups: number, mergeTies = true): ChannelGrouping {
+export function groupChannels(
+  sensitivity: ArrayLike<number>,
+  groups: number,
+  mergeTies = true,
+): ChannelGrouping {
   const m = sensitivity.length;
   const order = Array.from({ length: m }, (_, i) => i);
   order.sort((a, b) => sensitivity[b] - sensitivity[a] || a - b);

@@ -13,7 +13,14 @@
  * @module
  */
 import { FormatError } from "../errors.ts";
-import { bitsPerWeight, codebookBytes, type StorageBytes, storesChannelOrder, type VqLayerStorage, vqLayerBytes } from "../quantize/bpw.ts";
+import {
+  bitsPerWeight,
+  codebookBytes,
+  type StorageBytes,
+  storesChannelOrder,
+  vqLayerBytes,
+  type VqLayerStorage,
+} from "../quantize/bpw.ts";
 import { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "../quantize/scope.ts";
 import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
 
@@ -96,7 +103,10 @@ export interface Plan {
 }
 
 /** The fields of a plan layer that decide its stored bytes. */
-export type PlanLayerLayout = Pick<PlanLayer, "rows" | "cols" | "vectorLength" | "groups" | "channelOrder">;
+export type PlanLayerLayout = Pick<
+  PlanLayer,
+  "rows" | "cols" | "vectorLength" | "groups" | "channelOrder"
+>;
 
 /**
  * Describes a plan layer's storage for `vqLayerBytes`: a scale per row, one codebook per
@@ -112,7 +122,11 @@ export function planLayerStorage(layer: PlanLayerLayout, sharesCodebooks = false
     rows: layer.rows,
     cols: layer.cols,
     vectorLength: layer.vectorLength,
-    groups: layer.groups.map((g) => ({ rows: g.end - g.start, codebookSize: g.codebookSize, ownsCodebook: !sharesCodebooks })),
+    groups: layer.groups.map((g) => ({
+      rows: g.end - g.start,
+      codebookSize: g.codebookSize,
+      ownsCodebook: !sharesCodebooks,
+    })),
     scales: true,
     permutation: storesChannelOrder(layer.channelOrder, layer.groups.length),
   };
@@ -152,12 +166,17 @@ export interface PlanBytes {
  * @param layers Plan layers by prefix, in forward order.
  * @param scope Codebook scope. Default "layer" (every layer owns its codebooks).
  */
-export function planBytes(layers: Record<string, PlanLayerLayout>, scope: CodebookScope = "layer"): PlanBytes {
+export function planBytes(
+  layers: Record<string, PlanLayerLayout>,
+  scope: CodebookScope = "layer",
+): PlanBytes {
   const out: PlanBytes = { layers: {}, shared: [], sharedBytes: 0, total: 0, weights: 0 };
   const shares = scope !== "layer";
   for (const group of groupLayersByScope(Object.keys(layers), scope)) {
     const first = layers[group.prefixes[0]];
-    const bytes = shares ? first.groups.reduce((n, g) => n + codebookBytes(g.codebookSize, first.vectorLength), 0) : 0;
+    const bytes = shares
+      ? first.groups.reduce((n, g) => n + codebookBytes(g.codebookSize, first.vectorLength), 0)
+      : 0;
     const weights = group.prefixes.reduce((n, p) => n + layers[p].rows * layers[p].cols, 0);
     if (shares) {
       out.shared.push({ key: group.key, prefixes: group.prefixes, bytes });
@@ -188,7 +207,9 @@ export function planScopeBitsPerWeight(
 ): { bpw: number; layers: Record<string, number> } {
   const b = planBytes(layers, scope);
   const perLayer: Record<string, number> = {};
-  for (const [name, l] of Object.entries(b.layers)) perLayer[name] = ((l.own.total + l.sharedShare) * 8) / l.weights;
+  for (const [name, l] of Object.entries(b.layers)) {
+    perLayer[name] = ((l.own.total + l.sharedShare) * 8) / l.weights;
+  }
   return { bpw: (b.total * 8) / b.weights, layers: perLayer };
 }
 
@@ -226,85 +247,163 @@ export function validatePlan(value: unknown, file: string): Plan {
     throw new FormatError(file, field, detail);
   };
   if (!isRecord(value)) return fail("", "Expected a JSON object");
-  if (value.format !== PLAN_FORMAT) fail("format", `Expected "${PLAN_FORMAT}", got ${JSON.stringify(value.format)}: pass a plan written by deno task allocate`);
-  if (value.version !== PLAN_VERSION) fail("version", `Expected ${PLAN_VERSION}, got ${JSON.stringify(value.version)}: rerun deno task allocate with this version of the toolkit`);
+  if (value.format !== PLAN_FORMAT) {
+    fail(
+      "format",
+      `Expected "${PLAN_FORMAT}", got ${
+        JSON.stringify(value.format)
+      }: pass a plan written by deno task allocate`,
+    );
+  }
+  if (value.version !== PLAN_VERSION) {
+    fail(
+      "version",
+      `Expected ${PLAN_VERSION}, got ${
+        JSON.stringify(value.version)
+      }: rerun deno task allocate with this version of the toolkit`,
+    );
+  }
   const bits = positiveNumber(value.bits, "bits", fail);
-  if (value.scope !== "layer" && value.scope !== "model") fail("scope", `Expected "layer" or "model", got ${JSON.stringify(value.scope)}`);
+  if (value.scope !== "layer" && value.scope !== "model") {
+    fail("scope", `Expected "layer" or "model", got ${JSON.stringify(value.scope)}`);
+  }
   positiveInteger(value.vectorLength, "vectorLength", fail);
   const bpw = positiveNumber(value.bpw, "bpw", fail);
-  if (!isRecord(value.layers)) return fail("layers", "Expected an object mapping layer names to allocations");
+  if (!isRecord(value.layers)) {
+    return fail("layers", "Expected an object mapping layer names to allocations");
+  }
   const names = Object.keys(value.layers);
   if (names.length === 0) fail("layers", "Expected at least one layer");
 
   const codebookScope = value.codebookScope ?? "layer";
   if (!(CODEBOOK_SCOPES as readonly unknown[]).includes(codebookScope)) {
-    fail("codebookScope", `Expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(value.codebookScope)}`);
+    fail(
+      "codebookScope",
+      `Expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(value.codebookScope)}`,
+    );
   }
   const scope = codebookScope as CodebookScope;
   if (scope !== "layer" && value.scope === "layer") {
-    fail("scope", `A budget per layer cannot hold when codebooks are shared across layers (codebookScope ${scope}): use scope "model"`);
+    fail(
+      "scope",
+      `A budget per layer cannot hold when codebooks are shared across layers (codebookScope ${scope}): use scope "model"`,
+    );
   }
 
   const layers: Record<string, PlanLayer> = {};
-  for (const name of names) layers[name] = validateLayer(value.layers[name], `layers.${name}`, fail);
+  for (const name of names) {
+    layers[name] = validateLayer(value.layers[name], `layers.${name}`, fail);
+  }
   if (scope !== "layer") checkScopeAgreement(layers, scope, fail);
   const actual = planScopeBitsPerWeight(layers, scope);
   for (const name of names) {
     const stated = layers[name].bpw;
     if (!near(actual.layers[name], stated)) {
-      fail(`layers.${name}.bpw`, `States ${stated} but the layout stores ${actual.layers[name]} bits per weight: rerun deno task allocate instead of editing the plan`);
+      fail(
+        `layers.${name}.bpw`,
+        `States ${stated} but the layout stores ${
+          actual.layers[name]
+        } bits per weight: rerun deno task allocate instead of editing the plan`,
+      );
     }
     if (value.scope === "layer" && stated > bits * (1 + BPW_TOLERANCE)) {
       fail(`layers.${name}.bpw`, `${stated} exceeds the budget of ${bits} bits per weight`);
     }
   }
-  if (!near(actual.bpw, bpw)) fail("bpw", `States ${bpw} but the layers store ${actual.bpw} bits per weight: rerun deno task allocate instead of editing the plan`);
-  if (bpw > bits * (1 + BPW_TOLERANCE)) fail("bpw", `${bpw} exceeds the budget of ${bits} bits per weight`);
+  if (!near(actual.bpw, bpw)) {
+    fail(
+      "bpw",
+      `States ${bpw} but the layers store ${actual.bpw} bits per weight: rerun deno task allocate instead of editing the plan`,
+    );
+  }
+  if (bpw > bits * (1 + BPW_TOLERANCE)) {
+    fail("bpw", `${bpw} exceeds the budget of ${bits} bits per weight`);
+  }
   return value as unknown as Plan;
 }
 
-function validateLayer(value: unknown, at: string, fail: (field: string, detail: string) => never): PlanLayer {
+function validateLayer(
+  value: unknown,
+  at: string,
+  fail: (field: string, detail: string) => never,
+): PlanLayer {
   if (!isRecord(value)) return fail(at, "Expected an object");
   const rows = positiveInteger(value.rows, `${at}.rows`, fail);
   positiveInteger(value.cols, `${at}.cols`, fail);
   positiveInteger(value.vectorLength, `${at}.vectorLength`, fail);
 
   const order = value.channelOrder;
-  if (!Array.isArray(order) || order.length !== rows) fail(`${at}.channelOrder`, `Expected an array of ${rows} channel indices`);
+  if (!Array.isArray(order) || order.length !== rows) {
+    fail(`${at}.channelOrder`, `Expected an array of ${rows} channel indices`);
+  }
   const seen = new Uint8Array(rows);
   (order as unknown[]).forEach((c, i) => {
     if (!Number.isInteger(c) || (c as number) < 0 || (c as number) >= rows || seen[c as number]) {
-      fail(`${at}.channelOrder[${i}]`, `Expected a permutation of 0..${rows - 1}, got ${JSON.stringify(c)}`);
+      fail(
+        `${at}.channelOrder[${i}]`,
+        `Expected a permutation of 0..${rows - 1}, got ${JSON.stringify(c)}`,
+      );
     }
     seen[c as number] = 1;
   });
 
   const sens = value.sensitivity;
-  if (!Array.isArray(sens) || sens.length !== rows) fail(`${at}.sensitivity`, `Expected an array of ${rows} numbers`);
+  if (!Array.isArray(sens) || sens.length !== rows) {
+    fail(`${at}.sensitivity`, `Expected an array of ${rows} numbers`);
+  }
   (sens as unknown[]).forEach((s, i) => {
-    if (typeof s !== "number" || !Number.isFinite(s) || s < 0) fail(`${at}.sensitivity[${i}]`, `Expected a finite non-negative number, got ${JSON.stringify(s)}`);
+    if (typeof s !== "number" || !Number.isFinite(s) || s < 0) {
+      fail(
+        `${at}.sensitivity[${i}]`,
+        `Expected a finite non-negative number, got ${JSON.stringify(s)}`,
+      );
+    }
   });
 
   const groups = value.groups;
-  if (!Array.isArray(groups) || groups.length === 0) return fail(`${at}.groups`, "Expected a non-empty array of groups");
+  if (!Array.isArray(groups) || groups.length === 0) {
+    return fail(`${at}.groups`, "Expected a non-empty array of groups");
+  }
   let next = 0;
   groups.forEach((g: unknown, i: number) => {
     const gAt = `${at}.groups[${i}]`;
     if (!isRecord(g)) fail(gAt, "Expected an object with start, end and codebookSize");
     const group = g as Record<string, unknown>;
-    if (group.start !== next) fail(`${gAt}.start`, `Expected ${next} so the groups partition the channel order, got ${JSON.stringify(group.start)}`);
+    if (group.start !== next) {
+      fail(
+        `${gAt}.start`,
+        `Expected ${next} so the groups partition the channel order, got ${
+          JSON.stringify(group.start)
+        }`,
+      );
+    }
     const end = positiveInteger(group.end, `${gAt}.end`, fail);
-    if (end <= next || end > rows) fail(`${gAt}.end`, `Expected a value in ${next + 1}..${rows}, got ${end}`);
+    if (end <= next || end > rows) {
+      fail(`${gAt}.end`, `Expected a value in ${next + 1}..${rows}, got ${end}`);
+    }
     const k = positiveInteger(group.codebookSize, `${gAt}.codebookSize`, fail);
-    if (k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) fail(`${gAt}.codebookSize`, `Expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+    if (k < 2 || k > MAX_CODEBOOK_SIZE || (k & (k - 1)) !== 0) {
+      fail(`${gAt}.codebookSize`, `Expected a power of two in 2..${MAX_CODEBOOK_SIZE}, got ${k}`);
+    }
     next = end;
   });
-  if (next !== rows) fail(`${at}.groups`, `Groups end at channel ${next} but the layer has ${rows}: the last group must end at ${rows}`);
+  if (next !== rows) {
+    fail(
+      `${at}.groups`,
+      `Groups end at channel ${next} but the layer has ${rows}: the last group must end at ${rows}`,
+    );
+  }
 
   positiveNumber(value.bpw, `${at}.bpw`, fail);
   const layer = value as unknown as PlanLayer;
-  if (value.sensitivityKind !== undefined && value.sensitivityKind !== "trace" && value.sensitivityKind !== "gradient") {
-    fail(`${at}.sensitivityKind`, `Expected "trace" or "gradient", got ${JSON.stringify(value.sensitivityKind)}`);
+  if (
+    value.sensitivityKind !== undefined && value.sensitivityKind !== "trace" &&
+    value.sensitivityKind !== "gradient"
+  ) {
+    fail(
+      `${at}.sensitivityKind`,
+      `Expected "trace" or "gradient", got ${JSON.stringify(value.sensitivityKind)}`,
+    );
   }
   return layer;
 }
@@ -313,15 +412,24 @@ function validateLayer(value: unknown, at: string, fail: (field: string, detail:
  * Checks that the layers of every codebook scope can share codebooks by group rank: the
  * same vector length, group count and codebook size at each rank.
  */
-function checkScopeAgreement(layers: Record<string, PlanLayer>, scope: CodebookScope, fail: (field: string, detail: string) => never): void {
-  const signature = (l: PlanLayer) => `vector length ${l.vectorLength}, codebook sizes [${l.groups.map((g) => g.codebookSize).join(", ")}]`;
+function checkScopeAgreement(
+  layers: Record<string, PlanLayer>,
+  scope: CodebookScope,
+  fail: (field: string, detail: string) => never,
+): void {
+  const signature = (l: PlanLayer) =>
+    `vector length ${l.vectorLength}, codebook sizes [${
+      l.groups.map((g) => g.codebookSize).join(", ")
+    }]`;
   for (const group of groupLayersByScope(Object.keys(layers), scope)) {
     const first = signature(layers[group.prefixes[0]]);
     for (const prefix of group.prefixes.slice(1)) {
       if (signature(layers[prefix]) !== first) {
         fail(
           `layers.${prefix}.groups`,
-          `Layers of codebook scope ${group.key} share codebooks by group rank, but ${group.prefixes[0]} has ${first} and this layer ${signature(layers[prefix])}: rerun deno task allocate`,
+          `Layers of codebook scope ${group.key} share codebooks by group rank, but ${
+            group.prefixes[0]
+          } has ${first} and this layer ${signature(layers[prefix])}: rerun deno task allocate`,
         );
       }
     }
@@ -332,13 +440,25 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function positiveNumber(value: unknown, field: string, fail: (field: string, detail: string) => never): number {
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) fail(field, `Expected a positive number, got ${JSON.stringify(value)}`);
+function positiveNumber(
+  value: unknown,
+  field: string,
+  fail: (field: string, detail: string) => never,
+): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    fail(field, `Expected a positive number, got ${JSON.stringify(value)}`);
+  }
   return value as number;
 }
 
-function positiveInteger(value: unknown, field: string, fail: (field: string, detail: string) => never): number {
-  if (!Number.isSafeInteger(value) || (value as number) <= 0) fail(field, `Expected a positive integer, got ${JSON.stringify(value)}`);
+function positiveInteger(
+  value: unknown,
+  field: string,
+  fail: (field: string, detail: string) => never,
+): number {
+  if (!Number.isSafeInteger(value) || (value as number) <= 0) {
+    fail(field, `Expected a positive integer, got ${JSON.stringify(value)}`);
+  }
   return value as number;
 }
 

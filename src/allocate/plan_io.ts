@@ -23,7 +23,9 @@ export async function readPlan(path: string): Promise<Plan> {
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {
-    if (err instanceof Deno.errors.NotFound) throw new FormatError(path, "", "Plan file not found: run deno task allocate first");
+    if (err instanceof Deno.errors.NotFound) {
+      throw new FormatError(path, "", "Plan file not found: run deno task allocate first");
+    }
     throw err;
   }
   let value: unknown;
@@ -55,5 +57,8 @@ export async function writePlan(path: string, plan: Plan): Promise<void> {
  */
 export function formatPlanJson(plan: Plan): string {
   const text = JSON.stringify(plan, null, 2);
-  return text.replace(/\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]/g, (_, body: string) => `[${body.replace(/,\s+/g, ",")}]`) + "\n";
+  return text.replace(
+    /\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]/g,
+    (_, body: string) => `[${body.replace(/,\s+/g, ",")}]`,
+  ) + "\n";
 }

@@ -72,10 +72,16 @@ const DEFAULT_MAX_TABLE_CELLS = 4e7;
  * @returns The choice, or throws when even the cheapest options exceed the budget.
  * @throws {UsageError} When the cheapest options already cost more than `budget`.
  */
-export function solveRateDistortion(items: RdItem[], budget: number, options: RdSolveOptions = {}): RdSolution {
+export function solveRateDistortion(
+  items: RdItem[],
+  budget: number,
+  options: RdSolveOptions = {},
+): RdSolution {
   const minBytes = items.reduce((sum, item) => sum + item.options[0].bytes, 0);
   if (minBytes > budget) {
-    throw new UsageError(`Budget of ${budget} bytes is below the ${minBytes} bytes of the cheapest options`);
+    throw new UsageError(
+      `Budget of ${budget} bytes is below the ${minBytes} bytes of the cheapest options`,
+    );
   }
   const kind = options.solver ?? "auto";
   const step = costStep(items);
@@ -121,7 +127,11 @@ function solveExact(items: RdItem[], slack: number, step: number): number[] {
   // picks[i * states + c]: option of item i in the optimum for budget step c (<= 255 options).
   const picks = new Uint8Array(items.length * states);
   items.forEach((item, i) => {
-    if (item.options.length > 255) throw new UsageError(`Item ${i} has ${item.options.length} options: at most 255 are supported`);
+    if (item.options.length > 255) {
+      throw new UsageError(
+        `Item ${i} has ${item.options.length} options: at most 255 are supported`,
+      );
+    }
     const base = item.options[0].bytes;
     const extra = item.options.map((o) => (o.bytes - base) / step);
     next.fill(Infinity);
@@ -158,7 +168,8 @@ function solveGreedy(items: RdItem[], budget: number): number[] {
       });
       return bestIndex;
     });
-  const bytesOf = (choice: number[]) => choice.reduce((sum, o, i) => sum + items[i].options[o].bytes, 0);
+  const bytesOf = (choice: number[]) =>
+    choice.reduce((sum, o, i) => sum + items[i].options[o].bytes, 0);
 
   // Bisect log(lambda) between a multiplier that overspends and one that fits. A large
   // enough lambda always picks the cheapest options, which fit.

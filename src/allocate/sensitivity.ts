@@ -72,11 +72,22 @@ export function channelSensitivity(
 ): ChannelSensitivity {
   const kind = options.kind ?? "trace";
   const fisher = fisherEntries(stats, options.fisher ?? "kfac");
-  if (kind === "gradient" && stats.gradMean && gradientIsSignal(stats, stats.gradMean, options.minGradientSnr ?? 4)) {
+  if (
+    kind === "gradient" && stats.gradMean &&
+    gradientIsSignal(stats, stats.gradMean, options.minGradientSnr ?? 4)
+  ) {
     const values = gradientSensitivity(stats, fisher, stats.gradMean);
-    if (values.some((v) => v > 0) && values.every(Number.isFinite)) return { values, kind: "gradient" };
+    if (values.some((v) => v > 0) && values.every(Number.isFinite)) {
+      return { values, kind: "gradient" };
+    }
   }
-  if (!weight) throw new FormatError(sourceOf(stats), `${stats.name}.weight`, "The trace sensitivity needs the layer's weights: pass the model");
+  if (!weight) {
+    throw new FormatError(
+      sourceOf(stats),
+      `${stats.name}.weight`,
+      "The trace sensitivity needs the layer's weights: pass the model",
+    );
+  }
   checkLength(stats, "weight", weight, stats.rows * stats.cols);
   return { values: traceSensitivity(stats, fisher, weight), kind: "trace" };
 }
@@ -86,7 +97,11 @@ export function channelSensitivity(
  * S * sum(g^2) / sum(E[g_s^2]) is about 1 for zero-mean noise and approaches S for a
  * consistent gradient. Without S or E[g_s^2] only an all-zero gradient counts as noise.
  */
-export function gradientIsSignal(stats: LayerFisherStats, gradMean: Float32Array, minSnr: number): boolean {
+export function gradientIsSignal(
+  stats: LayerFisherStats,
+  gradMean: Float32Array,
+  minSnr: number,
+): boolean {
   checkLength(stats, "grad_mean", gradMean, stats.rows * stats.cols);
   let signal = 0;
   for (let i = 0; i < gradMean.length; i++) signal += gradMean[i] ** 2;
@@ -99,23 +114,48 @@ export function gradientIsSignal(stats: LayerFisherStats, gradMean: Float32Array
 }
 
 /** F_cj as a function of (c, j), after checking the statistics it reads. */
-function fisherEntries(stats: LayerFisherStats, kind: FisherKind): (c: number, j: number) => number {
+function fisherEntries(
+  stats: LayerFisherStats,
+  kind: FisherKind,
+): (c: number, j: number) => number {
   const { rows, cols } = stats;
   if (kind === "empirical") {
     const d = stats.fisherDiag;
-    if (!d) throw new FormatError(sourceOf(stats), `${stats.name}.fisher_diag`, "Missing the empirical diagonal Fisher: recalibrate with it, or use the kfac Fisher");
+    if (!d) {
+      throw new FormatError(
+        sourceOf(stats),
+        `${stats.name}.fisher_diag`,
+        "Missing the empirical diagonal Fisher: recalibrate with it, or use the kfac Fisher",
+      );
+    }
     checkLength(stats, "fisher_diag", d, rows * cols);
     return (c, j) => d[c * cols + j];
   }
   const { aDiag: a, gDiag: g } = stats;
-  if (!a) throw new FormatError(sourceOf(stats), `${stats.name}.A`, "Missing the input second moment: recalibrate with it, or use the empirical Fisher");
-  if (!g) throw new FormatError(sourceOf(stats), `${stats.name}.G_diag`, "Missing the output-gradient second moment: recalibrate with it, or use the empirical Fisher");
+  if (!a) {
+    throw new FormatError(
+      sourceOf(stats),
+      `${stats.name}.A`,
+      "Missing the input second moment: recalibrate with it, or use the empirical Fisher",
+    );
+  }
+  if (!g) {
+    throw new FormatError(
+      sourceOf(stats),
+      `${stats.name}.G_diag`,
+      "Missing the output-gradient second moment: recalibrate with it, or use the empirical Fisher",
+    );
+  }
   checkLength(stats, "A (diagonal)", a, cols);
   checkLength(stats, "G_diag", g, rows);
   return (c, j) => g[c] * a[j];
 }
 
-function traceSensitivity(stats: LayerFisherStats, f: (c: number, j: number) => number, w: Float32Array): Float64Array {
+function traceSensitivity(
+  stats: LayerFisherStats,
+  f: (c: number, j: number) => number,
+  w: Float32Array,
+): Float64Array {
   const { rows, cols } = stats;
   const out = new Float64Array(rows); // [m]
   for (let c = 0; c < rows; c++) {
@@ -126,7 +166,11 @@ function traceSensitivity(stats: LayerFisherStats, f: (c: number, j: number) => 
   return out;
 }
 
-function gradientSensitivity(stats: LayerFisherStats, f: (c: number, j: number) => number, g: Float32Array): Float64Array {
+function gradientSensitivity(
+  stats: LayerFisherStats,
+  f: (c: number, j: number) => number,
+  g: Float32Array,
+): Float64Array {
   const { rows, cols } = stats;
   const out = new Float64Array(rows); // [m]
   for (let c = 0; c < rows; c++) {
@@ -153,9 +197,18 @@ export function rowVariance(w: Float32Array, c: number, cols: number): number {
   return sq / cols;
 }
 
-function checkLength(stats: LayerFisherStats, field: string, data: ArrayLike<number>, expected: number): void {
+function checkLength(
+  stats: LayerFisherStats,
+  field: string,
+  data: ArrayLike<number>,
+  expected: number,
+): void {
   if (data.length !== expected) {
-    throw new FormatError(sourceOf(stats), `${stats.name}.${field}`, `Expected ${expected} values for a [${stats.rows}, ${stats.cols}] layer, got ${data.length}`);
+    throw new FormatError(
+      sourceOf(stats),
+      `${stats.name}.${field}`,
+      `Expected ${expected} values for a [${stats.rows}, ${stats.cols}] layer, got ${data.length}`,
+    );
   }
 }
 

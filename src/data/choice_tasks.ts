@@ -130,7 +130,11 @@ interface LineSource {
  * @throws {ChoiceLineError} At the first malformed line unless `skipInvalid`; the message
  *   counts the other malformed lines.
  */
-export function parseChoiceTasks(text: string, file: string, options: ChoiceParseOptions = {}): ParsedChoiceTasks {
+export function parseChoiceTasks(
+  text: string,
+  file: string,
+  options: ChoiceParseOptions = {},
+): ParsedChoiceTasks {
   const defaultTask = basename(file, extname(file));
   const questions: ChoiceQuestion[] = [];
   const invalid: ChoiceLineError[] = [];
@@ -164,7 +168,10 @@ export function parseChoiceTasks(text: string, file: string, options: ChoicePars
  * @throws {UsageError} When a file cannot be read or no question remains.
  * @throws {ChoiceLineError} At the first malformed line of any file unless `skipInvalid`.
  */
-export async function readChoiceTasks(paths: readonly string[], options: ChoiceParseOptions = {}): Promise<ParsedChoiceTasks> {
+export async function readChoiceTasks(
+  paths: readonly string[],
+  options: ChoiceParseOptions = {},
+): Promise<ParsedChoiceTasks> {
   const questions: ChoiceQuestion[] = [];
   const invalid: ChoiceLineError[] = [];
   for (const path of paths) {
@@ -172,7 +179,9 @@ export async function readChoiceTasks(paths: readonly string[], options: ChoiceP
     try {
       text = await Deno.readTextFile(path);
     } catch (error) {
-      const reason = error instanceof Deno.errors.NotFound ? "file not found" : (error as Error).message;
+      const reason = error instanceof Deno.errors.NotFound
+        ? "file not found"
+        : (error as Error).message;
       throw new UsageError(`Cannot read task file ${path}: ${reason}`);
     }
     const parsed = parseChoiceTasks(text, path, { skipInvalid: true });
@@ -192,7 +201,8 @@ export async function readChoiceTasks(paths: readonly string[], options: ChoiceP
  * @throws {ChoiceLineError} When the layout is unknown or a field is invalid.
  */
 export function parseChoiceLine(value: unknown, source: LineSource): ChoiceQuestion {
-  const fail = (field: string, detail: string) => new ChoiceLineError(source.file, source.line, field, detail);
+  const fail = (field: string, detail: string) =>
+    new ChoiceLineError(source.file, source.line, field, detail);
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw fail("", "Expected a JSON object per line");
   }
@@ -206,7 +216,9 @@ export function parseChoiceLine(value: unknown, source: LineSource): ChoiceQuest
   if ("sentence" in obj && "option1" in obj) return parseWinogrande(obj, base, fail);
   throw fail(
     "",
-    `Unknown layout with fields ${Object.keys(obj).join(", ") || "(none)"}: expected context/choices/answer (native), ` +
+    `Unknown layout with fields ${
+      Object.keys(obj).join(", ") || "(none)"
+    }: expected context/choices/answer (native), ` +
       "goal/sol1/sol2/label (PIQA), question/choices/answerKey (ARC), ctx/endings/label (HellaSwag) " +
       "or sentence/option1/option2/answer (WinoGrande)",
   );
@@ -264,7 +276,9 @@ function parseArc(obj: Record<string, unknown>, base: Base, fail: Fail): ChoiceQ
   if (typeof obj.question === "object" && obj.question !== null && !Array.isArray(obj.question)) {
     const q = obj.question as Record<string, unknown>;
     question = text(q.stem, "question.stem", fail);
-    if (!Array.isArray(q.choices)) throw fail("question.choices", "Expected an array of {text, label} objects");
+    if (!Array.isArray(q.choices)) {
+      throw fail("question.choices", "Expected an array of {text, label} objects");
+    }
     const list = q.choices as Record<string, unknown>[];
     texts = list.map((c, i) => text(c?.text, `question.choices[${i}].text`, fail));
     labels = list.map((c, i) => label(c?.label, `question.choices[${i}].label`, fail));
@@ -278,7 +292,10 @@ function parseArc(obj: Record<string, unknown>, base: Base, fail: Fail): ChoiceQ
     labels = choices.label.map((l, i) => label(l, `choices.label[${i}]`, fail));
   }
   if (texts.length < 2 || texts.length !== labels.length) {
-    throw fail("choices", `Expected at least 2 choices with one label each, got ${texts.length} texts and ${labels.length} labels`);
+    throw fail(
+      "choices",
+      `Expected at least 2 choices with one label each, got ${texts.length} texts and ${labels.length} labels`,
+    );
   }
   const answer = arcAnswer(label(obj.answerKey, "answerKey", fail), labels, fail);
   const context = `Question: ${question}\nAnswer:`;
@@ -293,15 +310,26 @@ function parseArc(obj: Record<string, unknown>, base: Base, fail: Fail): ChoiceQ
 function arcAnswer(key: string, labels: string[], fail: Fail): number {
   const found = labels.indexOf(key);
   if (found >= 0) return found;
-  const position = /^[1-9]$/.test(key) ? Number(key) - 1 : /^[A-Z]$/.test(key) ? key.charCodeAt(0) - 65 : -1;
+  const position = /^[1-9]$/.test(key)
+    ? Number(key) - 1
+    : /^[A-Z]$/.test(key)
+    ? key.charCodeAt(0) - 65
+    : -1;
   if (position >= 0 && position < labels.length) return position;
   throw fail("answerKey", `${JSON.stringify(key)} is not one of the labels ${labels.join(", ")}`);
 }
 
 function parseHellaswag(obj: Record<string, unknown>, base: Base, fail: Fail): ChoiceQuestion {
-  if (!Array.isArray(obj.endings) || obj.endings.length < 2) throw fail("endings", "Expected an array of at least 2 strings");
+  if (!Array.isArray(obj.endings) || obj.endings.length < 2) {
+    throw fail("endings", "Expected an array of at least 2 strings");
+  }
   const endings = obj.endings.map((e, i) => hellaswagClean(text(e, `endings[${i}]`, fail)));
-  if (obj.label === "") throw fail("label", "Empty label: this line comes from the unlabeled test split; use the validation split");
+  if (obj.label === "") {
+    throw fail(
+      "label",
+      "Empty label: this line comes from the unlabeled test split; use the validation split",
+    );
+  }
   const answer = index(obj.label, endings.length, "label", fail);
 
   // the harness joins ctx_a and ctx_b (capitalized); plain `ctx` is that join without the capital
@@ -311,7 +339,9 @@ function parseHellaswag(obj: Record<string, unknown>, base: Base, fail: Fail): C
   } else {
     ctx = text(obj.ctx, "ctx", fail);
   }
-  const activity = obj.activity_label === undefined ? "" : text(obj.activity_label, "activity_label", fail) + ": ";
+  const activity = obj.activity_label === undefined
+    ? ""
+    : text(obj.activity_label, "activity_label", fail) + ": ";
   const context = hellaswagClean(activity + ctx);
   return textQuestion(base, "hellaswag", answer, endings, endings.map(() => context));
 }
@@ -335,7 +365,11 @@ function parseWinogrande(obj: Record<string, unknown>, base: Base, fail: Fail): 
   const blank = sentence.indexOf("_");
   if (blank < 0) throw fail("sentence", "Missing the blank `_` that the options fill");
   const options = [text(obj.option1, "option1", fail), text(obj.option2, "option2", fail)];
-  const answer = obj.answer === "1" || obj.answer === 1 ? 0 : obj.answer === "2" || obj.answer === 2 ? 1 : -1;
+  const answer = obj.answer === "1" || obj.answer === 1
+    ? 0
+    : obj.answer === "2" || obj.answer === 2
+    ? 1
+    : -1;
   if (answer < 0) throw fail("answer", `Expected "1" or "2", got ${JSON.stringify(obj.answer)}`);
 
   // partial scoring: context = sentence up to the blank + option, continuation = the rest
@@ -351,7 +385,13 @@ function parseWinogrande(obj: Record<string, unknown>, base: Base, fail: Fail): 
   };
 }
 
-function textQuestion(base: Base, layout: ChoiceLayout, answer: number, choices: string[], contexts: string[]): TextChoiceQuestion {
+function textQuestion(
+  base: Base,
+  layout: ChoiceLayout,
+  answer: number,
+  choices: string[],
+  contexts: string[],
+): TextChoiceQuestion {
   return {
     ...base,
     layout,
@@ -369,13 +409,20 @@ function parseJson(raw: string, source: LineSource): unknown {
   try {
     return JSON.parse(raw);
   } catch (error) {
-    throw new ChoiceLineError(source.file, source.line, "", `Invalid JSON (${(error as Error).message})`);
+    throw new ChoiceLineError(
+      source.file,
+      source.line,
+      "",
+      `Invalid JSON (${(error as Error).message})`,
+    );
   }
 }
 
 function taskName(obj: Record<string, unknown>, source: LineSource, fail: Fail): string {
   if (obj.task === undefined) return source.defaultTask;
-  if (typeof obj.task !== "string" || obj.task.trim() === "") throw fail("task", "Expected a non-empty string");
+  if (typeof obj.task !== "string" || obj.task.trim() === "") {
+    throw fail("task", "Expected a non-empty string");
+  }
   return obj.task;
 }
 
@@ -388,7 +435,9 @@ function text(value: unknown, field: string, fail: Fail): string {
 
 function label(value: unknown, field: string, fail: Fail): string {
   if (typeof value === "number" && Number.isSafeInteger(value)) return String(value);
-  if (typeof value !== "string" || value === "") throw fail(field, `Expected a label string, got ${describe(value)}`);
+  if (typeof value !== "string" || value === "") {
+    throw fail(field, `Expected a label string, got ${describe(value)}`);
+  }
   return value;
 }
 
@@ -403,7 +452,10 @@ function index(value: unknown, count: number, field: string, fail: Fail): number
 
 function tokenIds(value: unknown, field: string, fail: Fail): number[] {
   if (!Array.isArray(value) || value.length === 0) {
-    throw fail(field, "Expected a non-empty array of token ids (a token-id context needs at least one id, such as BOS)");
+    throw fail(
+      field,
+      "Expected a non-empty array of token ids (a token-id context needs at least one id, such as BOS)",
+    );
   }
   for (const [i, id] of value.entries()) {
     if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 0) {

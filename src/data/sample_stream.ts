@@ -37,14 +37,23 @@ export interface SampleStreamOptions {
  * @param options Size, window length, seed and temperature.
  * @returns Token ids, `options.tokens` long.
  */
-export async function sampleTokenStream(lm: CausalLM, options: SampleStreamOptions): Promise<Int32Array> {
+export async function sampleTokenStream(
+  lm: CausalLM,
+  options: SampleStreamOptions,
+): Promise<Int32Array> {
   const { tokens, seed } = options;
   const windowLength = options.windowLength ?? lm.config.maxSeqLen;
   const bos = lm.config.bosId;
-  if (bos === undefined) throw new UsageError("Cannot sample a token stream: the model has no BOS token id");
-  if (!(Number.isSafeInteger(tokens) && tokens > 0)) throw new UsageError(`Expected a positive token count, got ${tokens}`);
+  if (bos === undefined) {
+    throw new UsageError("Cannot sample a token stream: the model has no BOS token id");
+  }
+  if (!(Number.isSafeInteger(tokens) && tokens > 0)) {
+    throw new UsageError(`Expected a positive token count, got ${tokens}`);
+  }
   if (!(windowLength >= 2 && windowLength <= lm.config.maxSeqLen)) {
-    throw new UsageError(`Window length ${windowLength} must be between 2 and the model's context ${lm.config.maxSeqLen}`);
+    throw new UsageError(
+      `Window length ${windowLength} must be between 2 and the model's context ${lm.config.maxSeqLen}`,
+    );
   }
   const rng = new Rng(seed);
   const out = new Int32Array(tokens);

@@ -125,7 +125,10 @@ export interface AverageDifference {
  * @param lengths Positive length per choice.
  * @returns The argmax of `ll` and of `ll / lengths`, first index on ties.
  */
-export function pickChoices(ll: readonly number[], lengths: readonly number[]): { pred: number; pred_norm: number } {
+export function pickChoices(
+  ll: readonly number[],
+  lengths: readonly number[],
+): { pred: number; pred_norm: number } {
   let pred = 0, predNorm = 0;
   for (let i = 1; i < ll.length; i++) {
     if (ll[i] > ll[pred]) pred = i;
@@ -163,7 +166,9 @@ export function meanStderr(values: readonly number[]): { mean: number; stderr: n
  * @param scores Per-question results.
  * @returns Per-task accuracies and their unweighted mean.
  */
-export function summarizeChoiceScores(scores: readonly ChoiceQuestionScore[]): { tasks: TaskAccuracy[]; average: AverageAccuracy } {
+export function summarizeChoiceScores(
+  scores: readonly ChoiceQuestionScore[],
+): { tasks: TaskAccuracy[]; average: AverageAccuracy } {
   const tasks = [...groupByTask(scores)].map(([task, group]): TaskAccuracy => {
     const acc = meanStderr(group.map((s) => s.acc));
     const accNorm = meanStderr(group.map((s) => s.acc_norm));
@@ -211,8 +216,13 @@ export function compareChoiceScores(
   model: readonly ChoiceQuestionScore[],
   ref: readonly ChoiceQuestionScore[],
 ): { tasks: TaskDifference[]; average: AverageDifference } {
-  if (model.length !== ref.length || model.some((s, i) => s.file !== ref[i].file || s.line !== ref[i].line)) {
-    throw new Error("Cannot compare scores of different question lists: score both models on the same questions");
+  if (
+    model.length !== ref.length ||
+    model.some((s, i) => s.file !== ref[i].file || s.line !== ref[i].line)
+  ) {
+    throw new Error(
+      "Cannot compare scores of different question lists: score both models on the same questions",
+    );
   }
   const refByQuestion = new Map(model.map((s, i) => [s, ref[i]]));
   const tasks = [...groupByTask(model)].map(([task, group]): TaskDifference => {
@@ -258,7 +268,9 @@ function groupByTask(scores: readonly ChoiceQuestionScore[]): Map<string, Choice
 }
 
 /** Unweighted mean of k task values; stderr sqrt(sum se^2) / k for independent tasks. */
-function averageOverTasks(values: readonly (readonly [number, number])[]): { mean: number; stderr: number } {
+function averageOverTasks(
+  values: readonly (readonly [number, number])[],
+): { mean: number; stderr: number } {
   const k = values.length;
   let sum = 0, variance = 0;
   for (const [value, stderr] of values) {

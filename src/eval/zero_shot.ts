@@ -144,7 +144,9 @@ export async function evaluateChoiceTasks(
   }
   // both models score the same tokens, so truncate to the shorter context
   const maxSeqLen = Math.min(lm.config.maxSeqLen, ref?.config.maxSeqLen ?? Infinity);
-  const encoded = questions.map((q) => encodeQuestion(q, tokenizer, lm.config.vocabSize, maxSeqLen, options.addBos ?? false));
+  const encoded = questions.map((q) =>
+    encodeQuestion(q, tokenizer, lm.config.vocabSize, maxSeqLen, options.addBos ?? false)
+  );
   const lengths = questions.map((q) => normLengths(q, options.lengthUnit ?? "bytes"));
 
   const result: ChoiceEvalResult = await scoreModel(lm, questions, encoded, lengths, options);
@@ -165,9 +167,17 @@ async function scoreModel(
   const counter = { tokens: 0 };
   const samples: ChoiceQuestionScore[] = [];
   for (const [i, q] of questions.entries()) {
-    const ll = await scoreChoices(lm, encoded[i], { maxLogitsPerForward: options.maxLogitsPerForward, counter });
+    const ll = await scoreChoices(lm, encoded[i], {
+      maxLogitsPerForward: options.maxLogitsPerForward,
+      counter,
+    });
     if (ll.some((x) => !Number.isFinite(x))) {
-      throw new ChoiceLineError(q.file, q.line, "", `Non-finite log-likelihood (${ll.join(", ")}): the model produced NaN or infinite logits`);
+      throw new ChoiceLineError(
+        q.file,
+        q.line,
+        "",
+        `Non-finite log-likelihood (${ll.join(", ")}): the model produced NaN or infinite logits`,
+      );
     }
     const { pred, pred_norm } = pickChoices(ll, lengths[i]);
     samples.push({
@@ -225,8 +235,14 @@ export function encodeTextPair(
     // nothing to condition on: the harness feeds its prefix token (BOS, else EOS) first
     const ids = tokenizer.encode(continuation, { addBos });
     const prefix = tokenizer.bosId ?? tokenizer.eosIds[0];
-    if (prefix === undefined) throw new UsageError("An empty context needs a BOS or EOS token to start from, and the tokenizer has neither");
-    return ids[0] === prefix ? { context: ids.slice(0, 1), continuation: ids.slice(1) } : { context: [prefix], continuation: ids };
+    if (prefix === undefined) {
+      throw new UsageError(
+        "An empty context needs a BOS or EOS token to start from, and the tokenizer has neither",
+      );
+    }
+    return ids[0] === prefix
+      ? { context: ids.slice(0, 1), continuation: ids.slice(1) }
+      : { context: [prefix], continuation: ids };
   }
   const whole = tokenizer.encode(context + continuation, { addBos });
   const ids = tokenizer.encode(context, { addBos });
@@ -251,32 +267,49 @@ export function encodeQuestion(
   maxSeqLen: number,
   addBos: boolean,
 ): EncodedChoice[] {
-  const fail = (field: string, detail: string) => new ChoiceLineError(q.file, q.line, field, detail);
+  const fail = (field: string, detail: string) =>
+    new ChoiceLineError(q.file, q.line, field, detail);
   return q.requests.map((request, i): EncodedChoice => {
     let pair: { context: number[]; continuation: number[] };
     if (q.kind === "ids") {
       pair = q.requests[i];
     } else if (tokenizer) {
       try {
-        pair = encodeTextPair(tokenizer, request.context as string, request.continuation as string, addBos);
+        pair = encodeTextPair(
+          tokenizer,
+          request.context as string,
+          request.continuation as string,
+          addBos,
+        );
       } catch (error) {
         if (error instanceof UsageError) throw fail("context", error.message);
         throw error;
       }
     } else {
-      throw fail("", "Text questions need a tokenizer and the model has none: give context and choices as token-id arrays");
+      throw fail(
+        "",
+        "Text questions need a tokenizer and the model has none: give context and choices as token-id arrays",
+      );
     }
 
     const field = q.layout === "native" ? `choices[${i}]` : `choice ${i}`;
     if (pair.continuation.length === 0) {
-      throw fail(field, "Encodes to no tokens after the context (the tokenizer merged it into the context); rewrite the choice");
+      throw fail(
+        field,
+        "Encodes to no tokens after the context (the tokenizer merged it into the context); rewrite the choice",
+      );
     }
     if (pair.continuation.length > maxSeqLen) {
-      throw fail(field, `Continuation of ${pair.continuation.length} tokens does not fit the model's context of ${maxSeqLen}`);
+      throw fail(
+        field,
+        `Continuation of ${pair.continuation.length} tokens does not fit the model's context of ${maxSeqLen}`,
+      );
     }
     const tokens = [...pair.context, ...pair.continuation];
     const bad = tokens.find((id) => !(id >= 0 && id < vocabSize));
-    if (bad !== undefined) throw fail(field, `Token id ${bad} is outside the model's vocabulary [0, ${vocabSize})`);
+    if (bad !== undefined) {
+      throw fail(field, `Token id ${bad} is outside the model's vocabulary [0, ${vocabSize})`);
+    }
 
     // keep the last maxSeqLen + 1 tokens: the model reads all but the last
     const drop = Math.max(0, tokens.length - (maxSeqLen + 1));
@@ -312,10 +345,17 @@ export interface ScoreChoicesOptions {
  * @param options Chunk size and token counter.
  * @returns Summed log-likelihood per choice, in nats.
  */
-export async function scoreChoices(lm: CausalLM, choices: readonly EncodedChoice[], options: ScoreChoicesOptions = {}): Promise<number[]> {
+export async function scoreChoices(
+  lm: CausalLM,
+  choices: readonly EncodedChoice[],
+  options: ScoreChoicesOptions = {},
+): Promise<number[]> {
   if (choices.length === 0) return [];
   const vocab = lm.config.vocabSize;
-  const rowsPerForward = Math.max(1, Math.floor((options.maxLogitsPerForward ?? MAX_LOGITS_PER_FORWARD) / vocab));
+  const rowsPerForward = Math.max(
+    1,
+    Math.floor((options.maxLogitsPerForward ?? MAX_LOGITS_PER_FORWARD) / vocab),
+  );
   const counter = options.counter ?? { tokens: 0 };
   const inputs = choices.map((c) => c.tokens.slice(0, -1)); // ids fed to the model; row j predicts tokens[j + 1]
   const shared = commonPrefixLength(inputs);
@@ -327,11 +367,18 @@ export async function scoreChoices(lm: CausalLM, choices: readonly EncodedChoice
   const prefixLogP = new Float64Array(shared); // [shared] log p(inputs[0][j + 1] | row j), j < shared - 1
   let lastRow = new Float64Array(0); // [vocab] log-probabilities of row shared - 1
   lm.reset();
-  await feed(lm, inputs[0].slice(0, shared), firstRow, rowsPerForward, counter, (row, logits, offset) => {
-    logSoftmax(logits, offset, vocab, logP);
-    if (row < shared - 1) prefixLogP[row] = logP[inputs[0][row + 1]];
-    else lastRow = logP.slice();
-  });
+  await feed(
+    lm,
+    inputs[0].slice(0, shared),
+    firstRow,
+    rowsPerForward,
+    counter,
+    (row, logits, offset) => {
+      logSoftmax(logits, offset, vocab, logP);
+      if (row < shared - 1) prefixLogP[row] = logP[inputs[0][row + 1]];
+      else lastRow = logP.slice();
+    },
+  );
 
   const sums: number[] = [];
   for (const [i, choice] of choices.entries()) {
@@ -340,10 +387,17 @@ export async function scoreChoices(lm: CausalLM, choices: readonly EncodedChoice
     for (let row = choice.start - 1; row < shared; row++) {
       sum += row < shared - 1 ? prefixLogP[row] : lastRow[choice.tokens[shared]];
     }
-    await feed(lm, inputs[i].slice(shared), choice.start - 1, rowsPerForward, counter, (row, logits, offset) => {
-      logSoftmax(logits, offset, vocab, logP);
-      sum += logP[choice.tokens[row + 1]];
-    });
+    await feed(
+      lm,
+      inputs[i].slice(shared),
+      choice.start - 1,
+      rowsPerForward,
+      counter,
+      (row, logits, offset) => {
+        logSoftmax(logits, offset, vocab, logP);
+        sum += logP[choice.tokens[row + 1]];
+      },
+    );
     sums.push(sum);
   }
   lm.reset();
@@ -374,7 +428,12 @@ async function feed(
 }
 
 /** Brings the cache back to the first `shared` tokens of `input`. */
-async function rewind(lm: CausalLM, input: readonly number[], shared: number, counter: { tokens: number }): Promise<void> {
+async function rewind(
+  lm: CausalLM,
+  input: readonly number[],
+  shared: number,
+  counter: { tokens: number },
+): Promise<void> {
   if (canTruncate(lm)) {
     lm.truncate(shared);
     return;

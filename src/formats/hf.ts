@@ -269,8 +269,14 @@ export async function readChatTemplate(dir: string): Promise<string | null> {
 export async function readTokenizerText(
   dir: string,
   chatTemplate: string | null,
-): Promise<{ "tokenizer.json"?: string; "tokenizer_config.json"?: string; chat_template?: string }> {
-  const text: { "tokenizer.json"?: string; "tokenizer_config.json"?: string; chat_template?: string } = {};
+): Promise<
+  { "tokenizer.json"?: string; "tokenizer_config.json"?: string; chat_template?: string }
+> {
+  const text: {
+    "tokenizer.json"?: string;
+    "tokenizer_config.json"?: string;
+    chat_template?: string;
+  } = {};
   for (const name of ["tokenizer.json", "tokenizer_config.json"] as const) {
     try {
       text[name] = await Deno.readTextFile(join(dir, name));

@@ -34,10 +34,17 @@ interface Extent {
  */
 export function parseLlama2cHeader(path: string, header: Uint8Array): ModelConfig {
   if (header.length < HEADER_BYTES) {
-    throw new FormatError(path, "header", `File is ${header.length} bytes, shorter than the 28-byte llama2.c header`);
+    throw new FormatError(
+      path,
+      "header",
+      `File is ${header.length} bytes, shorter than the 28-byte llama2.c header`,
+    );
   }
   const view = new DataView(header.buffer, header.byteOffset, HEADER_BYTES);
-  const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocab, seqLen] = Array.from({ length: 7 }, (_, i) => view.getInt32(4 * i, true));
+  const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocab, seqLen] = Array.from(
+    { length: 7 },
+    (_, i) => view.getInt32(4 * i, true),
+  );
   const config: ModelConfig = {
     architecture: "llama",
     dim,
@@ -170,7 +177,14 @@ export async function loadLlama2c(path: string): Promise<LoadedModel> {
           `seq_len ${config.maxSeqLen}) implies ${totalBytes} bytes but the file has ${size}: it is truncated or not a legacy (version 0) llama2.c checkpoint`,
       );
     }
-    return { path, format: "llama2c", config, weights: new Llama2cWeights(path, file, extents), tokenizer: null, chatTemplate: null };
+    return {
+      path,
+      format: "llama2c",
+      config,
+      weights: new Llama2cWeights(path, file, extents),
+      tokenizer: null,
+      chatTemplate: null,
+    };
   } catch (err) {
     file.close();
     throw err;

@@ -23,8 +23,8 @@ import {
   QUANTIZED_FORMAT,
   QUANTIZED_VERSION,
   type QuantizedModelFile,
-  type UniformLayerDesc,
   type TokenizerText,
+  type UniformLayerDesc,
   type VqLayerDesc,
 } from "./quantized_types.ts";
 
@@ -75,7 +75,14 @@ export async function openQuantizedModel(path: string): Promise<QuantizedModelFi
     for (const key of ["tokenizer.json", "tokenizer_config.json", "chat_template"] as const) {
       if (meta[key] !== undefined) text[key] = meta[key];
     }
-    return { config, layers, quantization, weights: new QuantizedWeightStore(file, layers), file, text };
+    return {
+      config,
+      layers,
+      quantization,
+      weights: new QuantizedWeightStore(file, layers),
+      file,
+      text,
+    };
   } catch (err) {
     file.close();
     throw err;

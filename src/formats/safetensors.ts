@@ -124,7 +124,9 @@ export class SafetensorsFile {
     let read = 0;
     while (read < bytes.length) {
       const n = await this.#file.read(bytes.subarray(read));
-      if (n === null) throw new FormatError(this.path, name, "Unexpected end of file while reading tensor");
+      if (n === null) {
+        throw new FormatError(this.path, name, "Unexpected end of file while reading tensor");
+      }
       read += n;
     }
     return bytes;
@@ -138,7 +140,11 @@ export class SafetensorsFile {
   async readF32(name: string): Promise<Float32Array> {
     const info = this.info(name);
     if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
-      throw new FormatError(this.path, name, `Unsupported dtype ${info.dtype}: expected F32, F16 or BF16`);
+      throw new FormatError(
+        this.path,
+        name,
+        `Unsupported dtype ${info.dtype}: expected F32, F16 or BF16`,
+      );
     }
     return decodeToF32(await this.readBytes(name), info.dtype);
   }
@@ -184,47 +190,90 @@ async function parseHeader(path: string, file: Deno.FsFile, size: number) {
     throw new FormatError(path, "header", "Expected a JSON object");
   }
   const dataStart = 8 + headerLength;
-  return { tensors: parseEntries(path, header, dataStart, size), metadata: parseMetadata(path, header) };
+  return {
+    tensors: parseEntries(path, header, dataStart, size),
+    metadata: parseMetadata(path, header),
+  };
 }
 
 function parseMetadata(path: string, header: Record<string, unknown>): Record<string, string> {
   const raw = header["__metadata__"];
   if (raw === undefined) return {};
-  if (typeof raw !== "object" || raw === null) throw new FormatError(path, "__metadata__", "Expected an object");
+  if (typeof raw !== "object" || raw === null) {
+    throw new FormatError(path, "__metadata__", "Expected an object");
+  }
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(raw)) {
-    if (typeof v !== "string") throw new FormatError(path, `__metadata__.${k}`, "Expected a string value");
+    if (typeof v !== "string") {
+      throw new FormatError(path, `__metadata__.${k}`, "Expected a string value");
+    }
     out[k] = v;
   }
   return out;
 }
 
-function parseEntries(path: string, header: Record<string, unknown>, dataStart: number, size: number) {
+function parseEntries(
+  path: string,
+  header: Record<string, unknown>,
+  dataStart: number,
+  size: number,
+) {
   const tensors = new Map<string, TensorInfo>();
   for (const [name, raw] of Object.entries(header)) {
     if (name === "__metadata__") continue;
     const entry = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = entry?.dtype as DType;
     if (!(typeof dtype === "string" && dtype in DTYPE_BYTES)) {
-      throw new FormatError(path, name, `Unsupported dtype ${JSON.stringify(entry?.dtype)}: expected one of ${Object.keys(DTYPE_BYTES).join(", ")}`);
+      throw new FormatError(
+        path,
+        name,
+        `Unsupported dtype ${JSON.stringify(entry?.dtype)}: expected one of ${
+          Object.keys(DTYPE_BYTES).join(", ")
+        }`,
+      );
     }
     const shape = entry.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      throw new FormatError(path, name, `Invalid shape ${JSON.stringify(shape)}: expected non-negative integers`);
+      throw new FormatError(
+        path,
+        name,
+        `Invalid shape ${JSON.stringify(shape)}: expected non-negative integers`,
+      );
     }
     const offsets = entry.data_offsets;
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => Number.isSafeInteger(d) && d >= 0) || offsets[1] < offsets[0]) {
+    if (
+      !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) =>
+        Number.isSafeInteger(d) && d >= 0
+      ) || offsets[1] < offsets[0]
+    ) {
       throw new FormatError(path, name, `Invalid data_offsets ${JSON.stringify(offsets)}`);
     }
     const count = shape.reduce((a: number, b: number) => a * b, 1);
     const byteLength = offsets[1] - offsets[0];
     if (byteLength !== count * DTYPE_BYTES[dtype]) {
-      throw new FormatError(path, name, `data_offsets span ${byteLength} bytes but shape [${shape}] of ${dtype} needs ${count * DTYPE_BYTES[dtype]}`);
+      throw new FormatError(
+        path,
+        name,
+        `data_offsets span ${byteLength} bytes but shape [${shape}] of ${dtype} needs ${
+          count * DTYPE_BYTES[dtype]
+        }`,
+      );
     }
     if (dataStart + offsets[1] > size) {
-      throw new FormatError(path, name, `Tensor ends at byte ${dataStart + offsets[1]} beyond the file size ${size}: the file is truncated`);
+      throw new FormatError(
+        path,
+        name,
+        `Tensor ends at byte ${
+          dataStart + offsets[1]
+        } beyond the file size ${size}: the file is truncated`,
+      );
     }
-    tensors.set(name, { dtype, shape: shape as number[], offset: dataStart + offsets[0], byteLength });
+    tensors.set(name, {
+      dtype,
+      shape: shape as number[],
+      offset: dataStart + offsets[0],
+      byteLength,
+    });
   }
   checkNoOverlap(path, tensors);
   return tensors;
@@ -260,10 +309,18 @@ export async function writeSafetensors(
   for (const [name, t] of Object.entries(tensors)) {
     const count = t.shape.reduce((a, b) => a * b, 1);
     if (t.data.byteLength !== count * DTYPE_BYTES[t.dtype]) {
-      throw new Error(`Tensor ${name}: ${t.data.byteLength} bytes given, shape [${t.shape}] of ${t.dtype} needs ${count * DTYPE_BYTES[t.dtype]}`);
+      throw new Error(
+        `Tensor ${name}: ${t.data.byteLength} bytes given, shape [${t.shape}] of ${t.dtype} needs ${
+          count * DTYPE_BYTES[t.dtype]
+        }`,
+      );
     }
     const padding = (8 - (t.data.byteLength % 8)) % 8;
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    header[name] = {
+      dtype: t.dtype,
+      shape: t.shape,
+      data_offsets: [offset, offset + t.data.byteLength],
+    };
     chunks.push(t.data);
     if (padding) chunks.push(new Uint8Array(padding));
     offset += t.data.byteLength + padding;

@@ -94,7 +94,11 @@ export class GpuContext {
     device.addEventListener("uncapturederror", (event) => {
       console.error(`WebGPU error: ${(event as GPUUncapturedErrorEvent).error.message}`);
     });
-    return new GpuContext(device, adapter.info?.description || adapter.info?.vendor || "unknown adapter", hasF16);
+    return new GpuContext(
+      device,
+      adapter.info?.description || adapter.info?.vendor || "unknown adapter",
+      hasF16,
+    );
   }
 
   /** The device's limits. */
@@ -111,7 +115,9 @@ export class GpuContext {
   createBuffer(byteLength: number, label = ""): GPUBuffer {
     const size = Math.max(4, Math.ceil(byteLength / 4) * 4);
     if (size > this.limits.maxBufferSize) {
-      throw new GpuError(`Buffer ${label} of ${size} bytes exceeds the device's maxBufferSize ${this.limits.maxBufferSize}`);
+      throw new GpuError(
+        `Buffer ${label} of ${size} bytes exceeds the device's maxBufferSize ${this.limits.maxBufferSize}`,
+      );
     }
     const buffer = this.device.createBuffer({
       label,
@@ -160,7 +166,10 @@ export class GpuContext {
    */
   uniform(words: Uint32Array<ArrayBuffer>): GPUBuffer {
     const size = Math.max(16, Math.ceil(words.byteLength / 16) * 16);
-    const buffer = this.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const buffer = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
     this.device.queue.writeBuffer(buffer, 0, words);
     this.#owned.add(buffer);
     return buffer;
@@ -184,13 +193,21 @@ export class GpuContext {
     return pipeline;
   }
 
-  async #compile(name: string, label: string, constants: KernelConstants): Promise<GPUComputePipeline> {
+  async #compile(
+    name: string,
+    label: string,
+    constants: KernelConstants,
+  ): Promise<GPUComputePipeline> {
     const code = await loadKernelSource(name);
     const module = this.device.createShaderModule({ label: name, code });
     const info = await module.getCompilationInfo();
     const errors = info.messages.filter((m) => m.type === "error");
     if (errors.length) {
-      throw new GpuError(`Kernel ${name}.wgsl failed to compile: ${errors.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")}`);
+      throw new GpuError(
+        `Kernel ${name}.wgsl failed to compile: ${
+          errors.map((m) => `line ${m.lineNum}: ${m.message}`).join("; ")
+        }`,
+      );
     }
     this.device.pushErrorScope("validation");
     const pipeline = this.device.createComputePipeline({
@@ -284,16 +301,25 @@ export class GpuBatch {
    * @param bindings Buffers in binding order.
    * @param workgroups Workgroup counts [x, y?, z?]; each must be at most maxComputeWorkgroupsPerDimension.
    */
-  dispatch(pipeline: GPUComputePipeline, bindings: Binding[], workgroups: [number, number?, number?]): void {
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: Binding[],
+    workgroups: [number, number?, number?],
+  ): void {
     const max = this.#gpu.limits.maxComputeWorkgroupsPerDimension;
     const [x, y = 1, z = 1] = workgroups;
     if (x > max || y > max || z > max) {
-      throw new GpuError(`Dispatch ${pipeline.label} of [${x}, ${y}, ${z}] workgroups exceeds maxComputeWorkgroupsPerDimension ${max}`);
+      throw new GpuError(
+        `Dispatch ${pipeline.label} of [${x}, ${y}, ${z}] workgroups exceeds maxComputeWorkgroupsPerDimension ${max}`,
+      );
     }
     if (x === 0 || y === 0 || z === 0) return;
     const bindGroup = this.#gpu.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
-      entries: bindings.map((b, i) => ({ binding: i, resource: "buffer" in b ? b : { buffer: b } })),
+      entries: bindings.map((b, i) => ({
+        binding: i,
+        resource: "buffer" in b ? b : { buffer: b },
+      })),
     });
     const pass = this.#encoder.beginComputePass();
     pass.setPipeline(pipeline);
@@ -309,7 +335,10 @@ export class GpuBatch {
    */
   uniform(words: Uint32Array<ArrayBuffer>): GPUBuffer {
     const size = Math.max(16, Math.ceil(words.byteLength / 16) * 16);
-    const buffer = this.#gpu.device.createBuffer({ size, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const buffer = this.#gpu.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
     this.#gpu.device.queue.writeBuffer(buffer, 0, words);
     this.#temporaries.push(buffer);
     return buffer;
@@ -337,7 +366,10 @@ export class GpuBatch {
    */
   read(buffer: GPUBuffer, byteLength = buffer.size, offset = 0): ReadHandle {
     const size = Math.ceil(byteLength / 4) * 4;
-    const staging = this.#gpu.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.#gpu.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
     this.#encoder.copyBufferToBuffer(buffer, offset, staging, 0, size);
     const entry = { staging, size, result: null as Uint8Array | null };
     this.#reads.push(entry);
@@ -345,10 +377,13 @@ export class GpuBatch {
       if (!entry.result) throw new GpuError("Readback used before its batch was submitted");
       return entry.result.subarray(0, byteLength);
     };
-    return { bytes, f32: () => {
-      const b = bytes();
-      return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
-    } };
+    return {
+      bytes,
+      f32: () => {
+        const b = bytes();
+        return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+      },
+    };
   }
 
   /** Submits every recorded command and completes every readback. */

@@ -8,7 +8,7 @@
 import type { CausalLM } from "./causal_lm.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { type ChatMessage, renderChat } from "../tokenizer/chat_template.ts";
-import { generateTokens, type GenerateStats } from "./generate.ts";
+import { type GenerateStats, generateTokens } from "./generate.ts";
 import { UsageError } from "../errors.ts";
 
 /** Options of {@linkcode ChatSession}. */
@@ -79,7 +79,8 @@ export class ChatSession {
   async send(text: string, onText?: (piece: string) => void): Promise<ChatReply> {
     const { tokenizer } = this.#options;
     const maxReply = this.#options.maxReplyTokens ?? 256;
-    const contextLength = (this.#lm as { contextLength?: number }).contextLength ?? this.#lm.config.maxSeqLen;
+    const contextLength = (this.#lm as { contextLength?: number }).contextLength ??
+      this.#lm.config.maxSeqLen;
     // a message that cannot fit even alone is rejected before the history is touched
     const alone = this.#encode([{ role: "user", content: text }]);
     if (alone.length + 1 > contextLength) {
@@ -119,7 +120,9 @@ export class ChatSession {
       next = await stream.next();
     }
     const reply = tokenizer.decode(ids);
-    if (reply.startsWith(printed) && reply.length > printed.length) onText?.(reply.slice(printed.length));
+    if (reply.startsWith(printed) && reply.length > printed.length) {
+      onText?.(reply.slice(printed.length));
+    }
     this.messages.push({ role: "assistant", content: reply });
     return { text: reply, stats: next.value, droppedMessages: dropped };
   }

@@ -121,7 +121,16 @@ export function expectedTensors(config: ModelConfig): Map<string, number[]> {
  * @throws {FormatError} When a size is not a positive integer or heads do not divide.
  */
 export function validateConfig(config: ModelConfig, file: string): void {
-  const positive = ["dim", "hiddenDim", "nLayers", "nHeads", "nKvHeads", "headDim", "vocabSize", "maxSeqLen"] as const;
+  const positive = [
+    "dim",
+    "hiddenDim",
+    "nLayers",
+    "nHeads",
+    "nKvHeads",
+    "headDim",
+    "vocabSize",
+    "maxSeqLen",
+  ] as const;
   for (const key of positive) {
     const v = config[key];
     if (!Number.isSafeInteger(v) || v <= 0) {
@@ -129,12 +138,24 @@ export function validateConfig(config: ModelConfig, file: string): void {
     }
   }
   if (config.nHeads % config.nKvHeads !== 0) {
-    throw new FormatError(file, "nKvHeads", `${config.nKvHeads} key/value heads do not divide ${config.nHeads} query heads`);
+    throw new FormatError(
+      file,
+      "nKvHeads",
+      `${config.nKvHeads} key/value heads do not divide ${config.nHeads} query heads`,
+    );
   }
   if (config.headDim % 2 !== 0) {
-    throw new FormatError(file, "headDim", `Rotary embedding needs an even head width, got ${config.headDim}`);
+    throw new FormatError(
+      file,
+      "headDim",
+      `Rotary embedding needs an even head width, got ${config.headDim}`,
+    );
   }
   if (!(config.normEps > 0) || !(config.ropeTheta > 0)) {
-    throw new FormatError(file, "normEps/ropeTheta", `Expected positive values, got ${config.normEps} and ${config.ropeTheta}`);
+    throw new FormatError(
+      file,
+      "normEps/ropeTheta",
+      `Expected positive values, got ${config.normEps} and ${config.ropeTheta}`,
+    );
   }
 }

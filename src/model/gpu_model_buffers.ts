@@ -175,7 +175,20 @@ export function weightBytes(weights: ModelWeights): number {
   let total = size(weights.embed) + size(weights.finalNorm) + (weights.codebooks?.bytes ?? 0);
   if (weights.head !== weights.embed) total += size(weights.head);
   for (const b of weights.blocks) {
-    const parts = [b.attnNorm, b.ffnNorm, b.bq, b.bk, b.bv, b.wq, b.wk, b.wv, b.wo, b.wGate, b.wUp, b.wDown];
+    const parts = [
+      b.attnNorm,
+      b.ffnNorm,
+      b.bq,
+      b.bk,
+      b.bv,
+      b.wq,
+      b.wk,
+      b.wv,
+      b.wo,
+      b.wGate,
+      b.wUp,
+      b.wDown,
+    ];
     for (const w of parts) total += size(w);
   }
   return total;

@@ -29,7 +29,11 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   try {
     info = await Deno.stat(path);
   } catch {
-    throw new FormatError(path, "", "Model path not found: pass --model with a llama2.c .bin, a GGUF file, a quantized .safetensors file or a Hugging Face directory");
+    throw new FormatError(
+      path,
+      "",
+      "Model path not found: pass --model with a llama2.c .bin, a GGUF file, a quantized .safetensors file or a Hugging Face directory",
+    );
   }
   if (info.isDirectory) return await loadHfDirectory(path);
   const magic = await readMagic(path);
@@ -69,14 +73,30 @@ async function loadQuantizedModel(path: string): Promise<LoadedModel> {
   if (json !== undefined) {
     try {
       const tokenizerConfig = JSON.parse(q.text["tokenizer_config.json"] ?? "{}");
-      tokenizer = HfTokenizer.fromJson(JSON.parse(json), tokenizerConfig, `${path} (__metadata__.tokenizer.json)`, {
-        bosId: q.config.bosId,
-        eosIds: q.config.eosIds,
-      });
+      tokenizer = HfTokenizer.fromJson(
+        JSON.parse(json),
+        tokenizerConfig,
+        `${path} (__metadata__.tokenizer.json)`,
+        {
+          bosId: q.config.bosId,
+          eosIds: q.config.eosIds,
+        },
+      );
     } catch (err) {
       q.weights.close();
-      throw err instanceof FormatError ? err : new FormatError(path, "__metadata__.tokenizer.json", `Invalid JSON: ${(err as Error).message}`);
+      throw err instanceof FormatError ? err : new FormatError(
+        path,
+        "__metadata__.tokenizer.json",
+        `Invalid JSON: ${(err as Error).message}`,
+      );
     }
   }
-  return { path, format: "quantized", config: q.config, weights: q.weights, tokenizer, chatTemplate: q.text.chat_template ?? null };
+  return {
+    path,
+    format: "quantized",
+    config: q.config,
+    weights: q.weights,
+    tokenizer,
+    chatTemplate: q.text.chat_template ?? null,
+  };
 }

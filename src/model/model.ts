@@ -126,7 +126,11 @@ export async function readAllWeights(weights: WeightStore): Promise<Map<string, 
 export function checkFinite(source: string, name: string, data: Float32Array): void {
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) {
-      throw new FormatError(source, name, `Element ${i} is ${data[i]}: the checkpoint is corrupt or was saved after a diverged step`);
+      throw new FormatError(
+        source,
+        name,
+        `Element ${i} is ${data[i]}: the checkpoint is corrupt or was saved after a diverged step`,
+      );
     }
   }
 }

@@ -20,7 +20,12 @@ import { UsageError } from "../errors.ts";
  * @param x Input, length cols.
  * @param bias Optional bias, length rows.
  */
-export function matvec(out: Float32Array, w: Float32Array, x: Float32Array, bias?: Float32Array): void {
+export function matvec(
+  out: Float32Array,
+  w: Float32Array,
+  x: Float32Array,
+  bias?: Float32Array,
+): void {
   const cols = x.length;
   for (let r = 0; r < out.length; r++) {
     let sum = 0;
@@ -38,7 +43,12 @@ export function matvec(out: Float32Array, w: Float32Array, x: Float32Array, bias
  * @param weight Per-element gain.
  * @param eps Epsilon added to the mean square.
  */
-export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, eps: number): void {
+export function rmsnorm(
+  out: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  eps: number,
+): void {
   let ss = 0;
   for (let i = 0; i < x.length; i++) ss += x[i] * x[i];
   const scale = 1 / Math.sqrt(ss / x.length + eps);
@@ -54,7 +64,13 @@ export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array
  * @param theta Rotary base.
  * @param style "adjacent" pairs (2i, 2i+1), "half" pairs (i, i + headDim/2).
  */
-export function applyRope(v: Float32Array, headDim: number, pos: number, theta: number, style: "adjacent" | "half"): void {
+export function applyRope(
+  v: Float32Array,
+  headDim: number,
+  pos: number,
+  theta: number,
+  style: "adjacent" | "half",
+): void {
   const half = headDim / 2;
   for (let h = 0; h < v.length / headDim; h++) {
     for (let j = 0; j < half; j++) {
@@ -146,7 +162,10 @@ export class ReferenceModel implements CausalLM {
    * @param config Hyperparameters.
    * @param weights Tensor store under canonical names.
    */
-  static async create(config: ModelConfig, weights: WeightStore | Map<string, Float32Array>): Promise<ReferenceModel> {
+  static async create(
+    config: ModelConfig,
+    weights: WeightStore | Map<string, Float32Array>,
+  ): Promise<ReferenceModel> {
     const all = weights instanceof Map ? weights : await readAllWeights(weights);
     return new ReferenceModel(config, all);
   }
@@ -188,8 +207,14 @@ export class ReferenceModel implements CausalLM {
   step(token: number): Float32Array {
     const c = this.config, s = this.#s, w = this.#w;
     const pos = this.#pos;
-    if (pos >= c.maxSeqLen) throw new UsageError(`Context is full: position ${pos} reaches the model's maxSeqLen ${c.maxSeqLen}`);
-    if (!(token >= 0 && token < c.vocabSize)) throw new UsageError(`Token id ${token} is outside the vocabulary [0, ${c.vocabSize})`);
+    if (pos >= c.maxSeqLen) {
+      throw new UsageError(
+        `Context is full: position ${pos} reaches the model's maxSeqLen ${c.maxSeqLen}`,
+      );
+    }
+    if (!(token >= 0 && token < c.vocabSize)) {
+      throw new UsageError(`Token id ${token} is outside the vocabulary [0, ${c.vocabSize})`);
+    }
 
     // token embedding: x = embed[token]
     s.x.set(w.get(tensorNames.embed)!.subarray(token * c.dim, (token + 1) * c.dim));
@@ -241,7 +266,9 @@ export class ReferenceModel implements CausalLM {
       softmax(s.scores, pos + 1);
       for (let i = 0; i < c.headDim; i++) {
         let sum = 0;
-        for (let t = 0; t <= pos; t++) sum += s.scores[t] * s.valueCache[cacheBase + t * kvDim + kvOff + i];
+        for (let t = 0; t <= pos; t++) {
+          sum += s.scores[t] * s.valueCache[cacheBase + t * kvDim + kvOff + i];
+        }
         s.att[qOff + i] = sum;
       }
     }

@@ -185,9 +185,12 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
   if (scope !== "layer" && scope !== "model") {
     throw new UsageError(`Invalid --scope ${scope}: expected layer or model`);
   }
-  const codebookScope = options.codebookScope ?? (scope === "layer" ? "layer" : PIPELINE_DEFAULTS.codebookScope);
+  const codebookScope = options.codebookScope ??
+    (scope === "layer" ? "layer" : PIPELINE_DEFAULTS.codebookScope);
   if (!CODEBOOK_SCOPES.includes(codebookScope)) {
-    throw new UsageError(`Invalid --codebook-scope ${codebookScope}: expected ${CODEBOOK_SCOPES.join(", ")}`);
+    throw new UsageError(
+      `Invalid --codebook-scope ${codebookScope}: expected ${CODEBOOK_SCOPES.join(", ")}`,
+    );
   }
   if (codebookScope !== "layer" && scope === "layer") {
     throw new UsageError(
@@ -220,7 +223,9 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
 }
 
 function checkVectorLength(v: number): number {
-  if (![2, 4, 6, 8].includes(v)) throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+  if (![2, 4, 6, 8].includes(v)) {
+    throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
+  }
   return v;
 }
 

@@ -87,7 +87,9 @@ export async function runPipeline(
   const folder = resolve(dir) + SEP;
   for (const input of [o.model, ...o.calibData, ...o.evalData, ...o.choiceTasks]) {
     if (resolve(input).startsWith(folder)) {
-      throw new UsageError(`Input ${input} is inside --out ${dir}, where the pipeline writes its files: move it or choose another --out`);
+      throw new UsageError(
+        `Input ${input} is inside --out ${dir}, where the pipeline writes its files: move it or choose another --out`,
+      );
     }
   }
   // the model is checked before the output folder is created, so a bad path leaves nothing

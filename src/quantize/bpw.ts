@@ -103,7 +103,13 @@ export function vqLayerBytes(layer: VqLayerStorage): StorageBytes {
   }
   const scales = (layer.scales ?? true) ? 2 * layer.rows : 0;
   const permutation = layer.permutation ? packedIndexBytes(layer.rows, indexBits(layer.rows)) : 0;
-  return { indices, codebooks, scales, permutation, total: indices + codebooks + scales + permutation };
+  return {
+    indices,
+    codebooks,
+    scales,
+    permutation,
+    total: indices + codebooks + scales + permutation,
+  };
 }
 
 /**
@@ -152,7 +158,12 @@ export function codebookBytes(size: number, vectorLength: number): number {
  * @param bits Code width in bits (1-8).
  * @param groupSize Columns per scale group.
  */
-export function uniformLayerBytes(rows: number, cols: number, bits: number, groupSize: number): StorageBytes {
+export function uniformLayerBytes(
+  rows: number,
+  cols: number,
+  bits: number,
+  groupSize: number,
+): StorageBytes {
   const indices = rows * packedIndexBytes(cols, bits);
   const scales = rows * Math.ceil(cols / groupSize) * 2 * 2;
   return { indices, codebooks: 0, scales, permutation: 0, total: indices + scales };
@@ -176,7 +187,10 @@ export function uniformLayerBytes(rows: number, cols: number, bits: number, grou
  * @param layers Byte counts and weight counts of each quantized layer.
  * @param sharedBytes Bytes stored once for several layers (shared codebooks).
  */
-export function bitsPerWeight(layers: { bytes: StorageBytes; weights: number }[], sharedBytes = 0): number {
+export function bitsPerWeight(
+  layers: { bytes: StorageBytes; weights: number }[],
+  sharedBytes = 0,
+): number {
   let bytes = sharedBytes, weights = 0;
   for (const l of layers) {
     bytes += l.bytes.total;

@@ -82,7 +82,11 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
     );
   }
   if (plan.version !== 2) {
-    throw new FormatError(path, "version", `Unsupported plan version ${plan.version}: expected 2; rerun deno task allocate with this version of the toolkit`);
+    throw new FormatError(
+      path,
+      "version",
+      `Unsupported plan version ${plan.version}: expected 2; rerun deno task allocate with this version of the toolkit`,
+    );
   }
   if (plan.codebookScope !== undefined && !CODEBOOK_SCOPES.includes(plan.codebookScope)) {
     throw new FormatError(

@@ -8,7 +8,11 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { openQuantizedModel, type TokenizerText, writeQuantizedModel } from "../formats/quantized.ts";
+import {
+  openQuantizedModel,
+  type TokenizerText,
+  writeQuantizedModel,
+} from "../formats/quantized.ts";
 import { readTokenizerText } from "../formats/hf.ts";
 import { encodeFromF32 } from "../formats/dtype.ts";
 import { BLOCK_LINEARS } from "../model/config.ts";

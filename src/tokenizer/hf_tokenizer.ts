@@ -122,13 +122,20 @@ export class HfTokenizer implements Tokenizer {
   }
 
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
-    const raw: (number | null | undefined)[] = this.#lib.encode(text, { add_special_tokens: false }).ids;
+    const raw: (number | null | undefined)[] =
+      this.#lib.encode(text, { add_special_tokens: false }).ids;
     // @huggingface/tokenizers 0.2 returns null, not the unk id, for a word-level piece
     // outside the vocabulary (such as the decoded text "<unk>" itself).
     const ids = raw.map((id) => {
       if (typeof id === "number") return id;
       if (this.#unkId === undefined) {
-        throw new FormatError("tokenizer.json", "model.unk_token", `Text ${JSON.stringify(text)} has a piece outside the vocabulary and the tokenizer has no unknown token`);
+        throw new FormatError(
+          "tokenizer.json",
+          "model.unk_token",
+          `Text ${
+            JSON.stringify(text)
+          } has a piece outside the vocabulary and the tokenizer has no unknown token`,
+        );
       }
       return this.#unkId;
     });

@@ -73,7 +73,11 @@ export class AdamW {
    * @param decayed Names of the tensors that get weight decay (see {@linkcode isDecayed}).
    * @param options Betas, epsilon and weight decay.
    */
-  constructor(params: Map<string, Float32Array>, decayed: ReadonlySet<string>, options: AdamWOptions = {}) {
+  constructor(
+    params: Map<string, Float32Array>,
+    decayed: ReadonlySet<string>,
+    options: AdamWOptions = {},
+  ) {
     this.#params = params;
     this.#decayed = decayed;
     this.#beta1 = options.beta1 ?? 0.9;
@@ -109,7 +113,11 @@ export class AdamW {
       for (const [which, moments] of [["m", state.m], ["v", state.v]] as const) {
         const t = moments.get(name);
         if (!t || t.length !== p.length) {
-          throw new ShapeError(`Optimizer state ${which} of ${name}: expected ${p.length} values, got ${t?.length ?? "none"}`);
+          throw new ShapeError(
+            `Optimizer state ${which} of ${name}: expected ${p.length} values, got ${
+              t?.length ?? "none"
+            }`,
+          );
         }
       }
     }
@@ -130,7 +138,11 @@ export class AdamW {
     const c1 = 1 - Math.pow(b1, s.step), c2 = 1 - Math.pow(b2, s.step);
     for (const [name, p] of this.#params) {
       const g = grads.get(name);
-      if (!g || g.length !== p.length) throw new ShapeError(`Gradient of ${name}: expected ${p.length} values, got ${g?.length ?? "none"}`);
+      if (!g || g.length !== p.length) {
+        throw new ShapeError(
+          `Gradient of ${name}: expected ${p.length} values, got ${g?.length ?? "none"}`,
+        );
+      }
       const m = s.m.get(name)!, v = s.v.get(name)!;
       const shrink = this.#decayed.has(name) ? 1 - lr * this.#wd : 1;
       for (let i = 0; i < p.length; i++) {

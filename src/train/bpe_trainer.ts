@@ -77,14 +77,20 @@ export function trainBpe(texts: Iterable<string>, options: BpeTrainOptions): Tra
   const minFrequency = options.minFrequency ?? 2;
   const base = specialTokens.length + 256;
   if (!Number.isSafeInteger(options.vocabSize) || options.vocabSize < base) {
-    throw new UsageError(`Vocabulary size ${options.vocabSize}: expected an integer of at least ${base} (special tokens + 256 bytes)`);
+    throw new UsageError(
+      `Vocabulary size ${options.vocabSize}: expected an integer of at least ${base} (special tokens + 256 bytes)`,
+    );
   }
   const vocab = [...specialTokens, ...BYTE_TO_CHAR];
   const idOf = new Map<string, number>(vocab.map((t, i) => [t, i]));
   const { words, counts } = countWords(texts, specialTokens.length);
   const state = new PairState(words, counts, vocab);
   const merges: [string, string][] = [];
-  const progress = new Progress("train tokenizer", options.vocabSize - base, { quiet: options.quiet, unit: "merges", intervalSeconds: 10 });
+  const progress = new Progress("train tokenizer", options.vocabSize - base, {
+    quiet: options.quiet,
+    unit: "merges",
+    intervalSeconds: 10,
+  });
 
   while (vocab.length < options.vocabSize) {
     const best = state.popBest();
@@ -123,7 +129,12 @@ export function trainBpe(texts: Iterable<string>, options: BpeTrainOptions): Tra
 export function bpeTokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   bpe.vocab.forEach((token, id) => vocab[token] = id);
-  const byteLevel = { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true };
+  const byteLevel = {
+    type: "ByteLevel",
+    add_prefix_space: false,
+    trim_offsets: true,
+    use_regex: true,
+  };
   return {
     version: "1.0",
     truncation: null,
@@ -157,11 +168,21 @@ export function bpeTokenizerJson(bpe: TrainedBpe): Record<string, unknown> {
 }
 
 /** Counts the pre-tokenized words of all texts; returns each distinct word as byte-symbol ids. */
-function countWords(texts: Iterable<string>, firstByteId: number): { words: Int32Array[]; counts: number[] } {
-  const pre = new ByteLevelPreTokenizer({ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true });
+function countWords(
+  texts: Iterable<string>,
+  firstByteId: number,
+): { words: Int32Array[]; counts: number[] } {
+  const pre = new ByteLevelPreTokenizer({
+    type: "ByteLevel",
+    add_prefix_space: false,
+    trim_offsets: true,
+    use_regex: true,
+  });
   const freq = new Map<string, number>();
   for (const text of texts) {
-    for (const word of pre.pre_tokenize_text(text, undefined)) freq.set(word, (freq.get(word) ?? 0) + 1);
+    for (const word of pre.pre_tokenize_text(text, undefined)) {
+      freq.set(word, (freq.get(word) ?? 0) + 1);
+    }
   }
   const charToId = new Map<string, number>(BYTE_TO_CHAR.map((c, b) => [c, firstByteId + b]));
   // Sorted so that the word order, and with it every tie, does not depend on text order.
@@ -197,7 +218,9 @@ class PairState {
     this.#vocab = vocab;
     this.#stamp = new Int32Array(words.length).fill(-1);
     for (let w = 0; w < words.length; w++) this.#addPairs(w, null);
-    for (const [key, count] of this.#counts) this.#push({ count, a: Math.floor(key / 2097152), b: key % 2097152 });
+    for (const [key, count] of this.#counts) {
+      this.#push({ count, a: Math.floor(key / 2097152), b: key % 2097152 });
+    }
   }
 
   /** Pops the most frequent pair whose count is current, or null when none is left. */

@@ -92,10 +92,16 @@ export async function loadTextFiles(paths: readonly string[]): Promise<CorpusDoc
     try {
       text = normalizeText(await Deno.readTextFile(path));
     } catch (err) {
-      if (err instanceof Deno.errors.NotFound) throw new UsageError(`Data file ${path} not found: pass existing text files or --data-source npm`);
+      if (err instanceof Deno.errors.NotFound) {
+        throw new UsageError(
+          `Data file ${path} not found: pass existing text files or --data-source npm`,
+        );
+      }
       throw err;
     }
-    if (text.trim() === "") throw new UsageError(`Data file ${path} is empty: pass a file with text`);
+    if (text.trim() === "") {
+      throw new UsageError(`Data file ${path} is empty: pass a file with text`);
+    }
     let part = "", n = 0;
     for (const paragraph of text.split(/\n{2,}/)) {
       part = part ? `${part}\n\n${paragraph}` : paragraph;
@@ -138,8 +144,13 @@ export const DEFAULT_HELD_OUT_FRACTION = 0.05;
  * @param fraction Share held out, in (0, 1).
  * @throws {UsageError} When there are fewer than two documents or the fraction is out of range.
  */
-export function splitHeldOut(docs: readonly CorpusDocument[], fraction = DEFAULT_HELD_OUT_FRACTION): CorpusSplit {
-  if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Held-out fraction ${fraction}: expected a number between 0 and 1`);
+export function splitHeldOut(
+  docs: readonly CorpusDocument[],
+  fraction = DEFAULT_HELD_OUT_FRACTION,
+): CorpusSplit {
+  if (!(fraction > 0 && fraction < 1)) {
+    throw new UsageError(`Held-out fraction ${fraction}: expected a number between 0 and 1`);
+  }
   if (docs.length < 2) {
     throw new UsageError(
       `Corpus has ${docs.length} document(s): a held-out split needs at least 2. Text files are cut at blank lines into documents of at least ${FILE_DOCUMENT_CHARS} characters, so pass more text or more files`,
@@ -149,7 +160,10 @@ export function splitHeldOut(docs: readonly CorpusDocument[], fraction = DEFAULT
   const isHeldOut = hashes.map((h) => h < fraction);
   if (!isHeldOut.includes(true)) isHeldOut[hashes.indexOf(Math.min(...hashes))] = true;
   if (!isHeldOut.includes(false)) isHeldOut[hashes.indexOf(Math.max(...hashes))] = false;
-  return { train: docs.filter((_, i) => !isHeldOut[i]), heldOut: docs.filter((_, i) => isHeldOut[i]) };
+  return {
+    train: docs.filter((_, i) => !isHeldOut[i]),
+    heldOut: docs.filter((_, i) => isHeldOut[i]),
+  };
 }
 
 /**
@@ -180,12 +194,22 @@ function normalizeText(text: string): string {
 }
 
 /** Checks that a package returned a list of objects with the given keys. */
-function asRecords(value: unknown, source: string, keys: readonly string[]): Record<string, unknown>[] {
-  if (!Array.isArray(value) || value.length === 0) throw new FormatError(source, "", "Expected a non-empty list of documents");
+function asRecords(
+  value: unknown,
+  source: string,
+  keys: readonly string[],
+): Record<string, unknown>[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new FormatError(source, "", "Expected a non-empty list of documents");
+  }
   for (const [i, entry] of value.entries()) {
     for (const key of keys) {
       if (typeof entry !== "object" || entry === null || !(key in entry)) {
-        throw new FormatError(source, `[${i}].${key}`, "Missing key: the package layout changed; pin the version named in src/train/corpus.ts");
+        throw new FormatError(
+          source,
+          `[${i}].${key}`,
+          "Missing key: the package layout changed; pin the version named in src/train/corpus.ts",
+        );
       }
     }
   }

@@ -46,10 +46,20 @@ export class GpuGradientEngine implements GradientEngine {
    * @param config Hyperparameters.
    * @param params Every tensor by canonical name.
    */
-  static async create(gpu: GpuContext, config: ModelConfig, params: ReadonlyMap<string, Float32Array>): Promise<GpuGradientEngine> {
+  static async create(
+    gpu: GpuContext,
+    config: ModelConfig,
+    params: ReadonlyMap<string, Float32Array>,
+  ): Promise<GpuGradientEngine> {
     const shapes = expectedTensors(config);
-    const tensors = new Map([...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
-    const pass = await GpuBackward.create(gpu, config, new MemoryWeightStore("training parameters", tensors));
+    const tensors = new Map(
+      [...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]),
+    );
+    const pass = await GpuBackward.create(
+      gpu,
+      config,
+      new MemoryWeightStore("training parameters", tensors),
+    );
     return new GpuGradientEngine(gpu, config, pass);
   }
 
@@ -57,13 +67,20 @@ export class GpuGradientEngine implements GradientEngine {
     for (const [name, target] of weightTargets(this.config, this.#pass.weights)) {
       const data = params.get(name);
       const size = "rows" in target ? target.rows * target.cols : target.size / 4;
-      if (!data || data.length !== size) throw new ShapeError(`Weight ${name}: expected ${size} values, got ${data?.length ?? "none"}`);
+      if (!data || data.length !== size) {
+        throw new ShapeError(
+          `Weight ${name}: expected ${size} values, got ${data?.length ?? "none"}`,
+        );
+      }
       if (!("rows" in target)) {
         this.#gpu.write(target, data);
         continue;
       }
       for (const chunk of target.chunks) {
-        this.#gpu.write(chunk.buffer, data.subarray(chunk.row0 * target.cols, (chunk.row0 + chunk.rows) * target.cols));
+        this.#gpu.write(
+          chunk.buffer,
+          data.subarray(chunk.row0 * target.cols, (chunk.row0 + chunk.rows) * target.cols),
+        );
       }
     }
     return Promise.resolve();

@@ -72,7 +72,10 @@ export class ReferenceGradientEngine implements GradientEngine {
    * @param config Hyperparameters.
    * @param params Every tensor by canonical name.
    */
-  static async create(config: ModelConfig, params: ReadonlyMap<string, Float32Array>): Promise<ReferenceGradientEngine> {
+  static async create(
+    config: ModelConfig,
+    params: ReadonlyMap<string, Float32Array>,
+  ): Promise<ReferenceGradientEngine> {
     const ref = await ReferenceBackward.create(config, new Map(params));
     return new ReferenceGradientEngine(config, ref);
   }
@@ -80,7 +83,11 @@ export class ReferenceGradientEngine implements GradientEngine {
   setWeights(params: ReadonlyMap<string, Float32Array>): Promise<void> {
     for (const [name, w] of this.#ref.weights) {
       const p = params.get(name);
-      if (!p || p.length !== w.length) throw new ShapeError(`Weight ${name}: expected ${w.length} values, got ${p?.length ?? "none"}`);
+      if (!p || p.length !== w.length) {
+        throw new ShapeError(
+          `Weight ${name}: expected ${w.length} values, got ${p?.length ?? "none"}`,
+        );
+      }
       // The reference keeps f64 copies; perturbing them in place is its documented use.
       for (let i = 0; i < w.length; i++) w[i] = p[i];
     }

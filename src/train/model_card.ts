@@ -49,11 +49,15 @@ export function modelCard(f: ModelCardFacts): string {
   let params = 0;
   for (const p of f.result.params.values()) params += p.length;
   const seen = o.steps * o.batchSize * (o.seqLen - 1);
-  const curve = f.result.history.heldOut.map(([step, loss]) => `| ${step} | ${loss.toFixed(4)} | ${Math.exp(loss).toFixed(2)} |`);
+  const curve = f.result.history.heldOut.map(([step, loss]) =>
+    `| ${step} | ${loss.toFixed(4)} | ${Math.exp(loss).toFixed(2)} |`
+  );
   return [
     "# Reference model trained by this toolkit",
     "",
-    `A ${(params / 1e6).toFixed(2)} M-parameter Llama-architecture model trained from scratch with \`deno task train\`.`,
+    `A ${
+      (params / 1e6).toFixed(2)
+    } M-parameter Llama-architecture model trained from scratch with \`deno task train\`.`,
     "It exists so that the toolkit's tasks, tests and benchmarks have a small model that reads English.",
     "",
     "## Data",
@@ -67,17 +71,29 @@ export function modelCard(f: ModelCardFacts): string {
     `- context ${c.maxSeqLen}, RMSNorm eps ${c.normEps}, rotary theta ${c.ropeTheta}, tied input/output embedding`,
     "",
     "## Training",
-    `- ${o.steps} steps of ${o.batchSize} windows of ${o.seqLen} tokens ([BOS, ${o.seqLen - 1} text tokens]), ${seen} tokens seen`,
-    `- AdamW (beta 0.9/0.95, weight decay ${o.weightDecay ?? 0.1} on matrices only), peak lr ${o.lr}, ${o.warmup} warmup steps, cosine decay to ${o.minLrRatio ?? 0.1} x peak, gradient clipping at ${o.clip ?? 1}`,
-    `- seed ${o.seed}; wall time ${formatDuration(f.result.history.seconds)} on the ${f.engine} gradient engine`,
+    `- ${o.steps} steps of ${o.batchSize} windows of ${o.seqLen} tokens ([BOS, ${
+      o.seqLen - 1
+    } text tokens]), ${seen} tokens seen`,
+    `- AdamW (beta 0.9/0.95, weight decay ${
+      o.weightDecay ?? 0.1
+    } on matrices only), peak lr ${o.lr}, ${o.warmup} warmup steps, cosine decay to ${
+      o.minLrRatio ?? 0.1
+    } x peak, gradient clipping at ${o.clip ?? 1}`,
+    `- seed ${o.seed}; wall time ${
+      formatDuration(f.result.history.seconds)
+    } on the ${f.engine} gradient engine`,
     "",
     "## Held-out loss",
     "| step | loss (nats/token) | perplexity |",
     "| --- | --- | --- |",
     ...curve,
     "",
-    `Final: loss ${f.heldOut.loss.toFixed(4)}, perplexity ${Math.exp(f.heldOut.loss).toFixed(2)} over ${f.heldOut.windows} non-overlapping held-out windows of ${o.seqLen} tokens, each starting with BOS.`,
-    `The weights are stored as ${f.dtype}. The perplexities above were measured with the f32 training weights${f.dtype === "f32" ? "" : ", before rounding"}.`,
+    `Final: loss ${f.heldOut.loss.toFixed(4)}, perplexity ${
+      Math.exp(f.heldOut.loss).toFixed(2)
+    } over ${f.heldOut.windows} non-overlapping held-out windows of ${o.seqLen} tokens, each starting with BOS.`,
+    `The weights are stored as ${f.dtype}. The perplexities above were measured with the f32 training weights${
+      f.dtype === "f32" ? "" : ", before rounding"
+    }.`,
     "",
   ].join("\n");
 }

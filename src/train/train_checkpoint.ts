@@ -11,7 +11,7 @@
  * @module
  */
 import { FormatError } from "../errors.ts";
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../formats/safetensors.ts";
+import { SafetensorsFile, type TensorToWrite, writeSafetensors } from "../formats/safetensors.ts";
 import type { AdamWState } from "./adamw.ts";
 
 /** Value of the `format` metadata key. */
@@ -81,11 +81,25 @@ export async function loadTrainCheckpoint(path: string): Promise<TrainCheckpoint
   try {
     const meta = file.metadata;
     if (meta.format !== TRAIN_CHECKPOINT_FORMAT) {
-      throw new FormatError(path, "format", `Expected ${TRAIN_CHECKPOINT_FORMAT}, got ${JSON.stringify(meta.format)}: pass a checkpoint written by deno task train`);
+      throw new FormatError(
+        path,
+        "format",
+        `Expected ${TRAIN_CHECKPOINT_FORMAT}, got ${
+          JSON.stringify(meta.format)
+        }: pass a checkpoint written by deno task train`,
+      );
     }
-    if (meta.version !== VERSION) throw new FormatError(path, "version", `Unsupported version ${meta.version}: expected ${VERSION}`);
+    if (meta.version !== VERSION) {
+      throw new FormatError(
+        path,
+        "version",
+        `Unsupported version ${meta.version}: expected ${VERSION}`,
+      );
+    }
     const step = Number(meta.step);
-    if (!Number.isSafeInteger(step) || step < 0) throw new FormatError(path, "step", `Expected a non-negative integer, got ${meta.step}`);
+    if (!Number.isSafeInteger(step) || step < 0) {
+      throw new FormatError(path, "step", `Expected a non-negative integer, got ${meta.step}`);
+    }
     const params = new Map<string, { shape: number[]; data: Float32Array }>();
     const m = new Map<string, Float32Array>(), v = new Map<string, Float32Array>();
     for (const [key, info] of file.tensors) {
@@ -93,7 +107,9 @@ export async function loadTrainCheckpoint(path: string): Promise<TrainCheckpoint
       const name = key.slice("param/".length);
       params.set(name, { shape: [...info.shape], data: await file.readF32(key) });
       for (const [prefix, moments] of [["adam_m/", m], ["adam_v/", v]] as const) {
-        if (!file.tensors.has(prefix + name)) throw new FormatError(path, prefix + name, "Missing optimizer moment");
+        if (!file.tensors.has(prefix + name)) {
+          throw new FormatError(path, prefix + name, "Missing optimizer moment");
+        }
         moments.set(name, await file.readF32(prefix + name));
       }
     }

@@ -16,10 +16,23 @@ import { type HfDtype, writeHf } from "../formats/hf_writer.ts";
 import { HfTokenizer } from "../tokenizer/hf_tokenizer.ts";
 import { UsageError } from "../errors.ts";
 import { writeFileAtomic, writeTextFileAtomic } from "../util/atomic_write.ts";
-import { loadNpmCorpus, loadTextFiles, NPM_TEXT_SOURCES, splitHeldOut, type CorpusDocument } from "./corpus.ts";
+import {
+  type CorpusDocument,
+  loadNpmCorpus,
+  loadTextFiles,
+  NPM_TEXT_SOURCES,
+  splitHeldOut,
+} from "./corpus.ts";
 import { bpeTokenizerJson, END_OF_TEXT, trainBpe } from "./bpe_trainer.ts";
 import { type GradientEngine, ReferenceGradientEngine } from "./gradient_engine.ts";
-import { evalWindows, initParams, meanLoss, train, type TrainOptions, type TrainResult } from "./trainer.ts";
+import {
+  evalWindows,
+  initParams,
+  meanLoss,
+  train,
+  type TrainOptions,
+  type TrainResult,
+} from "./trainer.ts";
 import { modelCard } from "./model_card.ts";
 
 /** A plain-text chat template for a base model: "User: ...\nAssistant: ...". */
@@ -54,7 +67,10 @@ export interface TrainModelOptions extends ModelShape, Omit<TrainOptions, "check
   /** Held-out windows of the final perplexity. Default 256. */
   finalEvalWindows?: number;
   /** Builds the gradient engine. Default: the TypeScript reference. */
-  createEngine?: (config: ModelConfig, params: Map<string, Float32Array>) => Promise<GradientEngine>;
+  createEngine?: (
+    config: ModelConfig,
+    params: Map<string, Float32Array>,
+  ) => Promise<GradientEngine>;
 }
 
 /** Result of {@linkcode trainModel}. */
@@ -82,9 +98,13 @@ export interface TrainModelResult extends TrainResult {
 export async function trainModel(options: TrainModelOptions): Promise<TrainModelResult> {
   const out = options.out.replace(/\/+$/, "");
   const work = `${out}.work`;
-  if (await exists(out)) throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
+  if (await exists(out)) {
+    throw new UsageError(`Output ${out} already exists: remove it or choose another --out`);
+  }
   if (await exists(join(work, "checkpoint.safetensors")) && !options.resume) {
-    throw new UsageError(`Work folder ${work} contains a checkpoint: pass --resume to continue it, or remove the folder`);
+    throw new UsageError(
+      `Work folder ${work} contains a checkpoint: pass --resume to continue it, or remove the folder`,
+    );
   }
   await Deno.mkdir(work, { recursive: true });
   const log = (line: string) => options.quiet || console.error(line);
@@ -115,34 +135,63 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainModel
     eosIds: [eot],
   };
   if (!Number.isInteger(config.headDim) || config.headDim % 2 !== 0) {
-    throw new UsageError(`--dim ${options.dim} / --heads ${options.heads} = ${config.headDim}: the head width must be an even integer`);
+    throw new UsageError(
+      `--dim ${options.dim} / --heads ${options.heads} = ${config.headDim}: the head width must be an even integer`,
+    );
   }
-  if (options.heads % options.kvHeads !== 0) throw new UsageError(`--kv-heads ${options.kvHeads} must divide --heads ${options.heads}`);
+  if (options.heads % options.kvHeads !== 0) {
+    throw new UsageError(`--kv-heads ${options.kvHeads} must divide --heads ${options.heads}`);
+  }
 
   const params = initParams(config, options.seed);
   const engine = await (options.createEngine ?? ReferenceGradientEngine.create)(config, params);
   log(`gradient engine: ${engine.label}`);
   try {
     const data = { train: streams.train, heldOut: streams.heldOut, bosId: eot };
-    const result = await train(engine, params, data, { ...options, checkpointPath: join(work, "checkpoint.safetensors") });
+    const result = await train(engine, params, data, {
+      ...options,
+      checkpointPath: join(work, "checkpoint.safetensors"),
+    });
     const tokens = { train: streams.train.length, heldOut: streams.heldOut.length };
     if (result.step < options.steps) return { ...result, config, tokens, heldOut: null };
 
     // final held-out perplexity over more windows than the periodic checks
-    const windows = evalWindows(streams.heldOut, options.seqLen, eot, options.finalEvalWindows ?? 256);
+    const windows = evalWindows(
+      streams.heldOut,
+      options.seqLen,
+      eot,
+      options.finalEvalWindows ?? 256,
+    );
     const loss = await meanLoss(engine, windows, options.batchSize);
-    log(`final held-out loss ${loss.toFixed(4)}, perplexity ${Math.exp(loss).toFixed(2)} over ${windows.length} windows of ${options.seqLen} tokens`);
+    log(
+      `final held-out loss ${loss.toFixed(4)}, perplexity ${
+        Math.exp(loss).toFixed(2)
+      } over ${windows.length} windows of ${options.seqLen} tokens`,
+    );
     const heldOut = { loss, windows: windows.length };
-    const card = modelCard({ options, config, tokens, result, heldOut, sources: sourceLines(options), engine: engine.label, dtype: options.dtype ?? "f32" });
+    const card = modelCard({
+      options,
+      config,
+      tokens,
+      result,
+      heldOut,
+      sources: sourceLines(options),
+      engine: engine.label,
+      dtype: options.dtype ?? "f32",
+    });
     const shapes = expectedTensors(config);
-    const tensors = new Map([...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
+    const tensors = new Map(
+      [...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]),
+    );
     const encoder = new TextEncoder();
     await writeHf({ config, weights: new MemoryWeightStore(out, tensors) }, out, {
       dtype: options.dtype ?? "f32",
       quiet: options.quiet,
       files: {
         "tokenizer.json": encoder.encode(JSON.stringify(tokenizerJson)),
-        "tokenizer_config.json": encoder.encode(JSON.stringify(tokenizerConfig(options.seqLen), null, 2) + "\n"),
+        "tokenizer_config.json": encoder.encode(
+          JSON.stringify(tokenizerConfig(options.seqLen), null, 2) + "\n",
+        ),
         "README.md": encoder.encode(card),
       },
     });
@@ -164,7 +213,14 @@ function tokenizerConfig(seqLen: number): Record<string, unknown> {
     model_max_length: seqLen,
     clean_up_tokenization_spaces: false,
     added_tokens_decoder: {
-      "0": { content: END_OF_TEXT, lstrip: false, normalized: false, rstrip: false, single_word: false, special: true },
+      "0": {
+        content: END_OF_TEXT,
+        lstrip: false,
+        normalized: false,
+        rstrip: false,
+        single_word: false,
+        special: true,
+      },
     },
     chat_template: CHAT_TEMPLATE,
   };
@@ -175,11 +231,18 @@ async function loadDocuments(source: TrainModelOptions["dataSource"]): Promise<C
 }
 
 /** Trains the tokenizer, or reads it back from the work folder on resume. */
-async function tokenizerFor(options: TrainModelOptions, work: string, log: (s: string) => void): Promise<unknown> {
+async function tokenizerFor(
+  options: TrainModelOptions,
+  work: string,
+  log: (s: string) => void,
+): Promise<unknown> {
   const path = join(work, "tokenizer.json");
   if (options.resume && await exists(path)) return JSON.parse(await Deno.readTextFile(path));
   const { train } = splitHeldOut(await loadDocuments(options.dataSource));
-  const bpe = trainBpe(train.map((d) => d.text), { vocabSize: options.vocabSize, quiet: options.quiet });
+  const bpe = trainBpe(train.map((d) => d.text), {
+    vocabSize: options.vocabSize,
+    quiet: options.quiet,
+  });
   const json = bpeTokenizerJson(bpe);
   await writeTextFileAtomic(path, JSON.stringify(json));
   log(`tokenizer: ${bpe.vocab.length} tokens, ${bpe.merges.length} merges -> ${path}`);
@@ -196,7 +259,10 @@ async function tokenStreams(
 ): Promise<{ train: Int32Array; heldOut: Int32Array }> {
   const paths = { train: join(work, "train.i32"), heldOut: join(work, "held_out.i32") };
   if (await exists(paths.train) && await exists(paths.heldOut)) {
-    const read = async (p: string) => { const b = await Deno.readFile(p); return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4); };
+    const read = async (p: string) => {
+      const b = await Deno.readFile(p);
+      return new Int32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+    };
     return { train: await read(paths.train), heldOut: await read(paths.heldOut) };
   }
   const split = splitHeldOut(await loadDocuments(options.dataSource));
@@ -217,7 +283,9 @@ async function tokenStreams(
 }
 
 function sourceLines(options: TrainModelOptions): string[] {
-  if (options.dataSource === "npm") return NPM_TEXT_SOURCES.map((s) => `npm ${s.name}@${s.version}: ${s.content}`);
+  if (options.dataSource === "npm") {
+    return NPM_TEXT_SOURCES.map((s) => `npm ${s.name}@${s.version}: ${s.content}`);
+  }
   return options.dataSource.map((p) => `file ${p}`);
 }
 

@@ -133,7 +133,11 @@ export function sampleBatch(
 ): Int32Array[] {
   const body = options.seqLen - 1;
   const starts = stream.length - body + 1;
-  if (starts < 1) throw new UsageError(`Training stream has ${stream.length} tokens: --seq-len ${options.seqLen} needs at least ${body}`);
+  if (starts < 1) {
+    throw new UsageError(
+      `Training stream has ${stream.length} tokens: --seq-len ${options.seqLen} needs at least ${body}`,
+    );
+  }
   const rng = new Rng(mixSeed(options.seed, step));
   const batch: Int32Array[] = [];
   for (let b = 0; b < options.batchSize; b++) {
@@ -154,7 +158,12 @@ export function sampleBatch(
  * @param bosId BOS id.
  * @param maxWindows Keep at most this many (the first ones); Infinity for all.
  */
-export function evalWindows(stream: Int32Array, seqLen: number, bosId: number, maxWindows = Infinity): Int32Array[] {
+export function evalWindows(
+  stream: Int32Array,
+  seqLen: number,
+  bosId: number,
+  maxWindows = Infinity,
+): Int32Array[] {
   const body = seqLen - 1, out: Int32Array[] = [];
   for (let s = 0; s + body <= stream.length && out.length < maxWindows; s += body) {
     const seq = new Int32Array(seqLen);
@@ -173,7 +182,11 @@ export function evalWindows(stream: Int32Array, seqLen: number, bosId: number, m
  * @param batchSize Sequences per engine call.
  * @returns Mean loss in nats per predicted token.
  */
-export async function meanLoss(engine: GradientEngine, windows: readonly Int32Array[], batchSize: number): Promise<number> {
+export async function meanLoss(
+  engine: GradientEngine,
+  windows: readonly Int32Array[],
+  batchSize: number,
+): Promise<number> {
   let sum = 0;
   for (let i = 0; i < windows.length; i += batchSize) {
     const part = windows.slice(i, i + batchSize);
@@ -206,10 +219,17 @@ export async function train(
 ): Promise<TrainResult> {
   const o = withDefaults(options, engine.config);
   const shapes = expectedTensors(engine.config);
-  const decayed = new Set([...shapes].filter(([name, shape]) => isDecayed(name, shape)).map(([name]) => name));
-  const optimizer = new AdamW(params, decayed, { beta1: o.beta1, beta2: o.beta2, weightDecay: o.weightDecay });
+  const decayed = new Set(
+    [...shapes].filter(([name, shape]) => isDecayed(name, shape)).map(([name]) => name),
+  );
+  const optimizer = new AdamW(params, decayed, {
+    beta1: o.beta1,
+    beta2: o.beta2,
+    weightDecay: o.weightDecay,
+  });
   const identity = runIdentity(o, engine.config, data);
-  const log = (line: string) => o.quiet || Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
+  const log = (line: string) =>
+    o.quiet || Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
   let history: TrainHistory = { train: [], heldOut: [], seconds: 0 };
   let step = 0;
 
@@ -218,7 +238,11 @@ export async function train(
     checkIdentity(o.checkpointPath, ckpt.identity, identity);
     for (const [name, p] of params) {
       const saved = ckpt.params.get(name);
-      if (!saved || saved.data.length !== p.length) throw new UsageError(`Checkpoint ${o.checkpointPath} lacks ${name} of ${p.length} values: it belongs to another model`);
+      if (!saved || saved.data.length !== p.length) {
+        throw new UsageError(
+          `Checkpoint ${o.checkpointPath} lacks ${name} of ${p.length} values: it belongs to another model`,
+        );
+      }
       p.set(saved.data);
     }
     optimizer.loadState(ckpt.optimizer);
@@ -229,36 +253,68 @@ export async function train(
   await engine.setWeights(params);
 
   const heldOut = evalWindows(data.heldOut, o.seqLen, data.bosId, o.evalWindows);
-  if (heldOut.length === 0) throw new UsageError(`Held-out stream has ${data.heldOut.length} tokens: fewer than one window of --seq-len ${o.seqLen}`);
+  if (heldOut.length === 0) {
+    throw new UsageError(
+      `Held-out stream has ${data.heldOut.length} tokens: fewer than one window of --seq-len ${o.seqLen}`,
+    );
+  }
   const last = Math.min(o.steps, o.stopAfter ?? o.steps);
   const tokensPerStep = o.batchSize * (o.seqLen - 1);
-  const progress = new Progress("train", Math.max(0, last - step) * tokensPerStep, { quiet: o.quiet, unit: "tokens", intervalSeconds: 10 });
+  const progress = new Progress("train", Math.max(0, last - step) * tokensPerStep, {
+    quiet: o.quiet,
+    unit: "tokens",
+    intervalSeconds: 10,
+  });
   const started = performance.now();
   const secondsBefore = history.seconds;
   const save = async () => {
     if (!o.checkpointPath) return;
     history.seconds = secondsBefore + (performance.now() - started) / 1000;
-    const named = new Map([...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]));
-    await saveTrainCheckpoint(o.checkpointPath, { step, params: named, optimizer: optimizer.state, identity, history });
+    const named = new Map(
+      [...params].map(([name, data]) => [name, { shape: shapes.get(name)!, data }]),
+    );
+    await saveTrainCheckpoint(o.checkpointPath, {
+      step,
+      params: named,
+      optimizer: optimizer.state,
+      identity,
+      history,
+    });
   };
   const evaluate = async () => {
     const loss = await meanLoss(engine, heldOut, o.batchSize);
     history.heldOut.push([step, loss]);
-    log(`step ${step}: held-out loss ${loss.toFixed(4)} (perplexity ${Math.exp(loss).toFixed(2)}, ${heldOut.length} windows)`);
+    log(
+      `step ${step}: held-out loss ${loss.toFixed(4)} (perplexity ${
+        Math.exp(loss).toFixed(2)
+      }, ${heldOut.length} windows)`,
+    );
   };
 
   while (step < last) {
     // one step: batch, gradients, clipping, AdamW at the scheduled rate
     const batch = sampleBatch(data.train, step, { ...o, bosId: data.bosId });
     const { loss, grads } = await engine.gradients(batch);
-    if (!Number.isFinite(loss)) throw new UsageError(`Training loss became ${loss} at step ${step + 1}: lower --lr or raise --warmup`);
+    if (!Number.isFinite(loss)) {
+      throw new UsageError(
+        `Training loss became ${loss} at step ${step + 1}: lower --lr or raise --warmup`,
+      );
+    }
     const norm = clipGradNorm(grads, o.clip);
-    const lr = learningRate(step, { peak: o.lr, warmup: o.warmup, total: o.steps, minRatio: o.minLrRatio });
+    const lr = learningRate(step, {
+      peak: o.lr,
+      warmup: o.warmup,
+      total: o.steps,
+      minRatio: o.minLrRatio,
+    });
     optimizer.step(grads, lr);
     await engine.setWeights(params);
     step++;
     history.train.push([step, loss, lr, norm]);
-    progress.advance(tokensPerStep, `step ${step}/${o.steps} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)}`);
+    progress.advance(
+      tokensPerStep,
+      `step ${step}/${o.steps} loss ${loss.toFixed(4)} lr ${lr.toExponential(2)}`,
+    );
 
     if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) await evaluate();
     if (o.checkpointEvery > 0 && step % o.checkpointEvery === 0) await save();
@@ -270,7 +326,9 @@ export async function train(
   return { step, params, history, tokensPerSecond: seconds > 0 ? (progress.done / seconds) : 0 };
 }
 
-type ResolvedOptions = Required<Omit<TrainOptions, "checkpointPath" | "stopAfter">> & Pick<TrainOptions, "checkpointPath" | "stopAfter">;
+type ResolvedOptions =
+  & Required<Omit<TrainOptions, "checkpointPath" | "stopAfter">>
+  & Pick<TrainOptions, "checkpointPath" | "stopAfter">;
 
 function withDefaults(options: TrainOptions, config: ModelConfig): ResolvedOptions {
   const evalEvery = options.evalEvery ?? 100;
@@ -287,18 +345,37 @@ function withDefaults(options: TrainOptions, config: ModelConfig): ResolvedOptio
     ...options,
     evalEvery,
   };
-  const positive = { steps: o.steps, batchSize: o.batchSize, seqLen: o.seqLen - 1, evalWindows: o.evalWindows };
+  const positive = {
+    steps: o.steps,
+    batchSize: o.batchSize,
+    seqLen: o.seqLen - 1,
+    evalWindows: o.evalWindows,
+  };
   for (const [key, v] of Object.entries(positive)) {
-    if (!(Number.isSafeInteger(v) && v > 0)) throw new UsageError(`Option ${key}: expected a positive integer, got ${key === "seqLen" ? v + 1 : v}`);
+    if (!(Number.isSafeInteger(v) && v > 0)) {
+      throw new UsageError(
+        `Option ${key}: expected a positive integer, got ${key === "seqLen" ? v + 1 : v}`,
+      );
+    }
   }
-  if (o.seqLen > config.maxSeqLen) throw new UsageError(`Option seqLen ${o.seqLen} exceeds the model's maxSeqLen ${config.maxSeqLen}`);
+  if (o.seqLen > config.maxSeqLen) {
+    throw new UsageError(
+      `Option seqLen ${o.seqLen} exceeds the model's maxSeqLen ${config.maxSeqLen}`,
+    );
+  }
   if (!(o.lr > 0)) throw new UsageError(`Option lr: expected a positive number, got ${o.lr}`);
-  if (!(Number.isSafeInteger(o.warmup) && o.warmup >= 0)) throw new UsageError(`Option warmup: expected an integer >= 0, got ${o.warmup}`);
+  if (!(Number.isSafeInteger(o.warmup) && o.warmup >= 0)) {
+    throw new UsageError(`Option warmup: expected an integer >= 0, got ${o.warmup}`);
+  }
   return o;
 }
 
 /** The settings a resumed run must share with the run that wrote the checkpoint. */
-function runIdentity(o: ResolvedOptions, config: ModelConfig, data: TrainingData): Record<string, unknown> {
+function runIdentity(
+  o: ResolvedOptions,
+  config: ModelConfig,
+  data: TrainingData,
+): Record<string, unknown> {
   return {
     config,
     steps: o.steps,
@@ -323,10 +400,18 @@ function fingerprint(tokens: Int32Array): string {
   return `${tokens.length}:${h.toString(16)}`;
 }
 
-function checkIdentity(path: string, saved: Record<string, unknown>, current: Record<string, unknown>): void {
+function checkIdentity(
+  path: string,
+  saved: Record<string, unknown>,
+  current: Record<string, unknown>,
+): void {
   for (const key of Object.keys(current)) {
     const a = JSON.stringify(saved[key]), b = JSON.stringify(current[key]);
-    if (a !== b) throw new UsageError(`Checkpoint ${path} was written with ${key} ${a}, this run has ${b}: pass the same settings to resume, or a new --out`);
+    if (a !== b) {
+      throw new UsageError(
+        `Checkpoint ${path} was written with ${key} ${a}, this run has ${b}: pass the same settings to resume, or a new --out`,
+      );
+    }
   }
 }
 

@@ -23,12 +23,18 @@ import { UsageError } from "../errors.ts";
  * @param flag Option name used in the message. Default "--out".
  * @throws {UsageError} Naming the path and the fix.
  */
-export async function checkOutputPath(out: string, inputs: readonly (string | undefined)[], flag = "--out"): Promise<void> {
+export async function checkOutputPath(
+  out: string,
+  inputs: readonly (string | undefined)[],
+  flag = "--out",
+): Promise<void> {
   const target = await canonical(out);
   for (const input of inputs) {
     if (input === undefined) continue;
     if (target === await canonical(input)) {
-      throw new UsageError(`${flag} ${out} is also an input of this run: choose another output path so the input is not replaced`);
+      throw new UsageError(
+        `${flag} ${out} is also an input of this run: choose another output path so the input is not replaced`,
+      );
     }
   }
   const folder = dirname(resolve(out));
