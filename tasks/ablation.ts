@@ -19,6 +19,7 @@ import type { Plan, PlanScope } from "../src/allocate/plan.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
+import { parseNumber } from "./_args.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { type EvalResult, evaluate } from "../src/eval/evaluate.ts";
 import { loadModel } from "../src/model/load.ts";
@@ -118,11 +119,11 @@ async function main(argv: string[]): Promise<void> {
     );
   }
 
-  const budgets = values.bits.split(",").map((b) => positive("--bits", b));
-  const groups = positive("--groups", values.groups);
-  const vectorLength = positive("--vector-length", values["vector-length"]);
-  const lambda = Number(values.lambda);
-  const ctx = positive("--ctx", values.ctx);
+  const budgets = values.bits.split(",").map((b) => parseNumber("--bits", b, { greaterThan: 0 }));
+  const groups = parseNumber("--groups", values.groups, { integer: true, min: 1 });
+  const vectorLength = parseNumber("--vector-length", values["vector-length"]);
+  const lambda = parseNumber("--lambda", values.lambda);
+  const ctx = parseNumber("--ctx", values.ctx, { integer: true, min: 1 });
   const engine = parseEngine(values.engine);
   const quiet = values.quiet;
   const outDir = values["out-dir"];
@@ -136,13 +137,13 @@ async function main(argv: string[]): Promise<void> {
   const ref = await createCausalLM(model, engine);
   const sampling = new Progress(
     "sample held-out tokens",
-    positive("--eval-tokens", values["eval-tokens"]),
+    parseNumber("--eval-tokens", values["eval-tokens"], { integer: true, min: 1 }),
     { quiet, unit: "tokens" },
   );
   const heldOut = await sampleTokenStream(ref, {
     tokens: sampling.total,
     windowLength: ctx,
-    seed: positive("--eval-seed", values["eval-seed"]),
+    seed: parseNumber("--eval-seed", values["eval-seed"], { integer: true, min: 1 }),
     progress: sampling,
   });
   sampling.finish();
@@ -239,14 +240,6 @@ async function makePlan(
     stats.close();
     model.weights.close();
   }
-}
-
-function positive(flag: string, text: string): number {
-  const value = Number(text);
-  if (!(value > 0) || !Number.isFinite(value)) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a positive number`);
-  }
-  return value;
 }
 
 function table(rows: Row[], fp: EvalResult, info: Record<string, string | number>): string {

@@ -12,6 +12,7 @@ import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { UsageError } from "../src/errors.ts";
+import { oneOf, parseNumber } from "./_args.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 
@@ -97,13 +98,11 @@ function parse(argv: string[]): AllocateArgs | null {
     throw new UsageError("Missing --out: pass the plan file to write, for example --out plan.json");
   }
 
-  const bits = Number(values.bits);
-  if (!(bits > 0 && bits <= 16)) {
-    throw new UsageError(
-      `Invalid --bits ${JSON.stringify(values.bits)}: expected bits per weight in (0, 16]`,
-    );
-  }
-  const vectorLength = integer("--vector-length", values["vector-length"], 1);
+  const bits = parseNumber("--bits", values.bits, { greaterThan: 0, max: 16 });
+  const vectorLength = parseNumber("--vector-length", values["vector-length"], {
+    integer: true,
+    min: 1,
+  });
   if (![2, 4, 6, 8].includes(vectorLength)) {
     throw new UsageError(`Invalid --vector-length ${vectorLength}: expected 2, 4, 6 or 8`);
   }
@@ -119,7 +118,7 @@ function parse(argv: string[]): AllocateArgs | null {
     explain: values.explain,
     options: {
       bits,
-      groups: integer("--groups", values.groups, 1),
+      groups: parseNumber("--groups", values.groups, { integer: true, min: 1 }),
       searchGroups: values["search-groups"],
       vectorLength,
       scope,
@@ -129,21 +128,6 @@ function parse(argv: string[]): AllocateArgs | null {
       quiet: values.quiet,
     },
   };
-}
-
-function integer(flag: string, text: string, min: number): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
-  }
-  return value;
-}
-
-function oneOf<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
-  if (!(allowed as readonly string[]).includes(text)) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected ${allowed.join(", ")}`);
-  }
-  return text as T;
 }
 
 async function run(args: AllocateArgs): Promise<void> {

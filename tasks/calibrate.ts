@@ -14,6 +14,7 @@ import { createEngine } from "../src/calibrate/create_engine.ts";
 import { calibrate } from "../src/calibrate/calibrate.ts";
 import { Progress } from "../src/util/progress.ts";
 import { UsageError } from "../src/errors.ts";
+import { optionalNumber } from "./_args.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 
 /** Default tokens per sequence when --seq-len is absent, capped at the model's context. */
@@ -97,7 +98,7 @@ function parse(argv: string[]): CalibrateArgs | null {
     );
   }
   const optionalInt = (flag: string, text: string | undefined, min: number) =>
-    text === undefined ? undefined : integer(flag, text, min);
+    optionalNumber(flag, text, { integer: true, min });
   return {
     model: values.model,
     spec: {
@@ -116,14 +117,6 @@ function parse(argv: string[]): CalibrateArgs | null {
     checkpointSeconds: Number(values["checkpoint-seconds"]),
     quiet: values.quiet,
   };
-}
-
-function integer(flag: string, text: string, min: number): number {
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer >= ${min}`);
-  }
-  return value;
 }
 
 async function run(args: CalibrateArgs): Promise<void> {

@@ -12,6 +12,7 @@ import { createCausalLM, parseEngine } from "../src/eval/engine.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { ChatSession } from "../src/model/chat.ts";
 import { UsageError } from "../src/errors.ts";
+import { parseNumber } from "./_args.ts";
 
 const HELP = `Usage: deno task chat --model PATH [options]
 
@@ -30,21 +31,6 @@ Options:
   --engine E            gpu (WebGPU) or reference (TypeScript) (default gpu)
   --quiet               print no speeds
   -h, --help            show this help`;
-
-function positiveNumber(flag: string, text: string, integer: boolean): number {
-  const value = Number(text);
-  if (
-    text.trim() === "" || !Number.isFinite(value) || value < 0 ||
-    (integer && !Number.isSafeInteger(value))
-  ) {
-    throw new UsageError(
-      `Invalid ${flag} ${JSON.stringify(text)}: expected a non-negative ${
-        integer ? "integer" : "number"
-      }`,
-    );
-  }
-  return value;
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -71,10 +57,7 @@ async function main(): Promise<void> {
     throw new UsageError("Missing --model: pass a checkpoint with a tokenizer (see --help)");
   }
   const engine = parseEngine(values.engine!);
-  const topP = positiveNumber("--top-p", values["top-p"]!, false);
-  if (!(topP > 0 && topP <= 1)) {
-    throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
-  }
+  const topP = parseNumber("--top-p", values["top-p"]!, { greaterThan: 0, max: 1 });
 
   const model = await loadModel(values.model);
   let template = model.chatTemplate;
@@ -103,10 +86,10 @@ async function main(): Promise<void> {
     templateSource: values.template ?? `${values.model} chat template`,
     tokenizer: model.tokenizer,
     system: values.system,
-    maxReplyTokens: positiveNumber("--max-tokens", values["max-tokens"]!, true),
-    temperature: positiveNumber("--temperature", values.temperature!, false),
+    maxReplyTokens: parseNumber("--max-tokens", values["max-tokens"]!, { integer: true, min: 0 }),
+    temperature: parseNumber("--temperature", values.temperature!, { min: 0 }),
     topP,
-    seed: positiveNumber("--seed", values.seed!, true),
+    seed: parseNumber("--seed", values.seed!, { integer: true, min: 0 }),
   });
 
   const encoder = new TextEncoder();

@@ -12,8 +12,10 @@ import { compareQuantizers, type CompareRow, DEFAULT_COMPARE_CTX } from "../src/
 import { formatCompareTable } from "../src/eval/compare_table.ts";
 import { ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { type GpuUse, QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
+import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 import { writeTextFileAtomic } from "../src/util/atomic_write.ts";
 import { UsageError } from "../src/errors.ts";
+import { oneOf, optionalNumber, optionalOneOf, parseNumber } from "./_args.ts";
 
 const HELP = `Usage: deno task compare --model PATH --out FILE.md [options]
 
@@ -93,46 +95,34 @@ function parse(argv: string[]) {
   if (values.keep && !values["work-dir"]) {
     throw new UsageError("--keep needs --work-dir: the default folder is temporary");
   }
-  const gpu = values.gpu;
-  if (gpu !== "auto" && gpu !== "always" && gpu !== "never") {
-    throw new UsageError(`Invalid --gpu ${JSON.stringify(gpu)}: expected auto, always or never`);
-  }
+  const gpuUse: GpuUse = oneOf("--gpu", values.gpu, ["auto", "always", "never"] as const);
   return {
     model: values.model,
     out: values.out,
     methods: values.methods === undefined ? undefined : parseMethods(values.methods),
     bits: values.bits === undefined
       ? undefined
-      : values.bits.split(",").map((b) => number("--bits", b)),
-    calibTokens: integer("--calib-tokens", values["calib-tokens"], 1),
-    calibSeed: integer("--calib-seed", values["calib-seed"], 0),
+      : values.bits.split(",").map((b) => parseNumber("--bits", b)),
+    calibTokens: parseNumber("--calib-tokens", values["calib-tokens"], { integer: true, min: 1 }),
+    calibSeed: parseNumber("--calib-seed", values["calib-seed"], { integer: true, min: 0 }),
     fisher: values.fisher,
-    evalTokens: integer("--eval-tokens", values["eval-tokens"], 2),
-    evalSeed: integer("--eval-seed", values["eval-seed"], 0),
-    ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
+    evalTokens: parseNumber("--eval-tokens", values["eval-tokens"], { integer: true, min: 2 }),
+    evalSeed: parseNumber("--eval-seed", values["eval-seed"], { integer: true, min: 0 }),
+    ctx: optionalNumber("--ctx", values.ctx, { integer: true }),
     quantize: {
-      vectorLength: optional(values["vector-length"], (v) => {
-        const length = integer("--vector-length", v, 1);
-        if (![2, 4, 6, 8].includes(length)) {
-          throw new UsageError(`Invalid --vector-length ${v}: expected 2, 4, 6 or 8`);
-        }
-        return length;
-      }),
-      codebookScope: optional(values["codebook-scope"], (v) => {
-        if (!["layer", "block", "type", "model"].includes(v)) {
-          throw new UsageError(
-            `Invalid --codebook-scope ${v}: expected layer, block, type or model`,
-          );
-        }
-        return v as "layer" | "block" | "type" | "model";
-      }),
-      groupSize: optional(values["group-size"], (v) => integer("--group-size", v, 1)),
-      lambda: optional(values.lambda, (v) => number("--lambda", v)),
-      seed: optional(values["quantize-seed"], (v) => integer("--quantize-seed", v, 0)),
+      vectorLength: vectorLength(values["vector-length"]),
+      codebookScope: optionalOneOf(
+        "--codebook-scope",
+        values["codebook-scope"],
+        CODEBOOK_SCOPES,
+      ),
+      groupSize: optionalNumber("--group-size", values["group-size"], { integer: true, min: 1 }),
+      lambda: optionalNumber("--lambda", values.lambda),
+      seed: optionalNumber("--quantize-seed", values["quantize-seed"], { integer: true, min: 0 }),
     },
     choiceTasks: values.tasks?.flatMap((t) => t.split(",")).filter((t) => t !== ""),
     engine: parseEngine(values.engine),
-    gpuUse: gpu as GpuUse,
+    gpuUse,
     workDir: values["work-dir"],
     keep: values.keep,
     json: values.json,
@@ -154,28 +144,12 @@ function parseMethods(list: string): QuantMethod[] {
   });
 }
 
-function integer(flag: string, text: string, min: number): number {
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(
-      `Invalid ${flag} ${JSON.stringify(text)}: expected an integer${
-        min > -Infinity ? ` >= ${min}` : ""
-      }`,
-    );
+function vectorLength(text: string | undefined): number | undefined {
+  const length = optionalNumber("--vector-length", text, { integer: true, min: 1 });
+  if (length !== undefined && ![2, 4, 6, 8].includes(length)) {
+    throw new UsageError(`Invalid --vector-length ${length}: expected 2, 4, 6 or 8`);
   }
-  return value;
-}
-
-function number(flag: string, text: string): number {
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isFinite(value)) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected a number`);
-  }
-  return value;
-}
-
-function optional<T>(text: string | undefined, convert: (text: string) => T): T | undefined {
-  return text === undefined ? undefined : convert(text);
+  return length;
 }
 
 async function run(args: NonNullable<ReturnType<typeof parse>>): Promise<void> {

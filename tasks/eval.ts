@@ -24,6 +24,7 @@ import { Progress } from "../src/util/progress.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { openQuantizedModel } from "../src/formats/quantized.ts";
 import { UsageError } from "../src/errors.ts";
+import { oneOf, optionalNumber, parseNumber } from "./_args.ts";
 
 const HELP =
   `Usage: deno task eval --model PATH (--data FILE... | --sample-tokens N [--seed S] | --tasks FILE,...) [options]
@@ -100,26 +101,22 @@ function parse(argv: string[]): EvalArgs | null {
   }
   const data = values.data ?? [];
   const tasks = (values.tasks ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
-  const sampleTokens = values["sample-tokens"] === undefined
-    ? undefined
-    : integer("--sample-tokens", values["sample-tokens"], 1);
+  const sampleTokens = optionalNumber("--sample-tokens", values["sample-tokens"], {
+    integer: true,
+    min: 1,
+  });
   const modes =
     [data.length > 0, sampleTokens !== undefined, tasks.length > 0].filter(Boolean).length;
   if (modes !== 1) {
     throw new UsageError("Pass exactly one of --data FILE, --sample-tokens N or --tasks FILE");
   }
-  const lengthUnit = values["length-unit"];
-  if (lengthUnit !== "bytes" && lengthUnit !== "chars") {
-    throw new UsageError(
-      `Invalid --length-unit ${JSON.stringify(lengthUnit)}: expected bytes or chars`,
-    );
-  }
+  const lengthUnit = oneOf("--length-unit", values["length-unit"], ["bytes", "chars"] as const);
   return {
     model: values.model,
     data,
     sampleTokens,
-    seed: integer("--seed", values.seed, 0),
-    ctx: values.ctx === undefined ? undefined : integer("--ctx", values.ctx, -Infinity),
+    seed: parseNumber("--seed", values.seed, { integer: true, min: 0 }),
+    ctx: optionalNumber("--ctx", values.ctx, { integer: true }),
     tasks,
     skipInvalid: values["skip-invalid"],
     addBos: values["add-bos"],
@@ -130,15 +127,6 @@ function parse(argv: string[]): EvalArgs | null {
     json: values.json,
     quiet: values.quiet,
   };
-}
-
-function integer(flag: string, text: string, min: number): number {
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isSafeInteger(value) || value < min) {
-    const bound = min > -Infinity ? ` >= ${min}` : "";
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer${bound}`);
-  }
-  return value;
 }
 
 /** Models and device of one run, released together. */

@@ -13,6 +13,7 @@ import { generate } from "../src/model/generate.ts";
 import type { CausalLM } from "../src/model/causal_lm.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { UsageError } from "../src/errors.ts";
+import { parseNumber } from "./_args.ts";
 
 const HELP = `Usage: deno task generate --model PATH (--prompt TEXT | --tokens IDS) [options]
 
@@ -67,10 +68,7 @@ function parseCommandLine(argv: string[]): Args | null {
   if ((values.prompt === undefined) === (values.tokens === undefined)) {
     throw new UsageError("Pass exactly one of --prompt TEXT or --tokens IDS");
   }
-  const topP = parseNumber("--top-p", values["top-p"], {});
-  if (!(topP > 0 && topP <= 1)) {
-    throw new UsageError(`Invalid --top-p ${values["top-p"]}: expected a number in (0, 1]`);
-  }
+  const topP = parseNumber("--top-p", values["top-p"], { greaterThan: 0, max: 1 });
   const engine = values.engine;
   if (engine !== "gpu" && engine !== "reference") {
     throw new UsageError(`Invalid --engine ${engine}: expected gpu or reference`);
@@ -86,26 +84,6 @@ function parseCommandLine(argv: string[]): Args | null {
     engine,
     quiet: values.quiet,
   };
-}
-
-function parseNumber(
-  flag: string,
-  text: string,
-  rule: { integer?: boolean; min?: number },
-): number {
-  const value = Number(text);
-  const ok = text.trim() !== "" && Number.isFinite(value) &&
-    (!rule.integer || Number.isSafeInteger(value)) &&
-    (rule.min === undefined || value >= rule.min);
-  if (!ok) {
-    const kind = rule.integer ? "an integer" : "a number";
-    throw new UsageError(
-      `Invalid ${flag} ${JSON.stringify(text)}: expected ${kind}${
-        rule.min !== undefined ? ` of at least ${rule.min}` : ""
-      }`,
-    );
-  }
-  return value;
 }
 
 function parseIds(text: string): number[] {

@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../src/errors.ts";
+import { optionalNumber } from "./_args.ts";
 import { ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { parseMethodList, PIPELINE_DEFAULTS } from "../src/pipeline/options.ts";
 import { runPipeline } from "../src/pipeline/run_pipeline.ts";
@@ -121,28 +122,19 @@ function parse(argv: string[]) {
       ? undefined
       : parseMethodList("--compare", values.compare),
     calibData: values["calib-data"],
-    calibTokens: integer("--calib-tokens", values["calib-tokens"]),
+    calibTokens: optionalNumber("--calib-tokens", values["calib-tokens"], { integer: true }),
     evalData: values["eval-data"],
-    evalTokens: integer("--eval-tokens", values["eval-tokens"]),
-    seqLen: integer("--seq-len", values["seq-len"]),
+    evalTokens: optionalNumber("--eval-tokens", values["eval-tokens"], { integer: true }),
+    seqLen: optionalNumber("--seq-len", values["seq-len"], { integer: true }),
     choiceTasks: values.tasks,
-    seed: integer("--seed", values.seed),
+    seed: optionalNumber("--seed", values.seed, { integer: true }),
     engine: parseEngine(values.engine),
-    groups: integer("--groups", values.groups),
-    vectorLength: integer("--vector-length", values["vector-length"]),
+    groups: optionalNumber("--groups", values.groups, { integer: true }),
+    vectorLength: optionalNumber("--vector-length", values["vector-length"], { integer: true }),
     scope: values.scope as "layer" | "model" | undefined,
     codebookScope: values["codebook-scope"] as CodebookScope | undefined,
     quiet: values.quiet,
   };
-}
-
-function integer(flag: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (text.trim() === "" || !Number.isSafeInteger(value)) {
-    throw new UsageError(`Invalid ${flag} ${JSON.stringify(text)}: expected an integer`);
-  }
-  return value;
 }
 
 if (import.meta.main) {

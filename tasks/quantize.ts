@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { checkOutputPath } from "../src/util/output_path.ts";
 import { UsageError } from "../src/errors.ts";
+import { oneOf, optionalNumber, optionalOneOf, parseNumber } from "./_args.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
@@ -59,27 +60,6 @@ Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
   --help                show this text
 `;
 
-function number(flag: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === "" || !Number.isFinite(n)) {
-    throw new UsageError(`${flag} expects a number, got "${value}"`);
-  }
-  return n;
-}
-
-function oneOf<T extends string>(
-  flag: string,
-  value: string | undefined,
-  allowed: readonly T[],
-): T | undefined {
-  if (value === undefined) return undefined;
-  if (!allowed.includes(value as T)) {
-    throw new UsageError(`${flag} must be one of ${allowed.join(", ")}, got "${value}"`);
-  }
-  return value as T;
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -119,7 +99,7 @@ async function main(): Promise<void> {
     throw new UsageError("--bits is required without --plan (see --help)");
   }
 
-  const method = oneOf<QuantMethod>("--method", values.method, QUANT_METHODS)!;
+  const method = oneOf<QuantMethod>("--method", values.method!, QUANT_METHODS);
   await checkOutputPath(values.out!, [values.model, values.fisher, values.plan]);
   const plan = values.plan ? await readWcsgPlan(values.plan) : null;
   const bits = planBits(plan, values.bits, values.plan);
@@ -138,7 +118,7 @@ async function main(): Promise<void> {
   }
   const model = await loadModel(values.model!);
   const stats = values.fisher ? await openStatistics(values.fisher) : null;
-  const gpuUse = oneOf<GpuUse>("--gpu", values.gpu, ["auto", "always", "never"])!;
+  const gpuUse = oneOf<GpuUse>("--gpu", values.gpu!, ["auto", "always", "never"]);
 
   const vq = method !== "rtn" && method !== "gptq";
   let gpu: GpuContext | null = null;
@@ -151,27 +131,27 @@ async function main(): Promise<void> {
       method,
       bits,
       out: values.out!,
-      vectorLength: number("--vector-length", values["vector-length"]),
-      codebookSize: number("--codebook-size", values["codebook-size"]),
-      residual: number("--residual", values.residual),
+      vectorLength: optionalNumber("--vector-length", values["vector-length"]),
+      codebookSize: optionalNumber("--codebook-size", values["codebook-size"]),
+      residual: optionalNumber("--residual", values.residual),
       // A plan fixes the codebook scope it was allocated for; a different --codebook-scope is an error.
       codebookScope: plan
         ? planCodebookScope(plan, values["codebook-scope"])
-        : oneOf<CodebookScopeOption>(
+        : optionalOneOf<CodebookScopeOption>(
           "--codebook-scope",
           values["codebook-scope"],
           CODEBOOK_SCOPE_OPTIONS,
         ),
-      groupSize: number("--group-size", values["group-size"]),
+      groupSize: optionalNumber("--group-size", values["group-size"]),
       plan,
-      lambda: number("--lambda", values.lambda),
-      edsgMode: oneOf<EdsgMode>("--edsg", values.edsg, ["projection", "linear", "none"]),
-      fisherMetric: oneOf<FisherMetric>("--fisher-metric", values["fisher-metric"], [
+      lambda: optionalNumber("--lambda", values.lambda),
+      edsgMode: optionalOneOf<EdsgMode>("--edsg", values.edsg, ["projection", "linear", "none"]),
+      fisherMetric: optionalOneOf<FisherMetric>("--fisher-metric", values["fisher-metric"], [
         "kfac",
         "empirical",
       ]),
-      iterations: number("--iterations", values.iterations),
-      seed: number("--seed", values.seed),
+      iterations: optionalNumber("--iterations", values.iterations),
+      seed: optionalNumber("--seed", values.seed),
       gpu,
       gpuUse,
       quiet: values.quiet,
@@ -219,7 +199,7 @@ function planBits(
   if (bitsText === undefined) {
     throw new UsageError(`${planPath} records no bits budget: pass --bits`);
   }
-  return number("--bits", bitsText)!;
+  return parseNumber("--bits", bitsText);
 }
 
 if (import.meta.main) {

@@ -9,6 +9,7 @@ import { trainModel, type TrainModelOptions } from "../src/train/train_model.ts"
 import { GpuGradientEngine } from "../src/train/gpu_gradient_engine.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { UsageError } from "../src/errors.ts";
+import { parseNumber } from "./_args.ts";
 
 const HELP = `Usage: deno task train --out DIR [options]
 
@@ -119,7 +120,7 @@ function parseCommandLine(argv: string[]): Args | null {
     seqLen: int("seq-len", 2),
     batchSize: int("batch", 1),
     steps: int("steps", 1),
-    lr: num("lr", Number.MIN_VALUE),
+    lr: parseNumber("--lr", values.lr, { greaterThan: 0 }),
     warmup: int("warmup", 0),
     weightDecay: num("weight-decay", 0),
     clip: num("clip", 0),
@@ -133,26 +134,6 @@ function parseCommandLine(argv: string[]): Args | null {
     engine,
     dtype,
   };
-}
-
-function parseNumber(
-  flag: string,
-  text: string,
-  rule: { integer?: boolean; min?: number },
-): number {
-  const value = Number(text);
-  const ok = text.trim() !== "" && Number.isFinite(value) &&
-    (!rule.integer || Number.isSafeInteger(value)) &&
-    (rule.min === undefined || value >= rule.min);
-  if (!ok) {
-    const kind = rule.integer ? "an integer" : "a number";
-    throw new UsageError(
-      `Invalid ${flag} ${JSON.stringify(text)}: expected ${kind}${
-        rule.min !== undefined ? ` of at least ${rule.min}` : ""
-      }`,
-    );
-  }
-  return value;
 }
 
 async function main(): Promise<void> {

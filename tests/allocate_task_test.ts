@@ -171,7 +171,7 @@ Deno.test("allocate task fails in one line", async () => {
           "--out",
           out,
         ],
-        /Invalid --codebook-scope "row": expected layer, block, type, model/,
+        /Invalid --codebook-scope "row": expected one of layer, block, type, model/,
       ],
       [[
         "--model",
