@@ -510,3 +510,15 @@ async function readSafetensorsHeader(path: string): Promise<Record<string, unkno
     file.close();
   }
 }
+
+Deno.test("runPipeline leaves no folder after a rejected run", async () => {
+  const parent = await Deno.makeTempDir();
+  const out = join(parent, "out");
+  // stories260K has a 512-token context, so a 1000-token sequence is rejected
+  await assert.rejects(
+    () => runPipeline({ model: STORIES_260K, out, bits: [2], seqLen: 1000, engine: "reference", quiet: true }),
+    /--seq-len 1000/,
+  );
+  await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
+  await Deno.remove(parent, { recursive: true });
+});

@@ -92,11 +92,6 @@ export async function runPipeline(
       );
     }
   }
-  // the model is checked before the output folder is created, so a bad path leaves nothing
-  await loadModel(o.model).then((m) => m.weights.close());
-  await Deno.mkdir(dir, { recursive: true });
-  const previous = await readManifest(dir);
-  const hasher = new FileHasher(knownFingerprints(previous, dir));
   const tool = toolVersions();
 
   // task files are parsed before any model is read, so a malformed line fails at once
@@ -123,6 +118,12 @@ export async function runPipeline(
         `${o.model} has no BOS token id, so no stream can be sampled from it: pass --calib-data and --eval-data files`,
       );
     }
+
+    // the output folder is created only once the model and options have been checked,
+    // so a bad run leaves nothing behind
+    await Deno.mkdir(dir, { recursive: true });
+    const previous = await readManifest(dir);
+    const hasher = new FileHasher(knownFingerprints(previous, dir));
     const inputs = {
       model: await hasher.hash(o.model),
       calibData: await Promise.all(o.calibData.map((f) => hasher.hash(f))),
