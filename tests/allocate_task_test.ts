@@ -246,7 +246,7 @@ Deno.test("quantize task follows a plan's budget and scope", async () => {
         stderr: "piped",
       }).output();
 
-    // no --bits: the plan's budget and scope are used, and the file spends what the plan says
+    // no --bits: the plan's budget and scope are used, and the file spends what the plan states
     const ok = await quantize([]);
     const stderr = new TextDecoder().decode(ok.stderr);
     assert.equal(ok.code, 0, stderr);

@@ -82,7 +82,7 @@ Deno.test("GpuModel runs quantized files from their codes", async () => {
     }
     assert.ok(err / max < 1e-5, `relative logits difference ${err / max}`);
   }
-  // the GPU holds the file's tensors as stored, except the channel orders, which it unpacks
+  // the GPU stores the file's tensors as stored, except the channel orders, which it unpacks
   // to one u32 per row; that is still less than the file with its header and dense tensors
   assert.ok(quantized.weightBytes <= (await Deno.stat(path)).size);
   assert.ok(quantized.weightBytes < reference.weightBytes / 3);

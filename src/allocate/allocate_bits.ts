@@ -56,7 +56,7 @@ export interface AllocateOptions {
   /** Budget over every layer separately or over the whole model. Default "layer". */
   scope?: PlanScope;
   /**
-   * How widely group codebooks are shared (src/quantize/scope.ts). Default "layer" (every
+   * Sharing scope of the group codebooks (src/quantize/scope.ts). Default "layer" (every
    * layer's groups own their codebooks). With a wider scope, the layers of a scope get
    * the same group count, and group rank g across them is one choice of codebook size
    * whose codebook counts once. A wider scope needs `scope` "model" and no `searchGroups`.

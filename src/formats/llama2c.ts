@@ -19,7 +19,7 @@ import { checkFinite, type LoadedModel, type WeightStore } from "../model/model.
 
 const HEADER_BYTES = 28;
 
-/** Where one canonical tensor lies in the file. */
+/** Location of one canonical tensor in the file. */
 interface Extent {
   shape: number[];
   /** Byte offset of the first element. */

@@ -1,8 +1,8 @@
 /**
  * WebGPU device acquisition and the few helpers every operation needs: buffer upload and
  * readback, compute pipelines cached by kernel file and override constants, and a batch
- * that records many dispatches, submits once and reads back once (each round trip costs
- * milliseconds on software adapters, so batching is the main lever).
+ * that records many dispatches, submits once and reads back once. Each round trip costs
+ * milliseconds on software adapters, so batching is the main lever.
  *
  * @module
  */

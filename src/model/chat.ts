@@ -15,7 +15,7 @@ import { UsageError } from "../errors.ts";
 export interface ChatSessionOptions {
   /** Jinja chat template. */
   template: string;
-  /** Where the template came from (a file name), named in template errors. */
+  /** Source of the template (a file name), named in template errors. */
   templateSource?: string;
   /** Tokenizer of the model. */
   tokenizer: Tokenizer;

@@ -1,5 +1,5 @@
 /**
- * What a loader returns: a model's config, lazy access to its tensors, and its
+ * The loaded-model description: a model's config, lazy access to its tensors, and its
  * tokenizer and chat template when the checkpoint has them.
  *
  * @module
@@ -116,7 +116,7 @@ export async function readAllWeights(weights: WeightStore): Promise<Map<string, 
 }
 
 /**
- * Throws when a tensor holds NaN or infinity, naming the first bad element.
+ * Throws when a tensor contains NaN or infinity, naming the first bad element.
  *
  * @param source File the tensor came from.
  * @param name Tensor name.

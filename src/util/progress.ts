@@ -29,7 +29,7 @@ export interface ProgressOptions {
  * ```
  */
 export class Progress {
-  /** What is being done, shown first on the line. */
+  /** Job name, shown first on the line. */
   readonly label: string;
   /** Number of units in the whole job. */
   readonly total: number;
