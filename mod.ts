@@ -92,7 +92,26 @@ export { type ChatReply, ChatSession, type ChatSessionOptions } from "./src/mode
 
 // Data
 export { type SampleStreamOptions, sampleTokenStream } from "./src/data/sample_stream.ts";
-export { readTokenFile, type TokenFileOptions } from "./src/data/token_files.ts";
+export {
+  type CorpusTokenOptions,
+  readCorpusTokens,
+  readTokenFile,
+  type TokenFileOptions,
+} from "./src/data/token_files.ts";
+export {
+  CORPUS_DATA,
+  type CorpusDocument,
+  type CorpusSampleOptions,
+  type CorpusSplit,
+  loadNpmCorpus,
+  sampleCorpusText,
+  splitHeldOut,
+} from "./src/data/corpus.ts";
+export {
+  type CorpusChoiceOptions,
+  corpusChoiceQuestions,
+  type NativeChoiceLine,
+} from "./src/data/corpus_choice_tasks.ts";
 export { type ChoiceQuestion, readChoiceTasks } from "./src/data/choice_tasks.ts";
 
 // Calibration: Fisher statistics

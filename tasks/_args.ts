@@ -6,7 +6,20 @@
  * @module
  */
 
+import { relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { UsageError } from "../src/errors.ts";
+
+/**
+ * The model every task uses without `--model`: the reference model in models/reference,
+ * trained with `deno task train` (its README.md says how). The path is relative to the
+ * working folder, so messages stay short.
+ */
+export const REFERENCE_MODEL: string =
+  relative(Deno.cwd(), fileURLToPath(new URL("../models/reference", import.meta.url))) || ".";
+
+/** Help text of `--model` naming the default. */
+export const MODEL_DEFAULT_HELP = `default ${REFERENCE_MODEL}, the shipped reference model`;
 
 /** Kind and bounds that a numeric option accepts. All bounds are optional. */
 export interface NumberRule {

@@ -19,7 +19,7 @@ import type { Plan, PlanScope } from "../src/allocate/plan.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { UsageError } from "../src/errors.ts";
-import { parseNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, parseNumber, REFERENCE_MODEL } from "./_args.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { type EvalResult, evaluate } from "../src/eval/evaluate.ts";
 import { loadModel } from "../src/model/load.ts";
@@ -27,7 +27,7 @@ import { quantizeModel } from "../src/quantize/quantize_model.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
 import { Progress } from "../src/util/progress.ts";
 
-const HELP = `Usage: deno task ablation --model PATH --fisher FILE --out-dir DIR [options]
+const HELP = `Usage: deno task ablation [--model PATH] --fisher FILE --out-dir DIR [options]
 
 Quantizes the model with rsavq six ways at every --bits value and evaluates each one
 against the full-precision model on held-out tokens sampled from it (seed --eval-seed,
@@ -44,7 +44,7 @@ Prints a Markdown table: rows with their bpw, perplexity, mean and 99th-percenti
 divergence (nats per token) and top-1 agreement.
 
 Options:
-  --model PATH         Full-precision model
+  --model PATH         Full-precision model (${MODEL_DEFAULT_HELP})
   --fisher FILE        Statistics from deno task calibrate
   --out-dir DIR        Folder for the plans and quantized files
   --bits LIST          Comma-separated budgets in bits per weight (default 2,3)
@@ -93,7 +93,7 @@ async function main(argv: string[]): Promise<void> {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       fisher: { type: "string" },
       "out-dir": { type: "string" },
       bits: { type: "string", default: "2,3" },
@@ -110,8 +110,8 @@ async function main(argv: string[]): Promise<void> {
     },
   });
   if (values.help) return console.log(HELP);
-  if (!values.model || !values.fisher || !values["out-dir"]) {
-    throw new UsageError("Missing --model, --fisher or --out-dir (see --help)");
+  if (!values.fisher || !values["out-dir"]) {
+    throw new UsageError("Missing --fisher or --out-dir (see --help)");
   }
   if (values.scope !== "layer" && values.scope !== "model") {
     throw new UsageError(

@@ -12,12 +12,12 @@ import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { UsageError } from "../src/errors.ts";
-import { oneOf, parseNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, oneOf, parseNumber, REFERENCE_MODEL } from "./_args.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 
 const HELP =
-  `Usage: deno task allocate --model PATH --fisher FILE --bits B --out plan.json [options]
+  `Usage: deno task allocate [--model PATH] --fisher FILE --bits B --out plan.json [options]
 
 Gives every output channel of every block linear layer a sensitivity from the Fisher
 statistics, sorts the channels by it, splits them into groups and picks each group's
@@ -29,6 +29,7 @@ Embeddings and the output head are not quantized and not counted.
 
 Options:
   --model PATH          Model the statistics were computed on (llama2.c .bin, GGUF, Hugging Face folder)
+                        (${MODEL_DEFAULT_HELP})
   --fisher FILE         Statistics file from deno task calibrate
   --bits B              Budget in bits per weight, overhead included (for example 2 or 3.5)
   --groups G            Channel groups, each with its own codebook, per layer (default 4)
@@ -42,7 +43,7 @@ Options:
                         once and its bytes count once (needs --scope model; default layer).
                         Quantize the plan with the same scope
   --sensitivity S       trace: trace(F_c) * var(W_c); gradient: g_c^T F_c g_c, falling back to
-                        trace where the mean gradient is noise (default trace)
+                        trace where the mean gradient is noise (default gradient)
   --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
   --explain             Print a table per layer: sensitivity spread, codebook sizes, bits
   --out FILE            Plan file to write (JSON)
@@ -63,7 +64,7 @@ function parse(argv: string[]): AllocateArgs | null {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       fisher: { type: "string" },
       bits: { type: "string" },
       groups: { type: "string", default: "4" },
@@ -71,7 +72,7 @@ function parse(argv: string[]): AllocateArgs | null {
       "vector-length": { type: "string", default: "4" },
       scope: { type: "string", default: "layer" },
       "codebook-scope": { type: "string", default: "layer" },
-      sensitivity: { type: "string", default: "trace" },
+      sensitivity: { type: "string", default: "gradient" },
       "fisher-kind": { type: "string", default: "kfac" },
       explain: { type: "boolean", default: false },
       out: { type: "string" },
@@ -81,11 +82,6 @@ function parse(argv: string[]): AllocateArgs | null {
   });
   if (values.help) return null;
 
-  if (!values.model) {
-    throw new UsageError(
-      "Missing --model: pass the checkpoint the statistics were computed on (see --help)",
-    );
-  }
   if (!values.fisher) {
     throw new UsageError("Missing --fisher: pass the statistics file from deno task calibrate");
   }

@@ -14,13 +14,14 @@ import { createEngine } from "../src/calibrate/create_engine.ts";
 import { calibrate } from "../src/calibrate/calibrate.ts";
 import { Progress } from "../src/util/progress.ts";
 import { UsageError } from "../src/errors.ts";
-import { optionalNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, optionalNumber, REFERENCE_MODEL } from "./_args.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 
 /** Default tokens per sequence when --seq-len is absent, capped at the model's context. */
 const DEFAULT_SEQ_LEN = 2048;
 
-const HELP = `Usage: deno task calibrate --model PATH (--data FILE... | --sample-tokens N --seed S)
+const HELP =
+  `Usage: deno task calibrate [--model PATH] (--data FILE... | --sample-tokens N --seed S)
                            --out fisher.safetensors [options]
 
 Runs each calibration sequence forward and backward through the model and writes, for
@@ -31,14 +32,17 @@ and g_s = sum_t delta_t x_t^T. See docs/fisher.md.
 
 Options:
   --model PATH         Model (llama2.c .bin, GGUF, Hugging Face folder)
+                       (${MODEL_DEFAULT_HELP})
   --data FILE          Data file, repeatable: .json token-id array, .bin/.u32 raw little-endian
                        uint32 ids, any other extension as UTF-8 text (needs a tokenizer), or
-                       with --chat JSONL conversations
+                       with --chat JSONL conversations. "corpus" samples the training part
+                       of the npm corpus (Moby Dick, State of the Union addresses) in chunks
+                       ordered by --seed; it needs --sequences. ./corpus names a file
   --chat               Read every --data file as JSONL conversations ({"messages": [...]} a line)
                        rendered with the model's chat template
   --sample-tokens N    Calibrate on N tokens sampled from the model, in windows of --seq-len
                        that each start with BOS (needs --seed)
-  --seed S             Seed of the sampled stream
+  --seed S             Seed of the sampled stream, or of the chunk order of --data corpus
   --seq-len L          Tokens per sequence, 2..the model's context (default ${DEFAULT_SEQ_LEN} or the context if smaller)
   --sequences K        Number of sequences (default: every full window of the data)
   --full-g             Also store the full output-gradient second moment G [out, out]
@@ -46,8 +50,8 @@ Options:
   --resume             Continue an interrupted run from FILE.partial
   --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)
   --sample-engine E    Engine that samples --sample-tokens: ${
-  ENGINES.join(" | ")
-} (default: --engine);
+    ENGINES.join(" | ")
+  } (default: --engine);
                        sampling decodes one token per step, so the reference is faster for tiny models
   --checkpoint-seconds S  Seconds between checkpoints to FILE.partial (default 60)
   --quiet              No progress on stderr
@@ -71,7 +75,7 @@ function parse(argv: string[]): CalibrateArgs | null {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       data: { type: "string", multiple: true },
       chat: { type: "boolean", default: false },
       "sample-tokens": { type: "string" },
@@ -89,9 +93,6 @@ function parse(argv: string[]): CalibrateArgs | null {
     },
   });
   if (values.help) return null;
-  if (!values.model) {
-    throw new UsageError("Missing --model: pass the checkpoint to calibrate (see --help)");
-  }
   if (!values.out) {
     throw new UsageError(
       "Missing --out: pass the statistics file to write, for example --out fisher.safetensors",

@@ -12,9 +12,9 @@ import { createCausalLM, parseEngine } from "../src/eval/engine.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { ChatSession } from "../src/model/chat.ts";
 import { UsageError } from "../src/errors.ts";
-import { parseNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, parseNumber, REFERENCE_MODEL } from "./_args.ts";
 
-const HELP = `Usage: deno task chat --model PATH [options]
+const HELP = `Usage: deno task chat [--model PATH] [options]
 
 Chats with a model in the terminal. Each line you type is a user message; the reply
 streams back. Type /reset to start over and /exit (or end input) to quit.
@@ -22,6 +22,7 @@ streams back. Type /reset to start over and /exit (or end input) to quit.
 Options:
   --model PATH          Hugging Face directory, GGUF file or quantized .safetensors with a
                         tokenizer and a chat template
+                        (${MODEL_DEFAULT_HELP})
   --system TEXT         system message kept at the start of the conversation
   --template FILE       Jinja chat template to use instead of the model's own
   --max-tokens N        most tokens per reply (default 256)
@@ -37,7 +38,7 @@ async function main(): Promise<void> {
     args: Deno.args,
     strict: true,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       system: { type: "string" },
       template: { type: "string" },
       "max-tokens": { type: "string", default: "256" },
@@ -52,9 +53,6 @@ async function main(): Promise<void> {
   if (values.help) {
     console.log(HELP);
     return;
-  }
-  if (!values.model) {
-    throw new UsageError("Missing --model: pass a checkpoint with a tokenizer (see --help)");
   }
   const engine = parseEngine(values.engine!);
   const topP = parseNumber("--top-p", values["top-p"]!, { greaterThan: 0, max: 1 });

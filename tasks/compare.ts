@@ -15,9 +15,16 @@ import { type GpuUse, QUANT_METHODS, type QuantMethod } from "../src/quantize/ty
 import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 import { writeTextFileAtomic } from "../src/util/atomic_write.ts";
 import { UsageError } from "../src/errors.ts";
-import { oneOf, optionalNumber, optionalOneOf, parseNumber } from "./_args.ts";
+import {
+  MODEL_DEFAULT_HELP,
+  oneOf,
+  optionalNumber,
+  optionalOneOf,
+  parseNumber,
+  REFERENCE_MODEL,
+} from "./_args.ts";
 
-const HELP = `Usage: deno task compare --model PATH --out FILE.md [options]
+const HELP = `Usage: deno task compare [--model PATH] --out FILE.md [options]
 
 Calibrates on a stream sampled from the model (--calib-seed), quantizes with each method at
 each target, and evaluates every quantized model against the full model on a held-out
@@ -27,6 +34,7 @@ and writes it to --out.
 
 Options:
   --model PATH          Full-precision model (llama2.c .bin, GGUF, HF folder)
+                        (${MODEL_DEFAULT_HELP})
   --out FILE            Markdown output file
   --methods LIST        Comma-separated methods (default ${QUANT_METHODS.join(",")})
   --bits LIST           Comma-separated target bits per weight (default 2,3,4)
@@ -60,7 +68,7 @@ function parse(argv: string[]) {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       out: { type: "string" },
       methods: { type: "string" },
       bits: { type: "string" },
@@ -86,9 +94,6 @@ function parse(argv: string[]) {
     },
   });
   if (values.help) return null;
-  if (!values.model) {
-    throw new UsageError("Missing --model: pass the full-precision model (see --help)");
-  }
   if (!values.out) {
     throw new UsageError("Missing --out: pass the Markdown file to write the table to");
   }

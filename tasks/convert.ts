@@ -6,17 +6,19 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../src/errors.ts";
+import { MODEL_DEFAULT_HELP, REFERENCE_MODEL } from "./_args.ts";
 import { checkOutputPath } from "../src/util/output_path.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CONVERT_DTYPES, convertModel, type ConvertTarget } from "../src/formats/convert.ts";
 
-const HELP = `Usage: deno task convert --model IN --to hf|gguf [--dtype DTYPE] --out OUT [--quiet]
+const HELP = `Usage: deno task convert [--model IN] --to hf|gguf [--dtype DTYPE] --out OUT [--quiet]
 
 Writes a model in another checkpoint format. The output must not exist yet; it appears
 only when the conversion succeeds.
 
 Options:
   --model PATH   Input: llama2.c .bin, Hugging Face directory or GGUF file
+                 (${MODEL_DEFAULT_HELP})
   --to FORMAT    hf (directory with config.json and safetensors) or gguf (one file)
   --dtype DTYPE  Stored precision: ${CONVERT_DTYPES.hf.join("|")} for hf, ${
   CONVERT_DTYPES.gguf.join("|")
@@ -31,7 +33,7 @@ async function main(args: string[]): Promise<void> {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       to: { type: "string" },
       dtype: { type: "string" },
       out: { type: "string" },
@@ -43,7 +45,7 @@ async function main(args: string[]): Promise<void> {
     console.log(HELP);
     return;
   }
-  for (const key of ["model", "to", "out"] as const) {
+  for (const key of ["to", "out"] as const) {
     if (!values[key]) throw new UsageError(`Missing --${key}: run with --help for usage`);
   }
   await checkOutputPath(values.out!, [values.model]);

@@ -9,7 +9,8 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../src/model/load.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import type { CausalLM } from "../src/model/causal_lm.ts";
-import { readTokenFile } from "../src/data/token_files.ts";
+import { readCorpusTokens, readTokenFile } from "../src/data/token_files.ts";
+import { CORPUS_DATA } from "../src/data/corpus.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { readChoiceTasks } from "../src/data/choice_tasks.ts";
 import { checkContextLength, evaluate } from "../src/eval/evaluate.ts";
@@ -24,10 +25,16 @@ import { Progress } from "../src/util/progress.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { openQuantizedModel } from "../src/formats/quantized.ts";
 import { UsageError } from "../src/errors.ts";
-import { oneOf, optionalNumber, parseNumber } from "./_args.ts";
+import {
+  MODEL_DEFAULT_HELP,
+  oneOf,
+  optionalNumber,
+  parseNumber,
+  REFERENCE_MODEL,
+} from "./_args.ts";
 
 const HELP =
-  `Usage: deno task eval --model PATH (--data FILE... | --sample-tokens N [--seed S] | --tasks FILE,...) [options]
+  `Usage: deno task eval [--model PATH] (--data FILE... | --sample-tokens N [--seed S] | --tasks FILE,...) [options]
 
 Perplexity (--data, --sample-tokens): non-overlapping windows of --ctx tokens, each
 starting at position 0 with an empty KV cache; with --ref also the KL divergence
@@ -37,11 +44,18 @@ the context; acc and acc_norm per task and averaged, and with --ref the paired d
 
 Options:
   --model PATH         Model to evaluate (llama2.c .bin, GGUF, quantized .safetensors, HF folder)
+                       (${MODEL_DEFAULT_HELP})
   --data FILE          Data file, repeatable: .json token-id array, .bin/.u32 raw little-endian
-                       uint32 ids, or any other extension as UTF-8 text (needs a tokenizer)
+                       uint32 ids, or any other extension as UTF-8 text (needs a tokenizer).
+                       "corpus" reads the whole held-out part of the npm corpus (Moby Dick,
+                       State of the Union addresses), which the reference model never saw;
+                       the pipeline scores a sample of it instead. ./corpus names a file
+  --eval-tokens N      Score at most N tokens of --data: for corpus, a sample of N tokens
+                       from many held-out documents in an order set by --seed; for files,
+                       the first N tokens
   --sample-tokens N    Evaluate on N tokens sampled from the model (from --ref when given),
                        in windows of --ctx that each start with BOS
-  --seed S             Seed of the sampled stream (default 1)
+  --seed S             Seed of the sampled stream or of the corpus sample (default 1)
   --ctx N              Window length in tokens, 2..the model's context (default: the context)
   --tasks FILES        Multiple-choice JSONL task files, comma-separated or repeated (native,
                        PIQA, ARC, HellaSwag and WinoGrande layouts, detected per line)
@@ -59,6 +73,7 @@ interface EvalArgs {
   model: string;
   data: string[];
   sampleTokens?: number;
+  evalTokens?: number;
   seed: number;
   ctx?: number;
   tasks: string[];
@@ -78,9 +93,10 @@ function parse(argv: string[]): EvalArgs | null {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       data: { type: "string", multiple: true },
       "sample-tokens": { type: "string" },
+      "eval-tokens": { type: "string" },
       seed: { type: "string", default: "1" },
       ctx: { type: "string" },
       tasks: { type: "string", multiple: true },
@@ -96,9 +112,6 @@ function parse(argv: string[]): EvalArgs | null {
     },
   });
   if (values.help) return null;
-  if (!values.model) {
-    throw new UsageError("Missing --model: pass the checkpoint to evaluate (see --help)");
-  }
   const data = values.data ?? [];
   const tasks = (values.tasks ?? []).flatMap((t) => t.split(",")).filter((t) => t !== "");
   const sampleTokens = optionalNumber("--sample-tokens", values["sample-tokens"], {
@@ -110,11 +123,19 @@ function parse(argv: string[]): EvalArgs | null {
   if (modes !== 1) {
     throw new UsageError("Pass exactly one of --data FILE, --sample-tokens N or --tasks FILE");
   }
+  const evalTokens = optionalNumber("--eval-tokens", values["eval-tokens"], {
+    integer: true,
+    min: 2,
+  });
+  if (evalTokens !== undefined && data.length === 0) {
+    throw new UsageError("--eval-tokens caps --data: pass --data FILE or --data corpus with it");
+  }
   const lengthUnit = oneOf("--length-unit", values["length-unit"], ["bytes", "chars"] as const);
   return {
     model: values.model,
     data,
     sampleTokens,
+    evalTokens,
     seed: parseNumber("--seed", values.seed, { integer: true, min: 0 }),
     ctx: optionalNumber("--ctx", values.ctx, { integer: true }),
     tasks,
@@ -189,9 +210,21 @@ async function runPerplexity(
   if (refModel) checkContextLength(ctx, refModel.config, args.ref!);
   const tokenizer = model.tokenizer ?? refModel?.tokenizer ?? null;
   let tokens: Int32Array[] = [];
+  const vocabSize = model.config.vocabSize;
   for (const path of args.data) {
-    tokens.push(...await readTokenFile(path, { vocabSize: model.config.vocabSize, tokenizer }));
+    tokens.push(
+      ...path === CORPUS_DATA
+        ? await readCorpusTokens({
+          part: "held-out",
+          vocabSize,
+          tokenizer,
+          tokens: args.evalTokens,
+          seed: args.seed,
+        })
+        : await readTokenFile(path, { vocabSize, tokenizer }),
+    );
   }
+  if (args.evalTokens !== undefined) tokens = capTokens(tokens, args.evalTokens);
 
   // the KV caches only need one window
   const { lm, ref } = await createModels(session, engine, ctx, args.quiet);
@@ -329,4 +362,16 @@ if (import.meta.main) {
     console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
     Deno.exit(1);
   }
+}
+
+/** Keeps the first `max` tokens of the documents, cutting the last one kept short. */
+function capTokens(docs: Int32Array[], max: number): Int32Array[] {
+  const kept: Int32Array[] = [];
+  let left = max;
+  for (const doc of docs) {
+    if (left <= 0) break;
+    kept.push(doc.length > left ? doc.subarray(0, left) : doc);
+    left -= Math.min(doc.length, left);
+  }
+  return kept;
 }

@@ -13,15 +13,16 @@ import { generate } from "../src/model/generate.ts";
 import type { CausalLM } from "../src/model/causal_lm.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { UsageError } from "../src/errors.ts";
-import { parseNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, parseNumber, REFERENCE_MODEL } from "./_args.ts";
 
-const HELP = `Usage: deno task generate --model PATH (--prompt TEXT | --tokens IDS) [options]
+const HELP = `Usage: deno task generate [--model PATH] (--prompt TEXT | --tokens IDS) [options]
 
 Generates a continuation of a prompt. Text goes to stdout (token ids when the model has
 no tokenizer); speeds go to stderr.
 
 Options:
   --model PATH        llama2.c .bin, GGUF file, quantized .safetensors or Hugging Face directory
+                      (${MODEL_DEFAULT_HELP})
   --prompt TEXT       prompt text, encoded with the model's tokenizer (BOS prepended)
   --tokens IDS        prompt as comma-separated token ids, e.g. 1 or 1,403,407
   --max-tokens N      most tokens to generate (default 256)
@@ -51,7 +52,7 @@ function parseCommandLine(argv: string[]): Args | null {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       prompt: { type: "string" },
       tokens: { type: "string" },
       "max-tokens": { type: "string", default: "256" },
@@ -64,7 +65,6 @@ function parseCommandLine(argv: string[]): Args | null {
     },
   });
   if (values.help) return null;
-  if (!values.model) throw new UsageError("Missing --model: pass a checkpoint path (see --help)");
   if ((values.prompt === undefined) === (values.tokens === undefined)) {
     throw new UsageError("Pass exactly one of --prompt TEXT or --tokens IDS");
   }

@@ -7,14 +7,14 @@
  */
 import { parseArgs } from "node:util";
 import { UsageError } from "../src/errors.ts";
-import { optionalNumber } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, optionalNumber, REFERENCE_MODEL } from "./_args.ts";
 import { ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { parseMethodList, PIPELINE_DEFAULTS } from "../src/pipeline/options.ts";
 import { runPipeline } from "../src/pipeline/run_pipeline.ts";
 import type { CodebookScope } from "../src/quantize/scope.ts";
 import { QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
 
-const HELP = `Usage: deno task pipeline --model PATH --bits B[,B2...] --out DIR [options]
+const HELP = `Usage: deno task pipeline [--model PATH] --bits B[,B2...] --out DIR [options]
 
 Runs calibrate -> allocate -> quantize -> eval and writes every step's file to DIR, with
 DIR/manifest.json (inputs and their sha256, settings, versions, timings, results) and
@@ -26,21 +26,28 @@ in bpw.
 
 Options:
   --model PATH          Model to quantize (llama2.c .bin, GGUF, Hugging Face folder)
+                        (${MODEL_DEFAULT_HELP})
   --bits B[,B2...]      Target bits per weight, overhead included; one run per value
   --method M            Main method: ${
   QUANT_METHODS.join(" | ")
 } (default ${PIPELINE_DEFAULTS.method});
                         kmeans, vptq and rsavq follow a WCSG allocation plan
   --compare M[,M2...]   Baselines quantized at the same bits into the same table
-  --calib-data FILE     Calibration data, repeatable (text, .json ids, .bin/.u32 ids);
-                        default: tokens sampled from the model with --seed
-  --calib-tokens N      Calibration tokens: sampled stream size (default ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --calib-data
-  --eval-data FILE      Evaluation data, repeatable; default: tokens sampled with --seed + 1
-  --eval-tokens N       Evaluation tokens: sampled stream size (default ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --eval-data
+  --calib-data FILE     Calibration data, repeatable (text, .json ids, .bin/.u32 ids), or
+                        "corpus": the training part of the npm corpus (Moby Dick and the
+                        State of the Union addresses). Default: corpus for a model with a
+                        tokenizer, otherwise tokens sampled from the model with --seed
+  --calib-tokens N      Calibration tokens: corpus sample or sampled stream size (default
+                        ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --calib-data files
+  --eval-data FILE      Evaluation data, repeatable, or "corpus": the corpus's held-out part.
+                        Default: corpus with a tokenizer, otherwise sampled with --seed + 1
+  --eval-tokens N       Evaluation tokens: corpus sample or sampled stream size (default
+                        ${PIPELINE_DEFAULTS.sampledTokens}), or a cap on --eval-data files
   --seq-len L           Tokens per calibration sequence and evaluation window
                         (default ${PIPELINE_DEFAULTS.seqLen} or the model's context if smaller)
   --tasks FILE          Multiple-choice JSONL task file scored zero-shot on every model, repeatable
-  --seed S              Seed of the calibration stream and of k-means (default ${PIPELINE_DEFAULTS.seed})
+  --seed S              Seed of k-means and of the calibration data (corpus chunk order or
+                        sampled stream); evaluation data uses S + 1 (default ${PIPELINE_DEFAULTS.seed})
   --engine E            Forward engine: ${ENGINES.join(" | ")} (default ${PIPELINE_DEFAULTS.engine})
   --groups G            Channel groups per layer in the allocation plan (default ${PIPELINE_DEFAULTS.groups})
   --vector-length V     Vector length of the vector-quantization methods (default ${PIPELINE_DEFAULTS.vectorLength})
@@ -59,7 +66,7 @@ function parse(argv: string[]) {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       bits: { type: "string" },
       method: { type: "string" },
       compare: { type: "string" },
@@ -81,9 +88,6 @@ function parse(argv: string[]) {
     },
   });
   if (values.help) return null;
-  if (!values.model) {
-    throw new UsageError("Missing --model: pass the checkpoint to quantize (see --help)");
-  }
   if (!values.bits) {
     throw new UsageError(
       "Missing --bits: pass bits per weight, for example --bits 2 or --bits 2,3,4",

@@ -12,7 +12,14 @@
 import { parseArgs } from "node:util";
 import { checkOutputPath } from "../src/util/output_path.ts";
 import { UsageError } from "../src/errors.ts";
-import { oneOf, optionalNumber, optionalOneOf, parseNumber } from "./_args.ts";
+import {
+  MODEL_DEFAULT_HELP,
+  oneOf,
+  optionalNumber,
+  optionalOneOf,
+  parseNumber,
+  REFERENCE_MODEL,
+} from "./_args.ts";
 import { GpuContext } from "../src/gpu/device.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { EdsgMode } from "../src/quantize/nearest.ts";
@@ -34,9 +41,10 @@ import {
 
 const HELP = `Quantize the linear layers of a model and write a quantized model file.
 
-Usage: deno task quantize --model PATH --method M --bits B --out FILE [options]
+Usage: deno task quantize [--model PATH] --method M --bits B --out FILE [options]
 
   --model PATH          llama2.c .bin, GGUF, Hugging Face directory or quantized .safetensors
+                        (${MODEL_DEFAULT_HELP})
   --fisher FILE         calibration statistics from deno task calibrate (gptq, vptq, rsavq need it)
   --method M            ${QUANT_METHODS.join(" | ")}
   --bits B              target bits per weight, overhead included; never exceeded
@@ -66,7 +74,7 @@ async function main(): Promise<void> {
     strict: true,
     allowPositionals: false,
     options: {
-      model: { type: "string" },
+      model: { type: "string", default: REFERENCE_MODEL },
       fisher: { type: "string" },
       method: { type: "string" },
       bits: { type: "string" },
@@ -92,7 +100,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  for (const flag of ["model", "method", "out"] as const) {
+  for (const flag of ["method", "out"] as const) {
     if (!values[flag]) throw new UsageError(`--${flag} is required (see --help)`);
   }
   if (!values.bits && !values.plan) {

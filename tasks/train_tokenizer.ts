@@ -6,7 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import { checkOutputPath } from "../src/util/output_path.ts";
-import { loadNpmCorpus, loadTextFiles, splitHeldOut } from "../src/train/corpus.ts";
+import { loadNpmCorpus, loadTextFiles, splitHeldOut } from "../src/data/corpus.ts";
 import { bpeTokenizerJson, trainBpe } from "../src/train/bpe_trainer.ts";
 import { writeTextFileAtomic } from "../src/util/atomic_write.ts";
 import { UsageError } from "../src/errors.ts";

@@ -14,6 +14,9 @@ export const STORIES_260K = fileURLToPath(
   new URL("../../shared/models/stories260K.bin", import.meta.url),
 );
 
+/** Path of the reference model shipped in this repository (models/reference, see its README.md). */
+export const REFERENCE_MODEL = fileURLToPath(new URL("../models/reference", import.meta.url));
+
 /** Greedy ids from BOS that llama2.c's run.c produces on stories260K (first 64). */
 export const STORIES_GREEDY_64 = [
   461,

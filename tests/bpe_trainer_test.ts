@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Tokenizer as LibTokenizer } from "@huggingface/tokenizers";
 import { bpeTokenizerJson, BYTE_TO_CHAR, END_OF_TEXT, trainBpe } from "../src/train/bpe_trainer.ts";
-import { loadNpmCorpus, loadTextFiles, splitHeldOut } from "../src/train/corpus.ts";
+import { loadNpmCorpus, loadTextFiles, splitHeldOut } from "../src/data/corpus.ts";
 import { HfTokenizer } from "../src/tokenizer/hf_tokenizer.ts";
 import { UsageError } from "../src/errors.ts";
 

@@ -21,7 +21,8 @@ import { HfTokenizer } from "../src/tokenizer/hf_tokenizer.ts";
 import { writeSafetensors } from "../src/formats/safetensors.ts";
 import { FormatError, UsageError } from "../src/errors.ts";
 import { MemoryWeightStore } from "../src/model/model.ts";
-import { randomWeights, STORIES_260K, tinyConfig } from "./_helpers.ts";
+import { randomWeights, REFERENCE_MODEL, STORIES_260K, tinyConfig } from "./_helpers.ts";
+import { loadModel } from "../src/model/load.ts";
 
 // The suite uses 6 sampled sequences of 96 tokens, which exercise the same code in
 // seconds on 2 cores. RSAVQ_FULL_CALIBRATION=1 runs the full-size check by hand:
@@ -268,6 +269,11 @@ Deno.test("loadCalibrationData rejects bad sizes", async () => {
   await assert.rejects(
     () => loadCalibrationData(model, { files: [ids], seqLen: 4, sequences: 3 }),
     /--sequences 3/,
+  );
+
+  assert.throws(
+    () => validateDataSpec(model, { files: ["corpus"], seqLen: 32 }),
+    /--data corpus needs --sequences/,
   );
 
   const data = await loadCalibrationData(model, { files: [ids, ids], seqLen: 6 });
@@ -627,4 +633,15 @@ Deno.test("calibrate stops on abort and resumes to the same bytes", async () => 
   await calibrate({ model, data, engine: cpu, out: parts, quiet: true, resume: true });
   assert.deepEqual(await Deno.readFile(parts), await Deno.readFile(whole));
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("loadCalibrationData samples the corpus's training part for --data corpus", async () => {
+  const model = await loadModel(REFERENCE_MODEL);
+  const spec = { files: ["corpus"], seqLen: 64, sequences: 5 };
+  validateDataSpec(model, spec);
+  const data = await loadCalibrationData(model, spec);
+  assert.equal(data.windows.length, 5);
+  assert.ok(data.windows.every((w) => w.length === 64));
+  assert.equal(data.windows[0][0], model.config.bosId);
+  model.weights.close();
 });

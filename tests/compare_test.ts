@@ -247,7 +247,7 @@ Deno.test("compare task rejects bad input in one line", async () => {
   // arguments                                                fragments of the error line
   const cases: [string[], string[]][] = [
     [["--model", STORIES_260K], ["--out"]],
-    [["--out", "x.md"], ["--model"]],
+    [["--model", "missing-model.bin", "--out", "x.md"], ["missing-model.bin", "not found"]],
     [["--model", STORIES_260K, "--out", "x.md", "--methods", "rtn,awq"], ["--methods", '"awq"']],
     [["--model", STORIES_260K, "--out", "x.md", "--bits", "3,x"], ["--bits", '"x"']],
     [["--model", STORIES_260K, "--out", "x.md", "--calib-seed", "5", "--eval-seed", "5"], [

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { quantizeModel } from "../src/quantize/quantize_model.ts";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { convertModel } from "../src/formats/convert.ts";
@@ -183,6 +184,22 @@ Deno.test("convertModel carries a GGUF vocabulary and chat template", async () =
     assert.equal(model.chatTemplate, template, path);
   }
   assert.ok((await Deno.stat(join(hf, "tokenizer.json"))).isFile);
+
+  // a model quantized from the GGUF file carries the vocabulary and template too
+  const quantized = await freshPath("vocab-q.safetensors");
+  const reloaded = await loadModel(input);
+  await quantizeModel(reloaded, null, {
+    method: "rtn",
+    bits: 8,
+    groupSize: 8,
+    out: quantized,
+    quiet: true,
+  });
+  reloaded.weights.close();
+  const q = await loadModel(quantized);
+  q.weights.close();
+  assert.deepEqual(q.tokenizer?.encode("hi there<|end|>"), want);
+  assert.equal(q.chatTemplate, template);
 });
 
 Deno.test("convertModel copies HF tokenizer files", async () => {

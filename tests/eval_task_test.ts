@@ -144,7 +144,7 @@ Deno.test("eval task rejects bad input in one line", async () => {
     [["--model", STORIES_260K, "--tasks", CHOICE_IDS, "--length-unit", "words"], ["--length-unit", '"words"']],
     [["--model", STORIES_260K, "--sample-tokens", "x"], ["--sample-tokens", '"x"']],
     [["--model", STORIES_260K, "--sample-tokens", "64", "--engine", "cuda"], ["--engine", "gpu, reference"]],
-    [["--sample-tokens", "64"], ["--model"]],
+    [["--model", "missing-model.bin", "--sample-tokens", "64"], ["missing-model.bin", "not found"]],
   ];
   for (const [args, fragments] of cases) {
     const withEngine = args.includes("--engine") ? args : [...args, "--engine", "reference"];
@@ -238,4 +238,27 @@ Deno.test("eval task skips malformed task lines on request", async () => {
   const report = JSON.parse(skipped.stdout);
   assert.equal(report.skipped_lines, 2);
   assert.equal(report.average.questions, 2);
+});
+
+Deno.test("eval task scores a seeded sample of held-out corpus text", async () => {
+  const args = ["--data", "corpus", "--eval-tokens", "300", "--json", "--quiet"];
+  const first = await runEvalTask([...args, "--engine", "reference"]);
+  assert.equal(first.code, 0, first.stderr);
+  const report = JSON.parse(first.stdout);
+  // 300 tokens in windows of the reference model's 128: 127 + 127 + 43 scored
+  assert.equal(report.tokens, 297);
+  assert.ok(report.ppl > 1);
+  assert.deepEqual(report.data, ["corpus"]);
+  const again = JSON.parse((await runEvalTask([...args, "--engine", "reference"])).stdout);
+  assert.equal(again.ppl, report.ppl);
+  const otherSeed = JSON.parse(
+    (await runEvalTask([...args, "--engine", "reference", "--seed", "2"])).stdout,
+  );
+  assert.notEqual(otherSeed.ppl, report.ppl);
+});
+
+Deno.test("eval task rejects --eval-tokens without --data", async () => {
+  const { code, stderr } = await runEvalTask(["--sample-tokens", "64", "--eval-tokens", "10"]);
+  assert.equal(code, 1);
+  assert.match(stderr, /--eval-tokens caps --data/);
 });

@@ -138,10 +138,13 @@ Deno.test("generate task asks for --tokens when the model has no tokenizer", asy
   assert.equal(stderr.trim().split("\n").length, 1, "one line, no stack trace");
 });
 
-Deno.test("generate task requires --model", async () => {
-  const { code, stderr } = await runTask(["--tokens", "1"]);
-  assert.equal(code, 1);
-  assert.match(stderr, /Missing --model/);
+Deno.test("generate task runs the shipped reference model without --model", async () => {
+  const args = ["--prompt", "The whale", "--max-tokens", "12", "--engine", "reference", "--quiet"];
+  const { code, stdout, stderr } = await runTask(args);
+  assert.equal(code, 0, stderr);
+  assert.ok(stdout.trim().length > 0, "no text was generated");
+  // the same seed gives the same text
+  assert.equal((await runTask(args)).stdout, stdout);
 });
 
 Deno.test("generate task prints decoded text for --prompt", async () => {

@@ -7,7 +7,8 @@ import { type PipelineOptions, resolvePipelineOptions } from "../src/pipeline/op
 import { runPipeline } from "../src/pipeline/run_pipeline.ts";
 import { StepRunner, type StepSpec } from "../src/pipeline/step_runner.ts";
 import { checkDisjointWindows } from "../src/pipeline/token_streams.ts";
-import { STORIES_260K } from "./_helpers.ts";
+import { REFERENCE_MODEL, STORIES_260K } from "./_helpers.ts";
+import { loadNpmCorpus, splitHeldOut } from "../src/data/corpus.ts";
 
 /** sha256 of stories260K.bin as published with it. */
 const STORIES_SHA256 = "9414d5a285453a7eab631713d171753232c978f6f97654211469aff8be93c8d6";
@@ -516,9 +517,113 @@ Deno.test("runPipeline leaves no folder after a rejected run", async () => {
   const out = join(parent, "out");
   // stories260K has a 512-token context, so a 1000-token sequence is rejected
   await assert.rejects(
-    () => runPipeline({ model: STORIES_260K, out, bits: [2], seqLen: 1000, engine: "reference", quiet: true }),
+    () =>
+      runPipeline({
+        model: STORIES_260K,
+        out,
+        bits: [2],
+        seqLen: 1000,
+        engine: "reference",
+        quiet: true,
+      }),
     /--seq-len 1000/,
   );
   await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
   await Deno.remove(parent, { recursive: true });
+});
+
+Deno.test({
+  name:
+    "runPipeline calibrates and evaluates a model with a tokenizer on the npm corpus by default",
+  sanitizeResources: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pipeline-corpus-" });
+    try {
+      const options: PipelineOptions = {
+        model: REFERENCE_MODEL,
+        out: join(dir, "out"),
+        bits: [4],
+        method: "rtn",
+        compare: ["gptq"],
+        calibTokens: 256,
+        evalTokens: 256,
+        seqLen: 128,
+        engine: "reference",
+        quiet: true,
+      };
+      const result = await runPipeline(options, { log: () => {} });
+      assert.deepEqual(result.ran.slice(0, 3), [
+        "corpus-calibration",
+        "corpus-evaluation",
+        "calibrate",
+      ]);
+      assert.deepEqual(result.manifest.settings.calibData, ["corpus"]);
+      const { train, heldOut } = splitHeldOut(await loadNpmCorpus());
+      const flat = (text: string) => text.replace(/\s+/g, " ");
+      const trainText = train.map((d) => flat(d.text)).join(" ");
+      const heldOutText = heldOut.map((d) => flat(d.text)).join(" ");
+      const paragraphs = async (file: string) =>
+        (await Deno.readTextFile(join(dir, "out", file))).split("\n\n").map(flat)
+          .filter((p) => p.length > 200).slice(0, 20);
+      for (const p of await paragraphs("calib_text.txt")) {
+        assert.ok(trainText.includes(p), `calibration paragraph ${p}`);
+        assert.ok(!heldOutText.includes(p), `calibration paragraph ${p}`);
+      }
+      for (const p of await paragraphs("eval_text.txt")) {
+        assert.ok(heldOutText.includes(p), `evaluation paragraph ${p}`);
+        assert.ok(!trainText.includes(p), `evaluation paragraph ${p}`);
+      }
+      // 256 tokens: two calibration sequences, two evaluation windows
+      assert.equal(
+        (result.manifest.steps["calibrate"].result as { sequences: number }).sequences,
+        2,
+      );
+      const evaluated = result.manifest.steps["eval-original"].result as { tokens: number };
+      assert.equal(evaluated.tokens, 254);
+      assert.match(result.table, /rtn/);
+      assert.match(result.table, /gptq/);
+
+      // a second run reuses every step, the corpus samples included
+      const again = await runPipeline(options, { log: () => {} });
+      assert.deepEqual(again.ran, []);
+      assert.ok(again.reused.includes("corpus-calibration"));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("pipeline corpus data needs a tokenizer and stands alone", async () => {
+  assert.throws(
+    () =>
+      resolvePipelineOptions({ model: "m", out: "o", bits: [2], calibData: ["corpus", "a.txt"] }),
+    /cannot be mixed with files/,
+  );
+  // the corpus gives calibration and evaluation different parts, so both may name it
+  const both = resolvePipelineOptions({
+    model: "m",
+    out: "o",
+    bits: [2],
+    calibData: ["corpus"],
+    evalData: ["corpus"],
+  });
+  assert.equal(both.calibTokens, 8192);
+  assert.equal(both.evalTokens, 8192);
+  const dir = await Deno.makeTempDir({ prefix: "pipeline-corpus-" });
+  try {
+    await assert.rejects(
+      () =>
+        runPipeline({
+          model: STORIES_260K,
+          out: join(dir, "out"),
+          bits: [2],
+          calibData: ["corpus"],
+          engine: "reference",
+          quiet: true,
+        }),
+      /has no tokenizer/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { STORIES_260K } from "./_helpers.ts";
+import { REFERENCE_MODEL } from "./_helpers.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -11,11 +11,11 @@ Deno.test("README library script runs", async () => {
   const script = section.match(/```ts\n([\s\S]*?)```/)?.[1];
   assert.ok(script, "README has a ts block under ## Library");
 
-  // Run it from a scratch folder, importing the checkout's mod.ts and the test model.
+  // Run it from a scratch folder, importing the checkout's mod.ts and the reference model.
   const dir = await Deno.makeTempDir();
   const source = script
     .replace(`"./mod.ts"`, JSON.stringify(join(ROOT, "mod.ts")))
-    .replace(`"../shared/models/stories260K.bin"`, JSON.stringify(STORIES_260K));
+    .replace(`"models/reference"`, JSON.stringify(REFERENCE_MODEL));
   await Deno.writeTextFile(join(dir, "script.ts"), source);
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--config", join(ROOT, "deno.json"), join(dir, "script.ts")],

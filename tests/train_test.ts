@@ -14,7 +14,7 @@ import {
   ReferenceGradientEngine,
 } from "../src/train/gradient_engine.ts";
 import { bpeTokenizerJson, trainBpe } from "../src/train/bpe_trainer.ts";
-import { loadNpmCorpus } from "../src/train/corpus.ts";
+import { loadNpmCorpus } from "../src/data/corpus.ts";
 import { CHAT_TEMPLATE, trainModel } from "../src/train/train_model.ts";
 import { HfTokenizer } from "../src/tokenizer/hf_tokenizer.ts";
 import { renderChat } from "../src/tokenizer/chat_template.ts";

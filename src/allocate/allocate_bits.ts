@@ -62,7 +62,12 @@ export interface AllocateOptions {
    * whose codebook counts once. A wider scope needs `scope` "model" and no `searchGroups`.
    */
   codebookScope?: CodebookScope;
-  /** Sensitivity formula. Default "trace". */
+  /**
+   * Sensitivity formula. Default "gradient", which falls back to "trace" in every layer
+   * whose mean gradient is noise (for example with calibration data sampled from the
+   * model). With real-text calibration it gave the reference model about half the KL
+   * divergence of "trace" at 2 bits (docs/benchmarks.md).
+   */
   sensitivity?: SensitivityKind;
   /** Fisher diagonal. Default "kfac". */
   fisher?: FisherKind;
@@ -150,7 +155,7 @@ function resolveOptions(o: AllocateOptions): Settings {
     vectorLength: o.vectorLength ?? 4,
     scope: o.scope ?? "layer",
     codebookScope: o.codebookScope ?? "layer",
-    sensitivity: o.sensitivity ?? "trace",
+    sensitivity: o.sensitivity ?? "gradient",
     fisher: o.fisher ?? "kfac",
     minGradientSnr: o.minGradientSnr ?? 4,
     minCodebookSize: o.minCodebookSize ?? 2,

@@ -13,7 +13,8 @@ import { basename } from "node:path";
 import { UsageError } from "../errors.ts";
 import type { LoadedModel } from "../model/model.ts";
 import type { CausalLM } from "../model/causal_lm.ts";
-import { readTokenFile } from "../data/token_files.ts";
+import { readCorpusTokens, readTokenFile } from "../data/token_files.ts";
+import { CORPUS_DATA } from "../data/corpus.ts";
 import { sampleTokenStream } from "../data/sample_stream.ts";
 import { readChatFile } from "./chat_data.ts";
 import type { Progress } from "../util/progress.ts";
@@ -98,6 +99,16 @@ export function validateDataSpec(model: LoadedModel, spec: DataSpec): void {
       );
     }
   }
+  if (spec.files?.includes(CORPUS_DATA) && (spec.files.length > 1 || spec.chat)) {
+    throw new UsageError(
+      `--data ${CORPUS_DATA} stands for the npm corpus and cannot be mixed with files or --chat; pass ./${CORPUS_DATA} for a file of that name`,
+    );
+  }
+  if (spec.files?.includes(CORPUS_DATA) && spec.sequences === undefined) {
+    throw new UsageError(
+      `--data ${CORPUS_DATA} needs --sequences K: the corpus's training part is about 11 M characters, far more than calibration needs`,
+    );
+  }
   if (spec.chat && !hasFiles) {
     throw new UsageError("--chat needs --data with JSONL conversation files");
   }
@@ -143,10 +154,17 @@ export async function loadCalibrationData(
   } else {
     const parts: Int32Array[] = [];
     for (const file of spec.files!) {
-      const docs = spec.chat ? await readChatFile(file, model) : await readTokenFile(file, {
-        vocabSize: model.config.vocabSize,
-        tokenizer: model.tokenizer,
-      });
+      const source = { vocabSize: model.config.vocabSize, tokenizer: model.tokenizer };
+      const docs = spec.chat
+        ? await readChatFile(file, model)
+        : file === CORPUS_DATA
+        ? await readCorpusTokens({
+          ...source,
+          part: "train",
+          tokens: spec.sequences! * seqLen,
+          seed: spec.seed ?? 1,
+        })
+        : await readTokenFile(file, source);
       parts.push(...docs);
     }
     stream = concat(parts);

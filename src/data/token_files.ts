@@ -8,11 +8,20 @@
  * - `.bin`, `.u32`: raw little-endian uint32 ids, 4 bytes each, no header.
  * - anything else: UTF-8 text, encoded with BOS prepended when the tokenizer has one.
  *
+ * {@linkcode readCorpusTokens} reads the npm corpus, which `--data corpus` names.
+ *
  * @module
  */
 import { extname } from "node:path";
 import { FormatError, UsageError } from "../errors.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import {
+  CORPUS_CHARS_PER_TOKEN,
+  CORPUS_DATA,
+  loadNpmCorpus,
+  sampleCorpusText,
+  splitHeldOut,
+} from "./corpus.ts";
 
 /** Interpretation of a data file, chosen by its extension. */
 export type TokenFileKind = "json" | "u32" | "text";
@@ -185,16 +194,73 @@ function encodeText(path: string, bytes: Uint8Array, options: TokenFileOptions):
     throw new FormatError(path, "", "File contains only whitespace: it has no text to evaluate");
   }
 
+  return encodeChecked(path, text, tokenizer, options.vocabSize);
+}
+
+/** Encodes text with BOS when the tokenizer has one, checking every id against the vocabulary. */
+function encodeChecked(
+  path: string,
+  text: string,
+  tokenizer: Tokenizer,
+  vocabSize: number,
+): Int32Array {
   const ids = tokenizer.encode(text, { addBos: tokenizer.bosId !== undefined });
   const out = new Int32Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
     // a tokenizer larger than the model's embedding table is a mismatched checkpoint
-    if (ids[i] < 0 || ids[i] >= options.vocabSize) {
-      throw outOfVocabulary(path, `token ${i} after encoding`, ids[i], options.vocabSize);
+    if (ids[i] < 0 || ids[i] >= vocabSize) {
+      throw outOfVocabulary(path, `token ${i} after encoding`, ids[i], vocabSize);
     }
     out[i] = ids[i];
   }
   return out;
+}
+
+/** Options of {@linkcode readCorpusTokens}. */
+export interface CorpusTokenOptions extends TokenFileOptions {
+  /** "train" for calibration, "held-out" for evaluation. */
+  part: "train" | "held-out";
+  /** Sample about this many tokens from many documents; default every document whole. */
+  tokens?: number;
+  /** Seed of the sample's document order (default 1). */
+  seed?: number;
+}
+
+/**
+ * Encodes a part of the public-domain npm corpus (Moby Dick and the State of the Union
+ * addresses, split as in src/data/corpus.ts) with the model's tokenizer. Without `tokens`
+ * each document becomes one token document. With `tokens` the part is sampled in chunks
+ * of many documents into a single token document.
+ *
+ * @example Held-out text for perplexity
+ * ```ts ignore
+ * const model = await loadModel("models/reference");
+ * const docs = await readCorpusTokens({
+ *   part: "held-out",
+ *   vocabSize: model.config.vocabSize,
+ *   tokenizer: model.tokenizer,
+ * });
+ * ```
+ * @param options Part, size, seed, vocabulary and tokenizer.
+ * @returns Token documents, each starting with BOS when the tokenizer has one.
+ * @throws {UsageError} When the model has no tokenizer.
+ */
+export async function readCorpusTokens(options: CorpusTokenOptions): Promise<Int32Array[]> {
+  const tokenizer = options.tokenizer;
+  if (!tokenizer) {
+    throw new UsageError(
+      `--data ${CORPUS_DATA} is English text, but the model has no tokenizer: pass token ids instead, as a .json array or a .bin/.u32 file`,
+    );
+  }
+  const split = splitHeldOut(await loadNpmCorpus());
+  const docs = options.part === "train" ? split.train : split.heldOut;
+  const label = `${CORPUS_DATA} (${options.part})`;
+  if (options.tokens === undefined) {
+    return docs.map((d) => encodeChecked(`${label} ${d.id}`, d.text, tokenizer, options.vocabSize));
+  }
+  const chars = options.tokens * CORPUS_CHARS_PER_TOKEN;
+  const text = sampleCorpusText(docs, { seed: options.seed ?? 1, chars });
+  return [encodeChecked(label, text, tokenizer, options.vocabSize)];
 }
 
 function outOfVocabulary(path: string, field: string, id: number, vocabSize: number): FormatError {

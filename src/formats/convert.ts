@@ -91,7 +91,7 @@ export async function convertModel(model: LoadedModel, options: ConvertOptions):
   }
 
   if (to === "hf") {
-    const files = await hfSideFiles(model);
+    const files = await hfTokenizerFiles(model);
     // An HF source's template travels inside its copied files.
     const chatTemplate = model.format === "hf" ? null : model.chatTemplate;
     await writeHf(model, out, {
@@ -120,8 +120,19 @@ export async function convertModel(model: LoadedModel, options: ConvertOptions):
   }
 }
 
-/** Tokenizer files to place in an HF output, by name. */
-async function hfSideFiles(model: LoadedModel): Promise<Record<string, Uint8Array>> {
+/**
+ * Returns the tokenizer files of a model in Hugging Face form, by file name: copied from an
+ * HF directory, or built from a GGUF "gpt2" vocabulary. Other models give none.
+ *
+ * @example
+ * ```ts ignore
+ * const files = await hfTokenizerFiles(await loadModel("model.gguf"));
+ * console.log(Object.keys(files)); // ["tokenizer.json", "tokenizer_config.json"]
+ * ```
+ * @param model A loaded model.
+ * @returns File contents by name.
+ */
+export async function hfTokenizerFiles(model: LoadedModel): Promise<Record<string, Uint8Array>> {
   const files: Record<string, Uint8Array> = {};
   if (model.format === "hf") {
     for (const name of HF_SIDE_FILES) {

@@ -4,58 +4,43 @@
  * cross-entropy to every linear layer's input and output (and, on request, to every
  * weight). It mirrors {@linkcode ReferenceBackward}, which the tests compare it with.
  *
- * Attention is computed one head at a time with matrix products: S = Q_h K_g^T, causal
- * softmax, O_h = P V_g. The backward pass recomputes P per head instead of keeping all
- * heads' [T, T] probabilities, so memory keeps one head's two [T, T] matrices.
+ * The per-block passes live in gpu_block_passes.ts. Attention is computed one head at a
+ * time with matrix products (S = Q_h K_g^T, causal softmax, O_h = P V_g), and the backward
+ * pass recomputes P per head instead of keeping all heads' [T, T] probabilities, so memory
+ * keeps one head's two [T, T] matrices.
  *
  * @module
  */
 import type { GpuBatch, GpuContext } from "../gpu/device.ts";
 import { expectedTensors, type ModelConfig, tensorNames } from "./config.ts";
 import type { WeightStore } from "./model.ts";
-import type { BlockLinear } from "./reference_backward.ts";
 import { UsageError } from "../errors.ts";
-import { add } from "../ops/add.ts";
 import { embedding } from "../ops/embedding.ts";
 import { type GpuMatrix, releaseMatrix, uploadMatrix } from "../ops/gpu_matrix.ts";
 import { linear } from "../ops/linear.ts";
 import { matmul } from "../ops/matmul.ts";
 import { rmsnorm } from "../ops/rmsnorm.ts";
-import { rope, ropeTable } from "../ops/rope.ts";
-import { swiglu } from "../ops/swiglu.ts";
-import { causalSoftmax, softmaxBackward } from "../ops/attention_backward.ts";
+import { ropeTable } from "../ops/rope.ts";
 import { crossEntropyBackward } from "../ops/cross_entropy_backward.ts";
 import { embeddingBackward } from "../ops/embedding_backward.ts";
-import { linearBackwardGpu, linearWeightGradGpu } from "../ops/linear_backward.ts";
 import { rmsnormBackward, rmsnormWeightBackward } from "../ops/rmsnorm_backward.ts";
 import { ropeBackwardTable } from "../ops/rope_backward.ts";
-import { swigluBackward } from "../ops/swiglu_backward.ts";
-import { statsColsum } from "../ops/stats_colsum.ts";
 import {
   allocateSequence,
-  type BlockActivations,
   releaseSequence,
   releaseTrainWeights,
   type SequenceBuffers,
   type TrainWeights,
   uploadTrainWeights,
 } from "./gpu_backward_buffers.ts";
+import {
+  blockBackward,
+  blockForward,
+  type BlockPassContext,
+  type GpuLinearTap,
+} from "./gpu_block_passes.ts";
 
-/** One linear layer's input and output gradient on the GPU, handed to a tap. */
-export interface GpuLinearTap {
-  /** Block index. */
-  layer: number;
-  /** The block's linear layer. */
-  linear: BlockLinear;
-  /** Layer input x [T, in]. */
-  x: GPUBuffer;
-  /** Output gradient delta [T, out]. */
-  dy: GPUBuffer;
-  /** Layer weight [out, in] as row chunks (for the widths and the chunking). */
-  weight: GpuMatrix;
-  /** Tokens. */
-  T: number;
-}
+export type { GpuLinearTap };
 
 /** Options of {@linkcode GpuBackward.run}. */
 export interface GpuRunOptions {
@@ -196,7 +181,7 @@ export class GpuBackward {
     });
     for (let l = 0; l < c.nLayers; l++) {
       const next = l + 1 < c.nLayers ? s.blocks[l + 1].x : s.xFinal;
-      await this.#blockForward(batch, l, s.blocks[l], next);
+      await blockForward(this.#passContext(batch, s), this.#w.blocks[l], s.blocks[l], next);
     }
     await rmsnorm(gpu, batch, {
       x: s.xFinal,
@@ -231,7 +216,10 @@ export class GpuBackward {
       });
     }
 
-    for (let l = c.nLayers - 1; l >= 0; l--) await this.#blockBackward(batch, l, s, grads, options);
+    const pass = this.#passContext(batch, s);
+    for (let l = c.nLayers - 1; l >= 0; l--) {
+      await blockBackward(pass, l, this.#w.blocks[l], grads, options.onLinear);
+    }
     if (grads) {
       await embeddingBackward(gpu, batch, {
         ids: s.ids,
@@ -304,6 +292,11 @@ export class GpuBackward {
     return this.#seq;
   }
 
+  /** The device, batch, sequence buffers and rotary tables that a block pass works on. */
+  #passContext(batch: GpuBatch, seq: SequenceBuffers): BlockPassContext {
+    return { gpu: this.gpu, batch, config: this.config, seq, ropeTables: this.#tables! };
+  }
+
   #zeroGrads(): GradStore {
     const grads: GradStore = new Map();
     for (const [name, shape] of expectedTensors(this.config)) {
@@ -321,127 +314,6 @@ export class GpuBackward {
       );
     }
     return grads;
-  }
-
-  async #blockForward(
-    batch: GpuBatch,
-    l: number,
-    a: BlockActivations,
-    next: GPUBuffer,
-  ): Promise<void> {
-    const c = this.config, gpu = this.gpu, T = this.#seq!.T;
-    const b = this.#w.blocks[l], lin = b.linears;
-    const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
-
-    // q, k, v projections of the normed residual (plus biases), rotated q and k
-    await rmsnorm(gpu, batch, {
-      x: a.x,
-      weight: b.attnNorm,
-      out: a.xn1,
-      rows: T,
-      dim: c.dim,
-      eps: c.normEps,
-    });
-    await linear(gpu, batch, { x: a.xn1, w: lin["self_attn.q_proj"], y: a.q, rows: T });
-    await linear(gpu, batch, { x: a.xn1, w: lin["self_attn.k_proj"], y: a.k, rows: T });
-    await linear(gpu, batch, { x: a.xn1, w: lin["self_attn.v_proj"], y: a.v, rows: T });
-    if (b.bias) {
-      await add(gpu, batch, { x: a.q, y: b.bias.q, n: T * qDim, period: qDim });
-      await add(gpu, batch, { x: a.k, y: b.bias.k, n: T * kvDim, period: kvDim });
-      await add(gpu, batch, { x: a.v, y: b.bias.v, n: T * kvDim, period: kvDim });
-    }
-    const table = this.#tables!.forward;
-    await rope(gpu, batch, {
-      x: a.q,
-      table,
-      rows: T,
-      nHeads: c.nHeads,
-      headDim: c.headDim,
-      pos0: 0,
-      style: c.ropeStyle,
-    });
-    await rope(gpu, batch, {
-      x: a.k,
-      table,
-      rows: T,
-      nHeads: c.nKvHeads,
-      headDim: c.headDim,
-      pos0: 0,
-      style: c.ropeStyle,
-    });
-
-    // causal attention one head at a time: S = Q_h K_g^T, P = softmax, O_h = P V_g
-    const s = this.#seq!;
-    for (let h = 0; h < c.nHeads; h++) {
-      await this.#probs(batch, a, h);
-      const kv = this.#group(h) * c.headDim;
-      await matmul(gpu, batch, {
-        a: s.scores,
-        b: a.v,
-        c: a.att,
-        m: T,
-        n: c.headDim,
-        k: T,
-        ldb: kvDim,
-        bOffset: kv,
-        ldc: qDim,
-        cOffset: h * c.headDim,
-      });
-    }
-
-    // x2 = x + o_proj(att); feed-forward x_next = x2 + down(silu(gate(xn2)) * up(xn2))
-    batch.copy(a.x, 0, a.x2, 0, 4 * T * c.dim);
-    await linear(gpu, batch, {
-      x: a.att,
-      w: lin["self_attn.o_proj"],
-      y: a.x2,
-      rows: T,
-      accumulate: true,
-    });
-    await rmsnorm(gpu, batch, {
-      x: a.x2,
-      weight: b.ffnNorm,
-      out: a.xn2,
-      rows: T,
-      dim: c.dim,
-      eps: c.normEps,
-    });
-    await linear(gpu, batch, { x: a.xn2, w: lin["mlp.gate_proj"], y: a.g, rows: T });
-    await linear(gpu, batch, { x: a.xn2, w: lin["mlp.up_proj"], y: a.u, rows: T });
-    batch.copy(a.g, 0, a.h, 0, 4 * T * c.hiddenDim);
-    await swiglu(gpu, batch, { gate: a.h, up: a.u, n: T * c.hiddenDim });
-    batch.copy(a.x2, 0, next, 0, 4 * T * c.dim);
-    await linear(gpu, batch, {
-      x: a.h,
-      w: lin["mlp.down_proj"],
-      y: next,
-      rows: T,
-      accumulate: true,
-    });
-  }
-
-  /** Computes head h's attention probabilities into the scores buffer. */
-  async #probs(batch: GpuBatch, a: BlockActivations, h: number): Promise<void> {
-    const c = this.config, s = this.#seq!, T = s.T;
-    const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
-    await matmul(this.gpu, batch, {
-      a: a.q,
-      b: a.k,
-      c: s.scores,
-      m: T,
-      n: T,
-      k: c.headDim,
-      transB: true,
-      lda: qDim,
-      aOffset: h * c.headDim,
-      ldb: kvDim,
-      bOffset: this.#group(h) * c.headDim,
-    });
-    await causalSoftmax(this.gpu, batch, { scores: s.scores, T, scale: 1 / Math.sqrt(c.headDim) });
-  }
-
-  #group(h: number): number {
-    return Math.floor(h / (this.config.nHeads / this.config.nKvHeads));
   }
 
   async #headBackward(
@@ -515,245 +387,5 @@ export class GpuBackward {
         }
       }
     }
-  }
-
-  async #blockBackward(
-    batch: GpuBatch,
-    l: number,
-    s: SequenceBuffers,
-    grads: GradStore | null,
-    options: GpuRunOptions,
-  ): Promise<void> {
-    const c = this.config, gpu = this.gpu, T = s.T, a = s.blocks[l], b = this.#w.blocks[l];
-    const qDim = c.nHeads * c.headDim, kvDim = c.nKvHeads * c.headDim;
-    const tap = async (which: BlockLinear, x: GPUBuffer, dy: GPUBuffer) => {
-      const weight = b.linears[which];
-      if (grads) {
-        const g = grads.get(tensorNames.linear(l, which))!;
-        for (let i = 0; i < weight.chunks.length; i++) {
-          await linearWeightGradGpu(
-            gpu,
-            batch,
-            { w: weight, x, T },
-            dy,
-            weight.chunks[i],
-            g.chunks[i].buffer,
-          );
-        }
-      }
-      await options.onLinear?.({ layer: l, linear: which, x, dy, weight, T }, batch);
-    };
-    const normWeightGrad = async (x: GPUBuffer, dy: GPUBuffer, name: string) => {
-      if (grads) {
-        await rmsnormWeightBackward(gpu, batch, {
-          x,
-          dy,
-          rstd: s.rstd,
-          dw: grads.get(name)!.chunks[0].buffer,
-          rows: T,
-          dim: c.dim,
-        });
-      }
-    };
-
-    // feed-forward: dh = dx W_down, SwiGLU backward, dxn = dg W_gate + du W_up
-    await tap("mlp.down_proj", a.h, s.dx);
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["mlp.down_proj"], x: a.h, T },
-      s.dx,
-      s.dh,
-      false,
-    );
-    await swigluBackward(gpu, batch, { dh: s.dh, g: a.g, u: a.u, n: T * c.hiddenDim });
-    await tap("mlp.gate_proj", a.xn2, a.g);
-    await tap("mlp.up_proj", a.xn2, a.u);
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["mlp.gate_proj"], x: a.xn2, T },
-      a.g,
-      s.dxn,
-      false,
-    );
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["mlp.up_proj"], x: a.xn2, T },
-      a.u,
-      s.dxn,
-      true,
-    );
-    batch.copy(s.dx, 0, s.dx2, 0, 4 * T * c.dim);
-    await rmsnormBackward(gpu, batch, {
-      x: a.x2,
-      dy: s.dxn,
-      weight: b.ffnNorm,
-      dx: s.dx2,
-      rstd: s.rstd,
-      rows: T,
-      dim: c.dim,
-      eps: c.normEps,
-      accumulate: true,
-    });
-    await normWeightGrad(a.x2, s.dxn, tensorNames.ffnNorm(l));
-
-    // attention output projection, then attention per head with recomputed probabilities
-    await tap("self_attn.o_proj", a.att, s.dx2);
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["self_attn.o_proj"], x: a.att, T },
-      s.dx2,
-      s.datt,
-      false,
-    );
-    const group = c.nHeads / c.nKvHeads;
-    for (let h = 0; h < c.nHeads; h++) {
-      const qo = h * c.headDim, kvo = this.#group(h) * c.headDim, first = h % group === 0;
-      await this.#probs(batch, a, h);
-      // dP = dO_h V_g^T, dS = softmax backward, dQ_h = dS K_g, dK_g += dS^T Q_h, dV_g += P^T dO_h
-      await matmul(gpu, batch, {
-        a: s.datt,
-        b: a.v,
-        c: s.dp,
-        m: T,
-        n: T,
-        k: c.headDim,
-        transB: true,
-        lda: qDim,
-        aOffset: qo,
-        ldb: kvDim,
-        bOffset: kvo,
-      });
-      await softmaxBackward(gpu, batch, {
-        probs: s.scores,
-        dp: s.dp,
-        T,
-        scale: 1 / Math.sqrt(c.headDim),
-      });
-      await matmul(gpu, batch, {
-        a: s.dp,
-        b: a.k,
-        c: s.dq,
-        m: T,
-        n: c.headDim,
-        k: T,
-        ldb: kvDim,
-        bOffset: kvo,
-        ldc: qDim,
-        cOffset: qo,
-      });
-      await matmul(gpu, batch, {
-        a: s.dp,
-        b: a.q,
-        c: s.dk,
-        m: T,
-        n: c.headDim,
-        k: T,
-        transA: true,
-        ldb: qDim,
-        bOffset: qo,
-        ldc: kvDim,
-        cOffset: kvo,
-        accumulate: !first,
-      });
-      await matmul(gpu, batch, {
-        a: s.scores,
-        b: s.datt,
-        c: s.dv,
-        m: T,
-        n: c.headDim,
-        k: T,
-        transA: true,
-        ldb: qDim,
-        bOffset: qo,
-        ldc: kvDim,
-        cOffset: kvo,
-        accumulate: !first,
-      });
-    }
-    const table = this.#tables!.backward;
-    await rope(gpu, batch, {
-      x: s.dq,
-      table,
-      rows: T,
-      nHeads: c.nHeads,
-      headDim: c.headDim,
-      pos0: 0,
-      style: c.ropeStyle,
-    });
-    await rope(gpu, batch, {
-      x: s.dk,
-      table,
-      rows: T,
-      nHeads: c.nKvHeads,
-      headDim: c.headDim,
-      pos0: 0,
-      style: c.ropeStyle,
-    });
-
-    // q, k, v projections (and biases), then the attention norm and the residual
-    await tap("self_attn.q_proj", a.xn1, s.dq);
-    await tap("self_attn.k_proj", a.xn1, s.dk);
-    await tap("self_attn.v_proj", a.xn1, s.dv);
-    if (grads && c.qkvBias) {
-      const biases: [
-        GPUBuffer,
-        "self_attn.q_proj" | "self_attn.k_proj" | "self_attn.v_proj",
-        number,
-      ][] = [
-        [s.dq, "self_attn.q_proj", qDim],
-        [s.dk, "self_attn.k_proj", kvDim],
-        [s.dv, "self_attn.v_proj", kvDim],
-      ];
-      for (const [dy, which, n] of biases) {
-        await statsColsum(gpu, batch, {
-          x: dy,
-          out: grads.get(tensorNames.bias(l, which))!.chunks[0].buffer,
-          rows: T,
-          cols: n,
-          square: false,
-        });
-      }
-    }
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["self_attn.q_proj"], x: a.xn1, T },
-      s.dq,
-      s.dxn,
-      false,
-    );
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["self_attn.k_proj"], x: a.xn1, T },
-      s.dk,
-      s.dxn,
-      true,
-    );
-    await linearBackwardGpu(
-      gpu,
-      batch,
-      { w: b.linears["self_attn.v_proj"], x: a.xn1, T },
-      s.dv,
-      s.dxn,
-      true,
-    );
-    batch.copy(s.dx2, 0, s.dx, 0, 4 * T * c.dim);
-    await rmsnormBackward(gpu, batch, {
-      x: a.x,
-      dy: s.dxn,
-      weight: b.attnNorm,
-      dx: s.dx,
-      rstd: s.rstd,
-      rows: T,
-      dim: c.dim,
-      eps: c.normEps,
-      accumulate: true,
-    });
-    await normWeightGrad(a.x, s.dxn, tensorNames.attnNorm(l));
   }
 }

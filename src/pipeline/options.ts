@@ -5,8 +5,10 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
+import { CORPUS_DATA } from "../data/corpus.ts";
 import type { Engine } from "../eval/engine.ts";
 import type { PlanScope } from "../allocate/plan.ts";
+import type { SensitivityKind } from "../allocate/sensitivity.ts";
 import { CODEBOOK_SCOPES, type CodebookScope } from "../quantize/scope.ts";
 import { QUANT_METHODS, type QuantMethod } from "../quantize/types.ts";
 
@@ -22,13 +24,20 @@ export interface PipelineOptions {
   method?: QuantMethod;
   /** Baselines quantized at the same bits and reported in the same table. Default none. */
   compare?: QuantMethod[];
-  /** Calibration data files (text, .json or .bin/.u32 ids); default: a stream sampled from the model. */
+  /**
+   * Calibration data files (text, .json or .bin/.u32 ids), or `["corpus"]` for the npm
+   * corpus's training part. Default: the corpus for a model with a tokenizer, otherwise a
+   * stream sampled from the model.
+   */
   calibData?: string[];
-  /** Calibration tokens: the size of the sampled stream, or a cap on the files' tokens. Default 8192 when sampled, all when files. */
+  /** Calibration tokens: the size of the corpus sample or sampled stream (default 8192), or a cap on the files' tokens (default all). */
   calibTokens?: number;
-  /** Evaluation data files; default: a stream sampled from the model with another seed. */
+  /**
+   * Evaluation data files, or `["corpus"]` for the npm corpus's held-out part. Default: the
+   * corpus for a model with a tokenizer, otherwise a stream sampled with another seed.
+   */
   evalData?: string[];
-  /** Evaluation tokens: the size of the sampled stream, or a cap on the files' tokens. Default 8192 when sampled, all when files. */
+  /** Evaluation tokens: the size of the corpus sample or sampled stream (default 8192), or a cap on the files' tokens (default all). */
   evalTokens?: number;
   /** Tokens per calibration sequence and per evaluation window. Default min(512, the model's context). */
   seqLen?: number;
@@ -97,7 +106,7 @@ export interface ResolvedPipelineOptions {
 /** Defaults of the optional {@linkcode PipelineOptions}. */
 export const PIPELINE_DEFAULTS = {
   method: "rsavq" as QuantMethod,
-  /** Tokens of a sampled calibration or evaluation stream. */
+  /** Tokens of a corpus sample or sampled stream, for calibration or evaluation. */
   sampledTokens: 8192,
   /** Upper bound of the default sequence length (llama.cpp's perplexity tool uses 512 too). */
   seqLen: 512,
@@ -110,6 +119,9 @@ export const PIPELINE_DEFAULTS = {
   // (docs/benchmarks.md, ablation and pipeline sections).
   groups: 1,
   vectorLength: 4,
+  // The method's channel sensitivity g^T F g; layers whose mean gradient is noise fall back
+  // to trace(F) var(W) (see src/allocate/sensitivity.ts).
+  sensitivity: "gradient" as SensitivityKind,
   scope: "model" as PlanScope,
   // One codebook per transformer block measured best on stories260K at 2 and 3 bits, for
   // rsavq and vptq alike (docs/plan.md). It also bounds k-means memory to one block, which
@@ -164,7 +176,17 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
 
   const calibData = options.calibData ?? [];
   const evalData = options.evalData ?? [];
-  const shared = calibData.filter((f) => evalData.includes(f));
+  for (const [flag, data] of [["--calib-data", calibData], ["--eval-data", evalData]] as const) {
+    if (data.includes(CORPUS_DATA) && data.length > 1) {
+      throw new UsageError(
+        `${flag} ${
+          data.join(" ")
+        }: "${CORPUS_DATA}" stands for the npm corpus and cannot be mixed with files; pass ./${CORPUS_DATA} for a file of that name`,
+      );
+    }
+  }
+  // the corpus gives its training part to calibration and its held-out part to evaluation
+  const shared = calibData.filter((f) => evalData.includes(f) && f !== CORPUS_DATA);
   if (shared.length > 0) {
     throw new UsageError(
       `${shared[0]} is both calibration and evaluation data: evaluate on held-out data`,
@@ -205,9 +227,9 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     method,
     compare,
     calibData,
-    calibTokens: calibTokens ?? (calibData.length === 0 ? PIPELINE_DEFAULTS.sampledTokens : null),
+    calibTokens: calibTokens ?? (isGenerated(calibData) ? PIPELINE_DEFAULTS.sampledTokens : null),
     evalData,
-    evalTokens: evalTokens ?? (evalData.length === 0 ? PIPELINE_DEFAULTS.sampledTokens : null),
+    evalTokens: evalTokens ?? (isGenerated(evalData) ? PIPELINE_DEFAULTS.sampledTokens : null),
     seqLen: seqLen ?? null,
     choiceTasks: options.choiceTasks ?? [],
     seed,
@@ -256,4 +278,9 @@ function optionalCount(flag: string, value: number | undefined, min: number): nu
     throw new UsageError(`Invalid ${flag} ${value}: expected an integer of at least ${min}`);
   }
   return value;
+}
+
+/** True when the pipeline makes the data itself (corpus sample or sampled stream), so its size needs a default. */
+function isGenerated(data: string[]): boolean {
+  return data.length === 0 || (data.length === 1 && data[0] === CORPUS_DATA);
 }

@@ -4,8 +4,11 @@
  * whose inputs and settings are unchanged, and a self-contained HTML report shows the results.
  *
  * Steps and their files (B is a bit width, M a method; schedule.ts runs them in order):
- * - sample-calibration, sample-evaluation: calib_tokens.json, eval_tokens.json (only
- *   without data files, and calibration only when a step needs statistics; seeds S and S + 1)
+ * - corpus-calibration, corpus-evaluation: calib_text.txt, eval_text.txt (with data
+ *   "corpus", the default for models with a tokenizer; training and held-out parts)
+ * - sample-calibration, sample-evaluation: calib_tokens.json, eval_tokens.json, for models
+ *   without a tokenizer and without data files, with seeds S and S + 1
+ * - calibration data is prepared only when a step needs statistics
  * - calibrate: fisher.safetensors (when a method needs statistics)
  * - allocate-B: plan-B.json (when the main method is a vector-quantization method)
  * - quantize-M-B: M-B.safetensors
@@ -30,7 +33,13 @@ import {
   toolVersions,
   writeManifest,
 } from "./manifest.ts";
-import { PIPELINE_DEFAULTS, type PipelineOptions, resolvePipelineOptions } from "./options.ts";
+import {
+  PIPELINE_DEFAULTS,
+  type PipelineOptions,
+  type ResolvedPipelineOptions,
+  resolvePipelineOptions,
+} from "./options.ts";
+import { CORPUS_DATA } from "../data/corpus.ts";
 import { PipelineResources } from "./resources.ts";
 import { scheduleSteps } from "./schedule.ts";
 import { StepRunner, type StepSpec } from "./step_runner.ts";
@@ -74,7 +83,7 @@ export async function runPipeline(
   options: PipelineOptions,
   hooks: PipelineHooks = {},
 ): Promise<PipelineResult> {
-  const o = resolvePipelineOptions(options);
+  let o = resolvePipelineOptions(options);
   const log = hooks.log ?? ((line: string) => o.quiet || console.error(line));
   const startedAt = new Date();
   const start = performance.now();
@@ -85,7 +94,9 @@ export async function runPipeline(
   }
   // the pipeline writes fixed file names into its folder, so no input may live there
   const folder = resolve(dir) + SEP;
-  for (const input of [o.model, ...o.calibData, ...o.evalData, ...o.choiceTasks]) {
+  const inputFiles = [o.model, ...o.calibData, ...o.evalData, ...o.choiceTasks]
+    .filter((f) => f !== CORPUS_DATA);
+  for (const input of inputFiles) {
     if (resolve(input).startsWith(folder)) {
       throw new UsageError(
         `Input ${input} is inside --out ${dir}, where the pipeline writes its files: move it or choose another --out`,
@@ -99,6 +110,7 @@ export async function runPipeline(
     ? (await readChoiceTasks(o.choiceTasks)).questions
     : [];
   const model = await loadModel(o.model);
+  o = withDefaultData(o, model.tokenizer !== null);
   const ctx = model.config.maxSeqLen;
   const seqLen = o.seqLen ?? Math.min(PIPELINE_DEFAULTS.seqLen, ctx);
   // multiple-choice contexts can be longer than the evaluation window
@@ -113,6 +125,11 @@ export async function runPipeline(
       );
     }
     const sampled = o.calibData.length === 0 || o.evalData.length === 0;
+    if (!model.tokenizer && [...o.calibData, ...o.evalData].includes(CORPUS_DATA)) {
+      throw new UsageError(
+        `${o.model} has no tokenizer, so the text of --calib-data/--eval-data ${CORPUS_DATA} cannot be encoded: pass token-id files, or leave both out to sample from the model`,
+      );
+    }
     if (sampled && model.config.bosId === undefined) {
       throw new UsageError(
         `${o.model} has no BOS token id, so no stream can be sampled from it: pass --calib-data and --eval-data files`,
@@ -126,8 +143,8 @@ export async function runPipeline(
     const hasher = new FileHasher(knownFingerprints(previous, dir));
     const inputs = {
       model: await hasher.hash(o.model),
-      calibData: await Promise.all(o.calibData.map((f) => hasher.hash(f))),
-      evalData: await Promise.all(o.evalData.map((f) => hasher.hash(f))),
+      calibData: await Promise.all(dataFiles(o.calibData).map((f) => hasher.hash(f))),
+      evalData: await Promise.all(dataFiles(o.evalData).map((f) => hasher.hash(f))),
     };
     const calibDigests = new Set(inputs.calibData.map((f) => f.sha256));
     const sharedFile = inputs.evalData.find((f) => calibDigests.has(f.sha256));
@@ -201,4 +218,25 @@ function knownFingerprints(previous: Manifest | null, dir: string): FileFingerpr
     }
   }
   return known;
+}
+
+/**
+ * Fills in default data when none was given. A model with a tokenizer gets the npm
+ * corpus. Without a tokenizer the lists stay empty, so streams are sampled from the model.
+ */
+function withDefaultData(
+  o: ResolvedPipelineOptions,
+  hasTokenizer: boolean,
+): ResolvedPipelineOptions {
+  if (!hasTokenizer) return o;
+  return {
+    ...o,
+    calibData: o.calibData.length ? o.calibData : [CORPUS_DATA],
+    evalData: o.evalData.length ? o.evalData : [CORPUS_DATA],
+  };
+}
+
+/** Data entries that are files, whose contents the manifest fingerprints. */
+function dataFiles(data: string[]): string[] {
+  return data.filter((f) => f !== CORPUS_DATA);
 }

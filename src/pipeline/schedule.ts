@@ -12,7 +12,7 @@ import { METHODS_NEEDING_STATISTICS, type QuantMethod } from "../quantize/types.
 import { QUANTIZED_VERSION } from "../formats/quantized_types.ts";
 import { PLAN_VERSION } from "../allocate/plan.ts";
 import type { StepRecord } from "./manifest.ts";
-import { PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
+import { PIPELINE_DEFAULTS, PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
 import type { PipelineResources } from "./resources.ts";
 import type { StepSpec } from "./step_runner.ts";
 import {
@@ -27,7 +27,19 @@ import {
   type ZeroShotStepResult,
 } from "./steps.ts";
 import type { ResultRow } from "./summary.ts";
-import { checkDisjointWindows, readDocuments, sampleWindowsFile } from "./token_streams.ts";
+import {
+  checkDisjointWindows,
+  corpusTextFile,
+  readDocuments,
+  sampleWindowsFile,
+} from "./token_streams.ts";
+import {
+  CORPUS_CHARS_PER_TOKEN,
+  CORPUS_CHUNK_CHARS,
+  CORPUS_DATA,
+  DEFAULT_HELD_OUT_FRACTION,
+  NPM_TEXT_SOURCES,
+} from "../data/corpus.ts";
 
 /** Inputs of {@linkcode scheduleSteps}. */
 export interface ScheduleContext {
@@ -65,50 +77,12 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
   const usesPlan = PLAN_METHODS.has(o.method);
   const needsFisher = usesPlan || methods.some((m) => METHODS_NEEDING_STATISTICS.has(m));
 
-  // data: sampled windows, or the user's files
-  let calibFiles = o.calibData;
-  let calibAfter: string[] = [];
-  if (needsFisher && o.calibData.length === 0) {
-    await step({
-      name: "sample-calibration",
-      inputs: { model: o.model },
-      settings: { tokens: o.calibTokens, seed: o.seed, seqLen, engine: o.engine },
-      after: [],
-      outputs: ["calib_tokens.json"],
-      run: () =>
-        sampleWindowsFile(resources, {
-          tokens: o.calibTokens!,
-          seed: o.seed,
-          out: path("calib_tokens.json"),
-          label: "sample calibration",
-          quiet: o.quiet,
-        }),
-    });
-    calibFiles = [path("calib_tokens.json")];
-    calibAfter = ["sample-calibration"];
-  }
-  let evalFiles = o.evalData;
-  let evalAfter: string[] = [];
-  if (o.evalData.length === 0) {
-    await step({
-      name: "sample-evaluation",
-      inputs: { model: o.model },
-      settings: { tokens: o.evalTokens, seed: o.seed + 1, seqLen, engine: o.engine },
-      after: [],
-      outputs: ["eval_tokens.json"],
-      run: () =>
-        sampleWindowsFile(resources, {
-          tokens: o.evalTokens!,
-          seed: o.seed + 1,
-          out: path("eval_tokens.json"),
-          label: "sample evaluation",
-          quiet: o.quiet,
-        }),
-    });
-    evalFiles = [path("eval_tokens.json")];
-    evalAfter = ["sample-evaluation"];
-  }
-  if (needsFisher && o.calibData.length === 0 && o.evalData.length === 0) {
+  // data: the user's files, a sample of the npm corpus, or windows sampled from the model
+  const calib = needsFisher ? await prepareData(context, "calibration") : null;
+  const evaluation = await prepareData(context, "evaluation");
+  const calibFiles = calib?.files ?? [];
+  const evalFiles = evaluation.files;
+  if (calib?.kind === "sampled" && evaluation.kind === "sampled") {
     const vocabSize = model.config.vocabSize;
     checkDisjointWindows(
       await readTokenFile(calibFiles[0], { vocabSize }),
@@ -117,7 +91,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
   }
   let evalDocuments: Int32Array[] | null = null;
   const documents = async () =>
-    evalDocuments ??= o.evalData.length === 0
+    evalDocuments ??= evaluation.kind === "sampled"
       ? await readTokenFile(evalFiles[0], { vocabSize: model.config.vocabSize })
       : await readDocuments(evalFiles, resources, o.evalTokens);
 
@@ -129,7 +103,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
       name: "calibrate",
       inputs: { model: o.model, ...fileInputs("data", calibFiles) },
       settings: { seqLen, sequences: sequences ?? null, engine: o.engine, fullG: false },
-      after: calibAfter,
+      after: calib!.after,
       outputs: ["fisher.safetensors"],
       run: () =>
         calibrateStep(resources, { files: calibFiles, sequences, out: fisher, quiet: o.quiet }),
@@ -141,7 +115,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
     name: "eval-original",
     inputs: { model: o.model, ...fileInputs("data", evalFiles) },
     settings: { seqLen, evalTokens: o.evalTokens, engine: o.engine },
-    after: evalAfter,
+    after: evaluation.after,
     outputs: ["eval-original.json"],
     run: async () =>
       evaluateOriginalStep(resources, {
@@ -203,6 +177,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           vectorLength: o.vectorLength,
           scope: o.scope,
           codebookScope: o.codebookScope,
+          sensitivity: PIPELINE_DEFAULTS.sensitivity,
           planVersion: PLAN_VERSION,
         },
         after: ["calibrate"],
@@ -215,6 +190,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             vectorLength: o.vectorLength,
             scope: o.scope,
             codebookScope: o.codebookScope,
+            sensitivity: PIPELINE_DEFAULTS.sensitivity,
             out: path(planName),
             quiet: o.quiet,
           }),
@@ -262,7 +238,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           ...fileInputs("data", evalFiles),
         },
         settings: { seqLen, evalTokens: o.evalTokens, engine: o.engine },
-        after: [`quantize-${name}`, ...evalAfter],
+        after: [`quantize-${name}`, ...evaluation.after],
         outputs: [`eval-${name}.json`],
         run: async () =>
           evaluateStep(resources, {
@@ -307,4 +283,68 @@ function resultRow(
     quantizeSeconds: q.seconds,
     file,
   };
+}
+
+/** Source, files and producing steps of one of the pipeline's data sets. */
+interface PreparedData {
+  kind: "files" | "corpus" | "sampled";
+  files: string[];
+  after: string[];
+}
+
+/**
+ * Prepares calibration or evaluation data. Files are used as they are. For the npm corpus,
+ * a step writes a sample of its training part (calibration) or held-out part (evaluation)
+ * into the output folder. Otherwise a step samples a stream from the model, with seed + 1
+ * for evaluation.
+ */
+async function prepareData(
+  context: ScheduleContext,
+  role: "calibration" | "evaluation",
+): Promise<PreparedData> {
+  const { o, dir, seqLen, resources, step } = context;
+  const isCalib = role === "calibration";
+  const data = isCalib ? o.calibData : o.evalData;
+  const tokens = isCalib ? o.calibTokens : o.evalTokens;
+  const seed = isCalib ? o.seed : o.seed + 1;
+  const prefix = isCalib ? "calib" : "eval";
+  if (data.length === 1 && data[0] === CORPUS_DATA) {
+    const name = `corpus-${role}`, file = `${prefix}_text.txt`;
+    const part = isCalib ? "train" : "held-out";
+    const chars = tokens! * CORPUS_CHARS_PER_TOKEN;
+    await step({
+      name,
+      inputs: {},
+      settings: {
+        part,
+        seed,
+        chars,
+        chunkChars: CORPUS_CHUNK_CHARS,
+        heldOutFraction: DEFAULT_HELD_OUT_FRACTION,
+        sources: NPM_TEXT_SOURCES.map((s) => `${s.name}@${s.version}`),
+      },
+      after: [],
+      outputs: [file],
+      run: () => corpusTextFile({ part, seed, chars, out: join(dir, file) }),
+    });
+    return { kind: "corpus", files: [join(dir, file)], after: [name] };
+  }
+  if (data.length > 0) return { kind: "files", files: data, after: [] };
+  const name = `sample-${role}`, file = `${prefix}_tokens.json`;
+  await step({
+    name,
+    inputs: { model: o.model },
+    settings: { tokens, seed, seqLen, engine: o.engine },
+    after: [],
+    outputs: [file],
+    run: () =>
+      sampleWindowsFile(resources, {
+        tokens: tokens!,
+        seed,
+        out: join(dir, file),
+        label: `sample ${role}`,
+        quiet: o.quiet,
+      }),
+  });
+  return { kind: "sampled", files: [join(dir, file)], after: [name] };
 }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { SensitivityKind } from "../allocate/sensitivity.ts";
 import { loadCalibrationData } from "../calibrate/data.ts";
 import { createEngine } from "../calibrate/create_engine.ts";
 import { calibrate } from "../calibrate/calibrate.ts";
@@ -87,6 +88,8 @@ export interface AllocateStepOptions {
   scope: PlanScope;
   /** Codebook scope the plan is allocated for. */
   codebookScope: CodebookScope;
+  /** Channel sensitivity formula of the allocation. */
+  sensitivity: SensitivityKind;
   /** Output plan file. */
   out: string;
   /** No progress on stderr. */
@@ -112,6 +115,7 @@ export async function allocateStep(
       vectorLength: options.vectorLength,
       scope: options.scope,
       codebookScope: options.codebookScope,
+      sensitivity: options.sensitivity,
       quiet: options.quiet,
     });
     await writePlan(options.out, plan);

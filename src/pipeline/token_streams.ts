@@ -11,6 +11,7 @@ import { sampleTokenStream } from "../data/sample_stream.ts";
 import { Progress } from "../util/progress.ts";
 import { writeTextFileAtomic } from "../util/atomic_write.ts";
 import type { PipelineResources } from "./resources.ts";
+import { loadNpmCorpus, sampleCorpusText, splitHeldOut } from "../data/corpus.ts";
 
 /** Options of {@linkcode sampleWindowsFile}. */
 export interface SampleWindowsOptions {
@@ -62,6 +63,37 @@ export async function sampleWindowsFile(
   }
   await writeTextFileAtomic(options.out, `[\n${lines.join(",\n")}\n]\n`);
   return { windows, tokens: total, seed: options.seed };
+}
+
+/** Options of {@linkcode corpusTextFile}. */
+export interface CorpusTextOptions {
+  /** Part of the npm corpus: "train" for calibration, "held-out" for evaluation. */
+  part: "train" | "held-out";
+  /** Seed of the document order. */
+  seed: number;
+  /** Characters to write; fewer when the part runs out. */
+  chars: number;
+  /** Output text file. */
+  out: string;
+}
+
+/**
+ * Writes a sample of the public-domain npm corpus (Moby Dick and the State of the Union
+ * addresses, split as for training in src/data/corpus.ts) to a text file. The sample takes
+ * chunks of many documents in a seeded order. A model trained on the training part is
+ * then evaluated on text it never saw.
+ *
+ * @param options Part, seed, size and output file.
+ * @returns The part, the characters written and the number of documents in the part.
+ */
+export async function corpusTextFile(
+  options: CorpusTextOptions,
+): Promise<{ part: string; chars: number; partDocuments: number }> {
+  const split = splitHeldOut(await loadNpmCorpus());
+  const docs = options.part === "train" ? split.train : split.heldOut;
+  const text = sampleCorpusText(docs, { seed: options.seed, chars: options.chars });
+  await writeTextFileAtomic(options.out, text + "\n");
+  return { part: options.part, chars: text.length, partDocuments: docs.length };
 }
 
 /**

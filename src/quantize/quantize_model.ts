@@ -14,6 +14,7 @@ import {
   writeQuantizedModel,
 } from "../formats/quantized.ts";
 import { readTokenizerText } from "../formats/hf.ts";
+import { hfTokenizerFiles } from "../formats/convert.ts";
 import { encodeFromF32 } from "../formats/dtype.ts";
 import { BLOCK_LINEARS } from "../model/config.ts";
 import type { LoadedModel } from "../model/model.ts";
@@ -212,6 +213,17 @@ async function sourceTokenizerText(model: LoadedModel): Promise<TokenizerText> {
     source.weights.close();
     return source.text;
   }
-  // TODO: GGUF vocabularies are not carried yet; a quantized GGUF model works on token ids only.
+  if (model.format === "gguf") {
+    // NOTE: only byte-level BPE ("gpt2") GGUF vocabularies have a tokenizer.json form, so
+    // a quantized model from a SentencePiece ("llama") GGUF works on token ids only.
+    const files = await hfTokenizerFiles(model);
+    const decoder = new TextDecoder();
+    const text: TokenizerText = {};
+    for (const name of ["tokenizer.json", "tokenizer_config.json"] as const) {
+      if (files[name]) text[name] = decoder.decode(files[name]);
+    }
+    if (model.chatTemplate) text.chat_template = model.chatTemplate;
+    return text;
+  }
   return {};
 }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { CORPUS_DATA } from "../data/corpus.ts";
 import { join } from "node:path";
 import { readPlan } from "../allocate/plan_io.ts";
 import type { Plan, PlanLayer } from "../allocate/plan.ts";
@@ -176,8 +177,12 @@ function dataDescription(m: Manifest): string {
     | { tokens?: number; windows?: number; ctx?: number }
     | undefined;
   const parts: string[] = [];
+  const corpus = (part: string) =>
+    `chunks of the ${part} part of the npm corpus (Moby Dick and the State of the Union addresses)`;
   if (m.settings.calibData.length === 0) {
     parts.push(`Calibration: tokens sampled from the original model with seed ${m.settings.seed}.`);
+  } else if (m.settings.calibData[0] === CORPUS_DATA) {
+    parts.push(`Calibration: ${corpus("training")}, seed ${m.settings.seed}.`);
   } else parts.push(`Calibration: ${m.settings.calibData.join(", ")}.`);
   if (calib?.sequences) parts.push(`${calib.sequences} sequences of ${m.settings.seqLen} tokens.`);
   if (m.settings.evalData.length === 0) {
@@ -186,6 +191,8 @@ function dataDescription(m: Manifest): string {
         m.settings.seed + 1
       }, checked to share no window with the calibration data.`,
     );
+  } else if (m.settings.evalData[0] === CORPUS_DATA) {
+    parts.push(`Evaluation: ${corpus("held-out")}, seed ${m.settings.seed + 1}.`);
   } else parts.push(`Evaluation: ${m.settings.evalData.join(", ")}.`);
   if (evalResult?.windows) {
     parts.push(

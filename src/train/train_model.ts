@@ -22,7 +22,7 @@ import {
   loadTextFiles,
   NPM_TEXT_SOURCES,
   splitHeldOut,
-} from "./corpus.ts";
+} from "../data/corpus.ts";
 import { bpeTokenizerJson, END_OF_TEXT, trainBpe } from "./bpe_trainer.ts";
 import { type GradientEngine, ReferenceGradientEngine } from "./gradient_engine.ts";
 import {

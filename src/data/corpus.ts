@@ -15,6 +15,7 @@
  * @module
  */
 import { FormatError, UsageError } from "../errors.ts";
+import { Rng } from "../util/rng.ts";
 
 /** One document of the corpus. */
 export interface CorpusDocument {
@@ -102,15 +103,8 @@ export async function loadTextFiles(paths: readonly string[]): Promise<CorpusDoc
     if (text.trim() === "") {
       throw new UsageError(`Data file ${path} is empty: pass a file with text`);
     }
-    let part = "", n = 0;
-    for (const paragraph of text.split(/\n{2,}/)) {
-      part = part ? `${part}\n\n${paragraph}` : paragraph;
-      if (part.length >= FILE_DOCUMENT_CHARS) {
-        docs.push({ id: `${path}#${n++}`, text: part });
-        part = "";
-      }
-    }
-    if (part.trim() !== "") docs.push({ id: `${path}#${n}`, text: part });
+    const parts = paragraphChunks(text, FILE_DOCUMENT_CHARS);
+    parts.forEach((part, n) => docs.push({ id: `${path}#${n}`, text: part }));
   }
   return docs;
 }
@@ -167,6 +161,92 @@ export function splitHeldOut(
 }
 
 /**
+ * The value of a data option (`--calib-data corpus`, `--eval-data corpus`) that selects
+ * the npm corpus instead of a file: its training part for calibration, its held-out part
+ * for evaluation.
+ */
+export const CORPUS_DATA = "corpus";
+
+/**
+ * Characters of corpus text drawn for each token requested. An estimate: BPE vocabularies
+ * of 2K-128K entries spend 3-5 characters on an English token, so a sample of this many
+ * characters a token contains at least the requested tokens.
+ */
+export const CORPUS_CHARS_PER_TOKEN = 8;
+
+/** Default characters per chunk of {@linkcode sampleCorpusText}: a few paragraphs. */
+export const CORPUS_CHUNK_CHARS = 2048;
+
+/** Options of {@linkcode sampleCorpusText}. */
+export interface CorpusSampleOptions {
+  /** Seed of the document order. */
+  seed: number;
+  /** Characters to collect; the text stops after the chunk that reaches this count. */
+  chars: number;
+  /** Characters per chunk before it is cut at the next paragraph end (default {@linkcode CORPUS_CHUNK_CHARS}). */
+  chunkChars?: number;
+}
+
+/**
+ * Draws a text sample that spreads over many documents. Each document is cut at paragraph
+ * ends into chunks of about `chunkChars` characters, and the documents are put in a seeded
+ * order. Chunk 0 of every document comes first, then chunk 1, and so on, until `chars`
+ * characters are collected or the documents run out. Chunks are joined by blank lines.
+ * A calibration set cut from the front of the corpus would contain a single book.
+ *
+ * @example
+ * ```ts
+ * import { sampleCorpusText } from "./corpus.ts";
+ * const docs = [{ id: "a", text: "one\n\ntwo" }, { id: "b", text: "three" }];
+ * const text = sampleCorpusText(docs, { seed: 1, chars: 100, chunkChars: 3 });
+ * if (!text.includes("three") || !text.includes("two")) throw new Error("missing chunk");
+ * ```
+ * @param docs Documents to draw from.
+ * @param options Seed, size and chunk length.
+ * @returns The sample, deterministic in the documents and the options.
+ */
+export function sampleCorpusText(
+  docs: readonly CorpusDocument[],
+  options: CorpusSampleOptions,
+): string {
+  const chunkChars = options.chunkChars ?? CORPUS_CHUNK_CHARS;
+  const order = docs.map((_, i) => i);
+  const rng = new Rng(options.seed);
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(rng.next() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  const chunks = order.map((i) => paragraphChunks(docs[i].text, chunkChars));
+  const picked: string[] = [];
+  let total = 0;
+  for (let round = 0; total < options.chars; round++) {
+    const row = chunks.filter((c) => round < c.length).map((c) => c[round]);
+    if (row.length === 0) break;
+    for (const chunk of row) {
+      if (total >= options.chars) break;
+      picked.push(chunk);
+      total += chunk.length;
+    }
+  }
+  return picked.join("\n\n");
+}
+
+/** Cuts text at blank lines into pieces of at least `chars` characters (the last may be shorter). */
+function paragraphChunks(text: string, chars: number): string[] {
+  const chunks: string[] = [];
+  let part = "";
+  for (const paragraph of text.split(/\n{2,}/)) {
+    part = part ? `${part}\n\n${paragraph}` : paragraph;
+    if (part.length >= chars) {
+      chunks.push(part);
+      part = "";
+    }
+  }
+  if (part.trim() !== "") chunks.push(part);
+  return chunks;
+}
+
+/**
  * 32-bit FNV-1a hash of a string's UTF-16 code units.
  *
  * @param s Input string.
@@ -208,7 +288,7 @@ function asRecords(
         throw new FormatError(
           source,
           `[${i}].${key}`,
-          "Missing key: the package layout changed; pin the version named in src/train/corpus.ts",
+          "Missing key: the package layout changed; pin the version named in src/data/corpus.ts",
         );
       }
     }
