@@ -118,17 +118,17 @@ function parse(argv: string[]): EvalArgs | null {
     integer: true,
     min: 1,
   });
-  const modes =
-    [data.length > 0, sampleTokens !== undefined, tasks.length > 0].filter(Boolean).length;
-  if (modes !== 1) {
-    throw new UsageError("Pass exactly one of --data FILE, --sample-tokens N or --tasks FILE");
-  }
   const evalTokens = optionalNumber("--eval-tokens", values["eval-tokens"], {
     integer: true,
     min: 2,
   });
   if (evalTokens !== undefined && data.length === 0) {
     throw new UsageError("--eval-tokens caps --data: pass --data FILE or --data corpus with it");
+  }
+  const modes =
+    [data.length > 0, sampleTokens !== undefined, tasks.length > 0].filter(Boolean).length;
+  if (modes !== 1) {
+    throw new UsageError("Pass exactly one of --data FILE, --sample-tokens N or --tasks FILE");
   }
   const lengthUnit = oneOf("--length-unit", values["length-unit"], ["bytes", "chars"] as const);
   return {

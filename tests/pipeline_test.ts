@@ -529,6 +529,20 @@ Deno.test("runPipeline leaves no folder after a rejected run", async () => {
     /--seq-len 1000/,
   );
   await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
+  // a data file that does not exist is named with its flag
+  await assert.rejects(
+    () =>
+      runPipeline({
+        model: STORIES_260K,
+        out,
+        bits: [2],
+        evalData: [join(parent, "missing.txt")],
+        engine: "reference",
+        quiet: true,
+      }),
+    /--eval-data .*missing\.txt: file not found/,
+  );
+  await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
   await Deno.remove(parent, { recursive: true });
 });
 

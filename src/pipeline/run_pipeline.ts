@@ -103,6 +103,18 @@ export async function runPipeline(
       );
     }
   }
+  // data files are checked before anything is created, so a typo leaves no folder behind
+  for (
+    const [flag, files] of [["--calib-data", o.calibData], ["--eval-data", o.evalData]] as const
+  ) {
+    for (const file of files) {
+      if (file !== CORPUS_DATA && !(await Deno.stat(file).catch(() => null))) {
+        throw new UsageError(
+          `${flag} ${file}: file not found; check the path (or pass ${CORPUS_DATA} for the npm corpus)`,
+        );
+      }
+    }
+  }
   const tool = toolVersions();
 
   // task files are parsed before any model is read, so a malformed line fails at once

@@ -84,13 +84,17 @@ export function modelCard(f: ModelCardFacts): string {
     } on the ${f.engine} gradient engine`,
     "",
     "## Held-out loss",
+    "Every row uses the first --eval-windows windows of the held-out token stream: documents in",
+    "corpus order, each window starting with BOS. The rows compare with each other, but not",
+    "with the final figure below or with evaluations that sample other parts of the text.",
+    "",
     "| step | loss (nats/token) | perplexity |",
     "| --- | --- | --- |",
     ...curve,
     "",
     `Final: loss ${f.heldOut.loss.toFixed(4)}, perplexity ${
       Math.exp(f.heldOut.loss).toFixed(2)
-    } over ${f.heldOut.windows} non-overlapping held-out windows of ${o.seqLen} tokens, each starting with BOS.`,
+    } over the first ${f.heldOut.windows} non-overlapping windows of ${o.seqLen} tokens of the held-out stream, each starting with BOS.`,
     `The weights are stored as ${f.dtype}. The perplexities above were measured with the f32 training weights${
       f.dtype === "f32" ? "" : ", before rounding"
     }.`,
