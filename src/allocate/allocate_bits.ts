@@ -63,10 +63,8 @@ export interface AllocateOptions {
    */
   codebookScope?: CodebookScope;
   /**
-   * Sensitivity formula. Default "gradient", which falls back to "trace" in every layer
-   * whose mean gradient is noise (for example with calibration data sampled from the
-   * model). With real-text calibration it gave the reference model about half the KL
-   * divergence of "trace" at 2 bits (docs/benchmarks.md).
+   * Sensitivity formula. Default {@linkcode defaultSensitivity} of the codebook scope:
+   * "gradient" with shared codebooks, "trace" with one codebook per layer.
    */
   sensitivity?: SensitivityKind;
   /** Fisher diagonal. Default "kfac". */
@@ -147,6 +145,27 @@ export async function allocateBits(
 
 type Settings = Required<Omit<AllocateOptions, "layers">>;
 
+/**
+ * Returns the default channel sensitivity for a codebook scope. Measured on the reference
+ * model with real-text calibration (docs/benchmarks.md): with shared codebooks the
+ * gradient form g^T F g about halved rsavq's KL divergence at 2 bits against
+ * trace(F) var(W). With one codebook per layer it gave a layer whose mean gradient is
+ * small the smallest codebook and broke the model, so per-layer plans keep the trace form.
+ * Layers whose mean gradient is noise fall back to trace in either case.
+ *
+ * @example
+ * ```ts
+ * import { defaultSensitivity } from "./allocate_bits.ts";
+ * if (defaultSensitivity("block") !== "gradient" || defaultSensitivity("layer") !== "trace") {
+ *   throw new Error("unexpected default");
+ * }
+ * ```
+ * @param codebookScope How widely the plan's codebooks are shared.
+ */
+export function defaultSensitivity(codebookScope: CodebookScope): SensitivityKind {
+  return codebookScope === "layer" ? "trace" : "gradient";
+}
+
 function resolveOptions(o: AllocateOptions): Settings {
   const s: Settings = {
     bits: o.bits,
@@ -155,7 +174,7 @@ function resolveOptions(o: AllocateOptions): Settings {
     vectorLength: o.vectorLength ?? 4,
     scope: o.scope ?? "layer",
     codebookScope: o.codebookScope ?? "layer",
-    sensitivity: o.sensitivity ?? "gradient",
+    sensitivity: o.sensitivity ?? defaultSensitivity(o.codebookScope ?? "layer"),
     fisher: o.fisher ?? "kfac",
     minGradientSnr: o.minGradientSnr ?? 4,
     minCodebookSize: o.minCodebookSize ?? 2,

@@ -8,7 +8,6 @@ import { UsageError } from "../errors.ts";
 import { CORPUS_DATA } from "../data/corpus.ts";
 import type { Engine } from "../eval/engine.ts";
 import type { PlanScope } from "../allocate/plan.ts";
-import type { SensitivityKind } from "../allocate/sensitivity.ts";
 import { CODEBOOK_SCOPES, type CodebookScope } from "../quantize/scope.ts";
 import { QUANT_METHODS, type QuantMethod } from "../quantize/types.ts";
 
@@ -119,9 +118,6 @@ export const PIPELINE_DEFAULTS = {
   // (docs/benchmarks.md, ablation and pipeline sections).
   groups: 1,
   vectorLength: 4,
-  // The method's channel sensitivity g^T F g; layers whose mean gradient is noise fall back
-  // to trace(F) var(W) (see src/allocate/sensitivity.ts).
-  sensitivity: "gradient" as SensitivityKind,
   scope: "model" as PlanScope,
   // One codebook per transformer block measured best on stories260K at 2 and 3 bits, for
   // rsavq and vptq alike (docs/plan.md). It also bounds k-means memory to one block, which

@@ -12,7 +12,8 @@ import { METHODS_NEEDING_STATISTICS, type QuantMethod } from "../quantize/types.
 import { QUANTIZED_VERSION } from "../formats/quantized_types.ts";
 import { PLAN_VERSION } from "../allocate/plan.ts";
 import type { StepRecord } from "./manifest.ts";
-import { PIPELINE_DEFAULTS, PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
+import { PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
+import { defaultSensitivity } from "../allocate/allocate_bits.ts";
 import type { PipelineResources } from "./resources.ts";
 import type { StepSpec } from "./step_runner.ts";
 import {
@@ -177,7 +178,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           vectorLength: o.vectorLength,
           scope: o.scope,
           codebookScope: o.codebookScope,
-          sensitivity: PIPELINE_DEFAULTS.sensitivity,
+          sensitivity: defaultSensitivity(o.codebookScope),
           planVersion: PLAN_VERSION,
         },
         after: ["calibrate"],
@@ -190,7 +191,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             vectorLength: o.vectorLength,
             scope: o.scope,
             codebookScope: o.codebookScope,
-            sensitivity: PIPELINE_DEFAULTS.sensitivity,
+            sensitivity: defaultSensitivity(o.codebookScope),
             out: path(planName),
             quiet: o.quiet,
           }),
