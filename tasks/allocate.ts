@@ -12,7 +12,7 @@ import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
 import { UsageError } from "../src/errors.ts";
-import { MODEL_DEFAULT_HELP, oneOf, optionalOneOf, parseNumber, REFERENCE_MODEL } from "./_args.ts";
+import { MODEL_DEFAULT_HELP, oneOf, parseNumber, REFERENCE_MODEL } from "./_args.ts";
 import { loadModel } from "../src/model/load.ts";
 import { CODEBOOK_SCOPES } from "../src/quantize/scope.ts";
 
@@ -43,8 +43,8 @@ Options:
                         once and its bytes count once (needs --scope model; default layer).
                         Quantize the plan with the same scope
   --sensitivity S       trace: trace(F_c) * var(W_c); gradient: g_c^T F_c g_c, falling back to
-                        trace where the mean gradient is noise (default gradient with a
-                        shared --codebook-scope, trace with per-layer codebooks)
+                        trace where the mean gradient is noise; with --scope model or a shared
+                        --codebook-scope one fallback turns every layer to trace (default trace)
   --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
   --explain             Print a table per layer: sensitivity spread, codebook sizes, bits
   --out FILE            Plan file to write (JSON)
@@ -73,7 +73,7 @@ function parse(argv: string[]): AllocateArgs | null {
       "vector-length": { type: "string", default: "4" },
       scope: { type: "string", default: "layer" },
       "codebook-scope": { type: "string", default: "layer" },
-      sensitivity: { type: "string" },
+      sensitivity: { type: "string", default: "trace" },
       "fisher-kind": { type: "string", default: "kfac" },
       explain: { type: "boolean", default: false },
       out: { type: "string" },
@@ -105,11 +105,7 @@ function parse(argv: string[]): AllocateArgs | null {
   }
   const scope = oneOf("--scope", values.scope, ["layer", "model"] as const);
   const codebookScope = oneOf("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPES);
-  const sensitivity = optionalOneOf(
-    "--sensitivity",
-    values.sensitivity,
-    ["trace", "gradient"] as const,
-  );
+  const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
 
   return {

@@ -1,9 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  allocateBits,
-  type AllocateOptions,
-  defaultSensitivity,
-} from "../src/allocate/allocate_bits.ts";
+import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
 import { type LayerFisherStats, memoryFisherStats } from "../src/allocate/fisher_source.ts";
 import type { Plan } from "../src/allocate/plan.ts";
 import { validatePlan } from "../src/allocate/plan.ts";
@@ -307,19 +303,22 @@ Deno.test("allocateBits falls back to trace when gradients vanish", async () => 
   assert.equal(plan.layers[layerName(1)].sensitivityKind, "gradient");
 });
 
-Deno.test("allocateBits defaults to gradient sensitivity only for shared codebooks", async () => {
+Deno.test("allocateBits uses one sensitivity form when bits move between layers", async () => {
   const f = randomFixture(new Rng(29), [[16, 64], [16, 64]]);
-  for (const stats of f.stats) {
-    stats.gradMean = Float32Array.from({ length: 16 * 64 }, (_, i) => Math.sin(i));
-  }
-  const perLayer = await allocate(f, { bits: 6, groups: 1 });
-  assert.equal(perLayer.sensitivity, "trace");
-  assert.equal(perLayer.layers[layerName(0)].sensitivityKind, "trace");
-  const shared = await allocate(f, { bits: 6, groups: 1, scope: "model", codebookScope: "model" });
-  assert.equal(shared.sensitivity, "gradient");
-  assert.equal(shared.layers[layerName(0)].sensitivityKind, "gradient");
-  assert.equal(defaultSensitivity("block"), "gradient");
-  assert.equal(defaultSensitivity("layer"), "trace");
+  f.stats[0].gradMean = new Float32Array(16 * 64); // all zero: falls back to trace
+  f.stats[1].gradMean = Float32Array.from({ length: 16 * 64 }, (_, i) => Math.sin(i));
+  const perLayer = await allocate(f, { bits: 6, sensitivity: "gradient", groups: 1 });
+  assert.equal(perLayer.layers[layerName(1)].sensitivityKind, "gradient");
+  const modelWide = await allocate(f, {
+    bits: 6,
+    sensitivity: "gradient",
+    groups: 1,
+    scope: "model",
+  });
+  assert.equal(modelWide.layers[layerName(0)].sensitivityKind, "trace");
+  assert.equal(modelWide.layers[layerName(1)].sensitivityKind, "trace");
+  const byDefault = await allocate(f, { bits: 6, groups: 1, scope: "model" });
+  assert.equal(byDefault.sensitivity, "trace");
 });
 
 Deno.test("allocateBits plan bpw equals the quantized file's bpw on a 64-row layer", async () => {

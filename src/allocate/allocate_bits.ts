@@ -63,8 +63,9 @@ export interface AllocateOptions {
    */
   codebookScope?: CodebookScope;
   /**
-   * Sensitivity formula. Default {@linkcode defaultSensitivity} of the codebook scope:
-   * "gradient" with shared codebooks, "trace" with one codebook per layer.
+   * Sensitivity formula. Default "trace". A plan that trades bits between layers uses one
+   * form throughout, so "gradient" turns into "trace" everywhere as soon as one layer's
+   * mean gradient is noise.
    */
   sensitivity?: SensitivityKind;
   /** Fisher diagonal. Default "kfac". */
@@ -135,6 +136,16 @@ export async function allocateBits(
   }
   progress.finish();
 
+  // Gradient and trace sensitivities have different units, so a plan that trades bits
+  // between layers must not mix them: one fallback turns every layer to trace.
+  const crossLayer = settings.scope === "model" || settings.codebookScope !== "layer";
+  if (crossLayer && new Set(work.map((w) => w.kind)).size > 1) {
+    const trace: Settings = { ...settings, sensitivity: "trace" };
+    for (let i = 0; i < work.length; i++) {
+      work[i] = await prepareLayer(stats, weights, work[i].name, trace);
+    }
+  }
+
   const chosen = settings.codebookScope !== "layer"
     ? solveShared(work, settings)
     : settings.scope === "model"
@@ -145,27 +156,6 @@ export async function allocateBits(
 
 type Settings = Required<Omit<AllocateOptions, "layers">>;
 
-/**
- * Returns the default channel sensitivity for a codebook scope. Measured on the reference
- * model with real-text calibration (docs/benchmarks.md): with shared codebooks the
- * gradient form g^T F g about halved rsavq's KL divergence at 2 bits against
- * trace(F) var(W). With one codebook per layer it gave a layer whose mean gradient is
- * small the smallest codebook and broke the model, so per-layer plans keep the trace form.
- * Layers whose mean gradient is noise fall back to trace in either case.
- *
- * @example
- * ```ts
- * import { defaultSensitivity } from "./allocate_bits.ts";
- * if (defaultSensitivity("block") !== "gradient" || defaultSensitivity("layer") !== "trace") {
- *   throw new Error("unexpected default");
- * }
- * ```
- * @param codebookScope How widely the plan's codebooks are shared.
- */
-export function defaultSensitivity(codebookScope: CodebookScope): SensitivityKind {
-  return codebookScope === "layer" ? "trace" : "gradient";
-}
-
 function resolveOptions(o: AllocateOptions): Settings {
   const s: Settings = {
     bits: o.bits,
@@ -174,7 +164,7 @@ function resolveOptions(o: AllocateOptions): Settings {
     vectorLength: o.vectorLength ?? 4,
     scope: o.scope ?? "layer",
     codebookScope: o.codebookScope ?? "layer",
-    sensitivity: o.sensitivity ?? defaultSensitivity(o.codebookScope ?? "layer"),
+    sensitivity: o.sensitivity ?? "trace",
     fisher: o.fisher ?? "kfac",
     minGradientSnr: o.minGradientSnr ?? 4,
     minCodebookSize: o.minCodebookSize ?? 2,

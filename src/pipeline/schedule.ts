@@ -13,7 +13,6 @@ import { QUANTIZED_VERSION } from "../formats/quantized_types.ts";
 import { PLAN_VERSION } from "../allocate/plan.ts";
 import type { StepRecord } from "./manifest.ts";
 import { PLAN_METHODS, type ResolvedPipelineOptions } from "./options.ts";
-import { defaultSensitivity } from "../allocate/allocate_bits.ts";
 import type { PipelineResources } from "./resources.ts";
 import type { StepSpec } from "./step_runner.ts";
 import {
@@ -178,7 +177,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           vectorLength: o.vectorLength,
           scope: o.scope,
           codebookScope: o.codebookScope,
-          sensitivity: defaultSensitivity(o.codebookScope),
+          sensitivity: "trace",
           planVersion: PLAN_VERSION,
         },
         after: ["calibrate"],
@@ -191,7 +190,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             vectorLength: o.vectorLength,
             scope: o.scope,
             codebookScope: o.codebookScope,
-            sensitivity: defaultSensitivity(o.codebookScope),
+            sensitivity: "trace",
             out: path(planName),
             quiet: o.quiet,
           }),
