@@ -12,7 +12,7 @@ import { UsageError } from "../src/errors.ts";
 
 /**
  * The model every task uses without `--model`: the reference model in models/reference,
- * trained with `deno task train` (its README.md says how). The path is relative to the
+ * trained with `deno task train` as its README.md describes. The path is relative to the
  * working folder, so messages stay short.
  */
 export const REFERENCE_MODEL: string =

@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { loadModel } from "../src/model/load.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import type { CausalLM } from "../src/model/causal_lm.ts";
-import { readCorpusTokens, readTokenFile } from "../src/data/token_files.ts";
+import { capDocuments, readCorpusTokens, readTokenFile } from "../src/data/token_files.ts";
 import { CORPUS_DATA } from "../src/data/corpus.ts";
 import { sampleTokenStream } from "../src/data/sample_stream.ts";
 import { readChoiceTasks } from "../src/data/choice_tasks.ts";
@@ -224,7 +224,7 @@ async function runPerplexity(
         : await readTokenFile(path, { vocabSize, tokenizer }),
     );
   }
-  if (args.evalTokens !== undefined) tokens = capTokens(tokens, args.evalTokens);
+  if (args.evalTokens !== undefined) tokens = capDocuments(tokens, args.evalTokens);
 
   // the KV caches only need one window
   const { lm, ref } = await createModels(session, engine, ctx, args.quiet);
@@ -362,16 +362,4 @@ if (import.meta.main) {
     console.error(`error: ${err instanceof Error ? err.message : String(err)}`);
     Deno.exit(1);
   }
-}
-
-/** Keeps the first `max` tokens of the documents, cutting the last one kept short. */
-function capTokens(docs: Int32Array[], max: number): Int32Array[] {
-  const kept: Int32Array[] = [];
-  let left = max;
-  for (const doc of docs) {
-    if (left <= 0) break;
-    kept.push(doc.length > left ? doc.subarray(0, left) : doc);
-    left -= Math.min(doc.length, left);
-  }
-  return kept;
 }

@@ -9,9 +9,9 @@
  * indices, codebooks, scales and permutation counts, so the same objective is solved as
  * a multiple-choice knapsack over the exact byte costs (see rate_distortion.ts).
  *
- * TODO: on the shipped reference model with real-text calibration, trace sensitivities
- * move too many bits into the first block, and a flatter plan measured better
- * (docs/benchmarks.md, "WCSG on the reference model"); the cross-layer model needs work.
+ * TODO: the cross-layer model needs work. On the shipped reference model with real-text
+ * calibration, trace sensitivities move too many bits into the first block, and a flatter
+ * plan measured better (docs/benchmarks.md, "WCSG on the reference model").
  *
  * @module
  */

@@ -216,6 +216,31 @@ function encodeChecked(
   return out;
 }
 
+/**
+ * Keeps the first `max` tokens of token documents, in order, cutting the last one kept short.
+ *
+ * @example
+ * ```ts
+ * import { capDocuments } from "./token_files.ts";
+ * const kept = capDocuments([new Int32Array([1, 2, 3]), new Int32Array([4, 5])], 4);
+ * if (kept.length !== 2 || kept[1].length !== 1) throw new Error("wrong cap");
+ * ```
+ * @param docs Token documents.
+ * @param max Largest number of tokens to keep.
+ * @returns Views of the kept documents (no copies).
+ */
+export function capDocuments(docs: readonly Int32Array[], max: number): Int32Array[] {
+  const kept: Int32Array[] = [];
+  let left = max;
+  for (const doc of docs) {
+    if (left <= 0) break;
+    const head = doc.length > left ? doc.subarray(0, left) : doc;
+    kept.push(head);
+    left -= head.length;
+  }
+  return kept;
+}
+
 /** Options of {@linkcode readCorpusTokens}. */
 export interface CorpusTokenOptions extends TokenFileOptions {
   /** "train" for calibration, "held-out" for evaluation. */

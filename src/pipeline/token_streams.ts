@@ -6,7 +6,7 @@
  * @module
  */
 import { UsageError } from "../errors.ts";
-import { readTokenFile } from "../data/token_files.ts";
+import { capDocuments, readTokenFile } from "../data/token_files.ts";
 import { sampleTokenStream } from "../data/sample_stream.ts";
 import { Progress } from "../util/progress.ts";
 import { writeTextFileAtomic } from "../util/atomic_write.ts";
@@ -111,16 +111,10 @@ export async function readDocuments(
 ): Promise<Int32Array[]> {
   const { config, tokenizer } = resources.model;
   const docs: Int32Array[] = [];
-  let left = maxTokens ?? Infinity;
   for (const file of files) {
-    for (const doc of await readTokenFile(file, { vocabSize: config.vocabSize, tokenizer })) {
-      if (left <= 0) return docs;
-      const head = doc.length > left ? doc.subarray(0, left) : doc;
-      docs.push(head);
-      left -= head.length;
-    }
+    docs.push(...await readTokenFile(file, { vocabSize: config.vocabSize, tokenizer }));
   }
-  return docs;
+  return capDocuments(docs, maxTokens ?? Infinity);
 }
 
 /**
