@@ -71,7 +71,7 @@ async function register(
   });
   disposers.push(() => engine.dispose());
   Deno.bench({ name: `${group}: calibrate (gpu)`, group, ...counts }, async () => {
-    await engine.accumulate(tokens, acc);
+    await engine.accumulate(tokens, acc, null);
   });
 
   if (!withReference) return;
@@ -81,7 +81,7 @@ async function register(
   });
   const cpu = await CpuEngine.create(config, weights);
   Deno.bench({ name: `${group}: calibrate (reference f64)`, group, ...counts }, async () => {
-    await cpu.accumulate(tokens, acc);
+    await cpu.accumulate(tokens, acc, null);
   });
 }
 

@@ -7,7 +7,15 @@
  */
 import { parseArgs } from "node:util";
 import { checkOutputPath } from "../src/util/output_path.ts";
-import { allocateBits, type AllocateOptions } from "../src/allocate/allocate_bits.ts";
+import {
+  allocateBits,
+  type AllocateOptions,
+  type TrialQuantization,
+} from "../src/allocate/allocate_bits.ts";
+import { GpuContext } from "../src/gpu/device.ts";
+import type { LoadedModel } from "../src/model/model.ts";
+import { openStatistics } from "../src/quantize/statistics.ts";
+import { trialQuantization } from "../src/quantize/trial.ts";
 import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
@@ -46,6 +54,10 @@ Options:
                         trace where the mean gradient is noise; with --scope model or a shared
                         --codebook-scope one fallback turns every layer to trace (default trace)
   --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
+  --distortion D        model: a codebook of 2^k leaves sum(I_c) * 2^(-2k/v); measured: run
+                        rsavq trial quantizations at a few sizes near the choice and use the
+                        Fisher-weighted error each layer is left with (a few quantizations
+                        slower; needs --groups 1) (default model)
   --explain             Print a table per layer: sensitivity spread, codebook sizes, bits
   --out FILE            Plan file to write (JSON)
   --quiet               No progress on stderr
@@ -75,6 +87,7 @@ function parse(argv: string[]): AllocateArgs | null {
       "codebook-scope": { type: "string", default: "layer" },
       sensitivity: { type: "string", default: "trace" },
       "fisher-kind": { type: "string", default: "kfac" },
+      distortion: { type: "string", default: "model" },
       explain: { type: "boolean", default: false },
       out: { type: "string" },
       quiet: { type: "boolean", default: false },
@@ -107,6 +120,7 @@ function parse(argv: string[]): AllocateArgs | null {
   const codebookScope = oneOf("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPES);
   const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
+  const distortion = oneOf("--distortion", values.distortion, ["model", "measured"] as const);
 
   return {
     model: values.model,
@@ -122,7 +136,31 @@ function parse(argv: string[]): AllocateArgs | null {
       codebookScope,
       sensitivity,
       fisher,
+      distortion,
       quiet: values.quiet,
+    },
+  };
+}
+
+/** Trial quantizations on the same model and statistics, with the plan's codebook scope. */
+async function openTrial(
+  model: LoadedModel,
+  fisher: string,
+  o: AllocateOptions,
+): Promise<{ run: TrialQuantization; close: () => void }> {
+  const stats = await openStatistics(fisher);
+  const gpu = await GpuContext.create().catch(() => null);
+  const run = trialQuantization(model, stats, {
+    codebookScope: o.codebookScope ?? "layer",
+    vectorLength: o.vectorLength ?? 4,
+    gpu,
+    quiet: o.quiet,
+  });
+  return {
+    run,
+    close: () => {
+      stats.close();
+      gpu?.destroy();
     },
   };
 }
@@ -133,7 +171,15 @@ async function run(args: AllocateArgs): Promise<void> {
   try {
     const stats = await openFisherStats(args.fisher);
     try {
-      const plan = await allocateBits(stats, model.weights, args.options);
+      const trial = args.options.distortion === "measured"
+        ? await openTrial(model, args.fisher, args.options)
+        : null;
+      let plan;
+      try {
+        plan = await allocateBits(stats, model.weights, { ...args.options, trial: trial?.run });
+      } finally {
+        trial?.close();
+      }
       await writePlan(args.out, plan);
       if (args.explain) console.log(explainPlan(plan));
       if (!args.options.quiet) {

@@ -12,6 +12,7 @@ import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { type DataSpec, loadCalibrationData, validateDataSpec } from "../src/calibrate/data.ts";
 import { createEngine } from "../src/calibrate/create_engine.ts";
 import { calibrate } from "../src/calibrate/calibrate.ts";
+import type { FisherLabels } from "../src/calibrate/fisher_file.ts";
 import { Progress } from "../src/util/progress.ts";
 import { UsageError } from "../src/errors.ts";
 import { MODEL_DEFAULT_HELP, optionalNumber, REFERENCE_MODEL } from "./_args.ts";
@@ -46,6 +47,10 @@ Options:
   --seq-len L          Tokens per sequence, 2..the model's context (default ${DEFAULT_SEQ_LEN} or the context if smaller)
   --sequences K        Number of sequences (default: every full window of the data)
   --full-g             Also store the full output-gradient second moment G [out, out]
+  --labels L           Labels backpropagated: data (the next tokens: empirical Fisher) or
+                       model (drawn from the model's own distribution at each position,
+                       seeded by --seed: true Fisher, the Hessian of the KL divergence
+                       to the model) (default data)
   --out FILE           Output statistics file (.safetensors)
   --resume             Continue an interrupted run from FILE.partial
   --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)
@@ -62,6 +67,8 @@ interface CalibrateArgs {
   spec: Omit<DataSpec, "seqLen"> & { seqLen?: number };
   out: string;
   fullG: boolean;
+  labels: FisherLabels;
+  labelSeed: number;
   resume: boolean;
   engine: string;
   sampleEngine?: string;
@@ -83,6 +90,7 @@ function parse(argv: string[]): CalibrateArgs | null {
       "seq-len": { type: "string" },
       sequences: { type: "string" },
       "full-g": { type: "boolean", default: false },
+      labels: { type: "string", default: "data" },
       out: { type: "string" },
       resume: { type: "boolean", default: false },
       engine: { type: "string", default: "gpu" },
@@ -100,18 +108,26 @@ function parse(argv: string[]): CalibrateArgs | null {
   }
   const optionalInt = (flag: string, text: string | undefined, min: number) =>
     optionalNumber(flag, text, { integer: true, min });
+  if (values.labels !== "data" && values.labels !== "model") {
+    throw new UsageError(
+      `Invalid --labels ${JSON.stringify(values.labels)}: expected data or model`,
+    );
+  }
+  const seed = optionalInt("--seed", values.seed, 0);
   return {
     model: values.model,
     spec: {
       files: values.data,
       chat: values.chat,
       sampleTokens: optionalInt("--sample-tokens", values["sample-tokens"], 1),
-      seed: optionalInt("--seed", values.seed, 0),
+      seed,
       seqLen: optionalInt("--seq-len", values["seq-len"], 2),
       sequences: optionalInt("--sequences", values.sequences, 1),
     },
     out: values.out,
     fullG: values["full-g"],
+    labels: values.labels,
+    labelSeed: seed ?? 0,
     resume: values.resume,
     engine: values.engine,
     sampleEngine: values["sample-engine"],
@@ -165,6 +181,8 @@ async function run(args: CalibrateArgs): Promise<void> {
         engine,
         out: args.out,
         fullG: args.fullG,
+        labels: args.labels,
+        labelSeed: args.labelSeed,
         resume: args.resume,
         quiet: args.quiet,
         checkpointSeconds: args.checkpointSeconds,

@@ -12,6 +12,7 @@ import { ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { parseMethodList, PIPELINE_DEFAULTS } from "../src/pipeline/options.ts";
 import { runPipeline } from "../src/pipeline/run_pipeline.ts";
 import type { CodebookScope } from "../src/quantize/scope.ts";
+import type { DistortionKind } from "../src/allocate/allocate_bits.ts";
 import { QUANT_METHODS, type QuantMethod } from "../src/quantize/types.ts";
 
 const HELP = `Usage: deno task pipeline [--model PATH] --bits B[,B2...] --out DIR [options]
@@ -56,6 +57,10 @@ Options:
                         layer | block | type | model; the plan is allocated for it and counts
                         each shared codebook once (default ${PIPELINE_DEFAULTS.codebookScope},
                         layer with --scope layer)
+  --distortion D        Distortion the WCSG plan is solved with: model (high-rate model) or
+                        measured (trial quantizations at a few codebook sizes near the
+                        choice; a few quantizations slower; needs --groups 1)
+                        (default ${PIPELINE_DEFAULTS.distortion} with one group per layer, else model)
   --out DIR             Output folder
   --quiet               No progress on stderr
   --help                Show this help`;
@@ -82,6 +87,7 @@ function parse(argv: string[]) {
       "vector-length": { type: "string" },
       scope: { type: "string" },
       "codebook-scope": { type: "string" },
+      distortion: { type: "string" },
       out: { type: "string" },
       quiet: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
@@ -137,6 +143,7 @@ function parse(argv: string[]) {
     vectorLength: optionalNumber("--vector-length", values["vector-length"], { integer: true }),
     scope: values.scope as "layer" | "model" | undefined,
     codebookScope: values["codebook-scope"] as CodebookScope | undefined,
+    distortion: values.distortion as DistortionKind | undefined,
     quiet: values.quiet,
   };
 }

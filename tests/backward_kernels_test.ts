@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { GpuContext } from "../src/gpu/device.ts";
 import { Rng } from "../src/util/rng.ts";
-import { crossEntropy64, crossEntropyBackward } from "../src/ops/cross_entropy_backward.ts";
+import {
+  crossEntropy64,
+  crossEntropyBackward,
+  sequenceLabelSeed,
+} from "../src/ops/cross_entropy_backward.ts";
+import { ShapeError } from "../src/errors.ts";
 import {
   rmsnormBackward,
   rmsnormBackward64,
@@ -98,6 +103,57 @@ Deno.test("crossEntropyBackward kernel matches the reference in row chunks", asy
     assertClose("dLogits", d.f32(), want.dLogits);
     const loss = l.f32().reduce((a, b) => a + b, 0) / (T - 1);
     assert.ok(Math.abs(loss - want.loss) < 1e-5 * want.loss, `loss ${loss} vs ${want.loss}`);
+  });
+});
+
+Deno.test("crossEntropyBackward kernel draws the reference's sampled labels", async () => {
+  await withGpu(async (gpu) => {
+    const rng = new Rng(33);
+    const T = 67, V = 131;
+    const tokens = Array.from({ length: T }, () => rng.nextInt(V));
+    const logits = randn(T * V, rng, 3);
+    const seed = sequenceLabelSeed(7, 3);
+    const want = crossEntropy64(logits, tokens, V, seed);
+    assert.notDeepEqual(want.dLogits, crossEntropy64(logits, tokens, V).dLogits);
+    const ids = gpu.upload(Uint32Array.from(tokens));
+    const buf = gpu.upload(f32(logits));
+    const losses = gpu.createBuffer(4 * T);
+    const batch = gpu.batch();
+    // two chunks, so the row index that seeds the draw must be global, not chunk-local
+    for (const [row0, rows] of [[0, 40], [40, 27]]) {
+      await crossEntropyBackward(gpu, batch, {
+        tokens: ids,
+        logits: buf,
+        losses,
+        rows,
+        vocab: V,
+        row0,
+        seqLen: T,
+        logitsOffset: row0 * V,
+        labelSeed: seed,
+      });
+    }
+    const d = batch.read(buf), l = batch.read(losses);
+    await batch.submit();
+    // a label drawn differently would move two entries of its row by 1 / (T - 1)
+    assertClose("dLogits", d.f32(), want.dLogits);
+    const loss = l.f32().reduce((a, b) => a + b, 0) / (T - 1);
+    assert.ok(Math.abs(loss - want.loss) < 1e-5 * want.loss, `loss ${loss} vs ${want.loss}`);
+  });
+});
+
+Deno.test("crossEntropyBackward rejects a vocabulary whose sampled pass would cross the loop cap", async () => {
+  await withGpu(async (gpu) => {
+    // 15000 columns per invocation: three passes fit under the cap, four do not
+    const V = 64 * 15000;
+    const ids = gpu.upload(new Uint32Array([0, 1]));
+    const buf = gpu.createBuffer(4 * 2 * V);
+    const losses = gpu.createBuffer(8);
+    const args = { tokens: ids, logits: buf, losses, rows: 2, vocab: V, row0: 0, seqLen: 2 };
+    await assert.rejects(
+      crossEntropyBackward(gpu, gpu.batch(), { ...args, labelSeed: 1 }),
+      (err: Error) => err instanceof ShapeError && /loop cap/.test(err.message),
+    );
   });
 });
 

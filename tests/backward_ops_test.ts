@@ -5,7 +5,12 @@ import { rmsnormBackward64, rmsnormForward64 } from "../src/ops/rmsnorm_backward
 import { ropeBackward64, ropeForward64, type RopeParams } from "../src/ops/rope_backward.ts";
 import { attentionBackward64, attentionForward64 } from "../src/ops/attention_backward.ts";
 import { swigluBackward64, swigluForward64 } from "../src/ops/swiglu_backward.ts";
-import { crossEntropy64 } from "../src/ops/cross_entropy_backward.ts";
+import {
+  crossEntropy64,
+  pcgHash,
+  sampledLabel,
+  sequenceLabelSeed,
+} from "../src/ops/cross_entropy_backward.ts";
 import { embeddingBackward64, embeddingForward64 } from "../src/ops/embedding_backward.ts";
 import { applyRope, rmsnorm } from "../src/model/reference.ts";
 import { assertGradient, dot, randn } from "./backward_fd.ts";
@@ -117,6 +122,54 @@ Deno.test("crossEntropy64 matches finite differences", () => {
   for (let j = 0; j < V; j++) {
     assert.equal(dLogits[(T - 1) * V + j], 0, "the last position predicts nothing");
   }
+});
+
+Deno.test("crossEntropy64 with sampled labels backpropagates the drawn labels, scores the next tokens", () => {
+  const rng = new Rng(20);
+  const V = 17;
+  const tokens = Array.from({ length: T }, () => rng.nextInt(V));
+  const logits = randn(T * V, rng, 3);
+  const seed = 12345;
+  const labels = Array.from(
+    { length: T },
+    (_, t) => t + 1 < T ? sampledLabel(logits.subarray(t * V, (t + 1) * V), seed, t) : 0,
+  );
+  // the drawn labels as the next tokens give the same gradient
+  const shifted = [tokens[0], ...labels.slice(0, T - 1)];
+  const sampled = crossEntropy64(logits, tokens, V, seed);
+  const asTokens = crossEntropy64(logits, shifted, V);
+  assert.deepEqual(sampled.dLogits, asTokens.dLogits);
+  assert.equal(sampled.loss, crossEntropy64(logits, tokens, V).loss);
+  assert.notDeepEqual(labels.slice(0, T - 1), tokens.slice(1), "the labels are not the data");
+});
+
+Deno.test("sampledLabel draws labels with the softmax probabilities", () => {
+  const logits = [0.5, -1, 2, 0, 1.2];
+  const z = logits.reduce((a, x) => a + Math.exp(x), 0);
+  const p = logits.map((x) => Math.exp(x) / z);
+  const draws = 20000;
+  const counts = new Array(logits.length).fill(0);
+  for (let t = 0; t < draws; t++) counts[sampledLabel(logits, 99, t)]++;
+  let chi2 = 0;
+  for (let j = 0; j < logits.length; j++) chi2 += (counts[j] - draws * p[j]) ** 2 / (draws * p[j]);
+  // 4 degrees of freedom: P(chi2 > 18.5) is about 0.001
+  assert.ok(chi2 < 18.5, `chi-square ${chi2.toFixed(2)} for counts ${counts}`);
+  const other = Array.from({ length: 50 }, (_, t) => sampledLabel(logits, 100, t));
+  const same = Array.from({ length: 50 }, (_, t) => sampledLabel(logits, 99, t));
+  assert.notDeepEqual(other, same, "another seed draws other labels");
+});
+
+Deno.test("pcgHash wraps to 32 bits like the WGSL u32 arithmetic", () => {
+  // reference values from the published PCG hash, computed with BigInt arithmetic
+  const pcgBig = (v: number) => {
+    const m = (x: bigint) => x & 0xffffffffn;
+    const state = m(BigInt(v) * 747796405n + 2891336453n);
+    const word = m(((state >> ((state >> 28n) + 4n)) ^ state) * 277803737n);
+    return Number((word >> 22n) ^ word);
+  };
+  for (const v of [0, 1, 2, 12345, 0x7fffffff, 0xffffffff]) assert.equal(pcgHash(v), pcgBig(v));
+  assert.equal(pcgHash(2 ** 32 + 5), pcgHash(5));
+  assert.notEqual(sequenceLabelSeed(3, 0), sequenceLabelSeed(4, 0));
 });
 
 Deno.test("crossEntropy64 rejects a single token", () => {

@@ -544,6 +544,62 @@ Deno.test("calibrate on the gpu engine agrees with the reference and resumes exa
   }
 });
 
+Deno.test("calibrate with labels drawn from the model: engines agree, metadata says so", async () => {
+  const { model, data } = await storiesData();
+  const dir = await tempDir();
+  const gpu = await GpuContext.create();
+  const engine = await GpuEngine.create(gpu, model.config, model.weights, {
+    fullG: false,
+    ownsGpu: false,
+  });
+  const cpu = await CpuEngine.create(model.config, model.weights);
+  try {
+    const out = (name: string) => join(dir, `${name}.safetensors`);
+    const labels = { labels: "model" as const, labelSeed: 5, quiet: true };
+    await calibrate({ model, data, engine, out: out("gpu"), ...labels });
+    await calibrate({ model, data, engine: cpu, out: out("cpu"), ...labels });
+    await calibrate({ model, data, engine: cpu, out: out("data"), quiet: true });
+    await calibrate({ model, data, engine: cpu, out: out("seed6"), ...labels, labelSeed: 6 });
+    const [got, want, empirical, other] = await Promise.all(
+      ["gpu", "cpu", "data", "seed6"].map((n) => readFisherStats(out(n))),
+    );
+    assert.equal(want.metadata.labels, "model");
+    assert.equal(want.metadata.labelSeed, 5);
+    assert.equal(empirical.metadata.labels, "data");
+    assert.equal(empirical.metadata.labelSeed, null);
+    for (const [prefix, layer] of want.layers) {
+      const g = got.layers.get(prefix)!;
+      for (const key of ["A", "G_diag", "grad_mean", "fisher_diag"] as const) {
+        const err = maxRelativeError(g[key]!, Float64Array.from(layer[key]!));
+        assert.ok(err < 1e-4, `${prefix}.${key}: relative error ${err.toExponential(2)}`);
+      }
+      // the forward pass is the same; the backward pass is not
+      assert.deepEqual(layer.A, empirical.layers.get(prefix)!.A);
+      const gDiff = maxRelativeError(
+        layer.G_diag,
+        Float64Array.from(empirical.layers.get(prefix)!.G_diag),
+      );
+      assert.ok(gDiff > 1e-3, `${prefix}.G_diag changes with the labels (${gDiff})`);
+      const seedDiff = maxRelativeError(
+        layer.G_diag,
+        Float64Array.from(other.layers.get(prefix)!.G_diag),
+      );
+      assert.ok(seedDiff > 1e-3, `${prefix}.G_diag changes with the label seed (${seedDiff})`);
+    }
+    // a partial state made with data labels does not resume a run with model labels
+    await calibrate({ model, data, engine: cpu, out: out("mixed"), quiet: true, stopAfter: 1 });
+    await assert.rejects(
+      calibrate({ model, data, engine: cpu, out: out("mixed"), ...labels, resume: true }),
+      (err: Error) => err instanceof FormatError && /labels/.test(err.message),
+    );
+  } finally {
+    engine.dispose();
+    gpu.destroy();
+    model.weights.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("calibrate task writes statistics from a token-id file", async () => {
   const dir = await tempDir();
   const out = join(dir, "f.safetensors");
@@ -615,9 +671,13 @@ Deno.test("calibrate stops on abort and resumes to the same bytes", async () => 
     load: () => cpu.load(),
     store: () => cpu.store(),
     dispose: () => cpu.dispose(),
-    accumulate: (tokens: Int32Array, acc: Parameters<typeof cpu.accumulate>[1]) => {
+    accumulate: (
+      tokens: Int32Array,
+      acc: Parameters<typeof cpu.accumulate>[1],
+      labelSeed: number | null,
+    ) => {
       if (++calls === 2) abort.abort();
-      return cpu.accumulate(tokens, acc);
+      return cpu.accumulate(tokens, acc, labelSeed);
     },
   };
   const stopped = await calibrate({

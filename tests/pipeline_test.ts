@@ -157,6 +157,8 @@ Deno.test("resolvePipelineOptions rejects bad options by name", () => {
     [{ scope: "block" as never }, /Invalid --scope block/],
     [{ codebookScope: "row" as never }, /Invalid --codebook-scope row/],
     [{ codebookScope: "block", scope: "layer" }, /--scope layer cannot hold .* --scope model/],
+    [{ distortion: "exact" as never }, /Invalid --distortion exact/],
+    [{ distortion: "measured", groups: 2 }, /needs one group per layer: drop --groups 2/],
   ];
   for (const [change, message] of cases) {
     assert.throws(
@@ -314,6 +316,18 @@ Deno.test({
       await Deno.remove(join(dir, "gptq-2.safetensors"));
       const fourth = await runPipeline({ ...options, evalTokens: 192 }, { log: () => {} });
       assert.deepEqual(fourth.ran, ["quantize-gptq-2", "eval-gptq-2"]);
+
+      // the high-rate model instead of measured distortion: only the plan and the method
+      // that follows it rerun
+      const measured = JSON.parse(await Deno.readTextFile(join(dir, "plan-2.json")));
+      assert.equal(measured.distortion, "measured");
+      const fifth = await runPipeline({ ...options, evalTokens: 192, distortion: "model" }, {
+        log: () => {},
+      });
+      assert.deepEqual(fifth.ran, ["allocate-2", "quantize-rsavq-2", "eval-rsavq-2"]);
+      const modelled = JSON.parse(await Deno.readTextFile(join(dir, "plan-2.json")));
+      assert.equal(modelled.distortion, "model");
+      assert.ok(modelled.bpw <= 2);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

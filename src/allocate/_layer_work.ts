@@ -32,8 +32,23 @@ export interface GroupInfo {
   end: number;
   /** Sum of I_c over the group's channels. */
   sensitivity: number;
-  /** Codebook exponents k (K = 2^k) by increasing size, with the group's exact bytes for each. */
-  options: { k: number; bytes: number }[];
+  /**
+   * Codebook exponents k (K = 2^k) by increasing size, with the group's exact bytes for
+   * each and, once measured by a trial quantization, the error a codebook of that size leaves.
+   */
+  options: GroupOption[];
+}
+
+/** One codebook size a group may take. */
+export interface GroupOption {
+  /** Codebook exponent: K = 2^k. */
+  k: number;
+  /** Exact bytes of the group's indices and codebook at this size. */
+  bytes: number;
+  /** Measured or extrapolated error in loss units; absent where the high-rate model applies. */
+  distortion?: number;
+  /** The error a trial quantization with this size left, when one ran. */
+  measured?: number;
 }
 
 /** Channel order of a layer and its split into groups. */
@@ -110,7 +125,7 @@ function groupOptions(
   rows: number,
   cols: number,
   s: SolveSettings,
-): { k: number; bytes: number }[] {
+): GroupOption[] {
   const v = s.vectorLength;
   const vectors = rows * Math.ceil(cols / v);
   const kMin = Math.log2(s.minCodebookSize);
@@ -118,7 +133,7 @@ function groupOptions(
     kMin,
     Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))),
   );
-  const options: { k: number; bytes: number }[] = [];
+  const options: GroupOption[] = [];
   for (let k = kMin; k <= kMax; k++) {
     const storage = {
       rows,
@@ -147,14 +162,16 @@ export function budgetBytes(bits: number, weights: number): number {
 }
 
 /**
- * Returns the modelled loss of a group coded with exponent k: sum(I_c) * 2^(-2 k / v).
+ * Returns the loss of a group coded with exponent k: the measured value when the option
+ * has one, else the high-rate model sum(I_c) * 2^(-2 k / v).
  *
  * @param group Group.
  * @param k Codebook exponent.
  * @param v Vector length.
  */
 export function groupDistortion(group: GroupInfo, k: number, v: number): number {
-  return group.sensitivity * 2 ** ((-2 * k) / v);
+  const measured = group.options.find((o) => o.k === k)?.distortion;
+  return measured ?? group.sensitivity * 2 ** ((-2 * k) / v);
 }
 
 /**
@@ -167,7 +184,9 @@ export function groupDistortion(group: GroupInfo, k: number, v: number): number 
 function buildItems(groups: GroupInfo[], v: number): { items: RdItem[]; members: GroupInfo[][] } {
   const classes = new Map<string, GroupInfo[]>();
   for (const g of groups) {
-    const key = `${g.options.map((o) => o.bytes).join(",")}|${g.options[0].k}|${g.sensitivity}`;
+    const key = `${g.options.map((o) => `${o.bytes}:${o.distortion}`).join(",")}|${
+      g.options[0].k
+    }|${g.sensitivity}`;
     const list = classes.get(key);
     if (list) list.push(g);
     else classes.set(key, [g]);
@@ -239,7 +258,7 @@ export function sharedGroup(
     kMin,
     Math.min(Math.log2(s.maxCodebookSize), Math.ceil(Math.log2(vectors))),
   );
-  const options: { k: number; bytes: number }[] = [];
+  const options: GroupOption[] = [];
   for (let k = kMin; k <= kMax; k++) {
     let bytes = codebookBytes(2 ** k, v);
     for (const { group, cols } of members) {

@@ -43,6 +43,16 @@ import {
 import type { RdSolverKind } from "./rate_distortion.ts";
 import { channelSensitivity, type FisherKind, type SensitivityKind } from "./sensitivity.ts";
 
+/** Source of a codebook size's distortion; see {@linkcode AllocateOptions.distortion}. */
+export type DistortionKind = "model" | "measured";
+
+/**
+ * A trial quantization: quantizes every layer with codebooks of `codebookSize` entries
+ * (shared as the plan's codebook scope shares them) and returns each layer's
+ * Fisher-weighted error in loss units, by layer prefix.
+ */
+export type TrialQuantization = (codebookSize: number) => Promise<Map<string, number>>;
+
 /** Options of {@linkcode allocateBits}; every field but `bits` has a default. */
 export interface AllocateOptions {
   /** Budget in bits per weight, overhead included. */
@@ -84,6 +94,15 @@ export interface AllocateOptions {
   layers?: string[];
   /** Solver for the discrete problem. Default "auto" (exact whenever its table fits). */
   solver?: "auto" | RdSolverKind;
+  /**
+   * Distortion of a codebook size: "model", the high-rate model sum(I_c) 2^(-2k/v), or
+   * "measured", the Fisher-weighted error each layer has after a trial quantization with
+   * that size (`trial`), at the sizes near the choice. Default "model". "measured" needs
+   * `trial` and one group per layer.
+   */
+  distortion?: DistortionKind;
+  /** Runs a trial quantization; required by `distortion: "measured"`. */
+  trial?: TrialQuantization;
   /** Print no progress. Default false. */
   quiet?: boolean;
 }
@@ -150,15 +169,90 @@ export async function allocateBits(
     }
   }
 
-  const chosen = settings.codebookScope !== "layer"
-    ? solveShared(work, settings)
-    : settings.scope === "model"
-    ? solveModelWithSearch(work, settings)
-    : solveLayersWithSearch(work, settings);
+  const shared = settings.codebookScope !== "layer" ? sharedItems(work, settings) : null;
+  const solve = () =>
+    shared
+      ? solveShared(work, shared, settings)
+      : settings.scope === "model"
+      ? solveModelWithSearch(work, settings)
+      : solveLayersWithSearch(work, settings);
+  let chosen = solve();
+  if (options.trial && settings.distortion === "measured") {
+    chosen = await refineWithTrials(work, shared, solve, options.trial, settings);
+  }
   return buildPlan(work, chosen.k, chosen.solver, settings, stats.source, weights.source);
 }
 
-type Settings = Required<Omit<AllocateOptions, "layers">>;
+/** Rounds of trial quantizations and solving again. */
+const TRIAL_ROUNDS = 3;
+
+/**
+ * Replaces modelled distortions by measured ones and solves again. The first round
+ * measures the largest codebook size every group can take at once and the sizes on
+ * either side. Later rounds measure the sizes the solution chose that are not measured
+ * yet, until the choice rests on measurements only or TRIAL_ROUNDS rounds have run. Each
+ * measurement is one trial quantization of every layer.
+ *
+ * Why: after GPTQ-style error feedback the error falls faster with the codebook size
+ * than the high-rate model says (about 2.5x per doubling at 2 bits on the reference
+ * model, against 1.41x), so the model moves too many bits to the layers it rates as
+ * sensitive (docs/benchmarks.md, "WCSG on the reference model").
+ */
+async function refineWithTrials(
+  work: LayerWork[],
+  shared: SharedItem[] | null,
+  solve: () => Chosen,
+  trial: TrialQuantization,
+  s: Settings,
+): Promise<Chosen> {
+  const groups = knapsackGroups(work, shared);
+  const uniform = uniformExponent(groups, work, s);
+  let requested = new Set([uniform - 1, uniform, uniform + 1]);
+  let chosen: Chosen | null = null;
+  for (let round = 0; round < TRIAL_ROUNDS && requested.size > 0; round++) {
+    for (const k of [...requested].sort((a, b) => a - b)) {
+      if (!s.quiet) console.error(`allocate: trial quantization with K = ${2 ** k}`);
+      const errors = await trial(2 ** k);
+      for (const { group, layers } of groups) {
+        const option = group.options.find((o) => o.k === k);
+        if (option) option.measured = layers.reduce((sum, n) => sum + layerError(errors, n), 0);
+      }
+    }
+    for (const { group } of groups) extrapolate(group, s.vectorLength);
+    chosen = solve();
+    requested = new Set(
+      chosenExponents(groups, shared, chosen)
+        .filter(({ group, k }) => group.options.find((o) => o.k === k)?.measured === undefined)
+        .map(({ k }) => k),
+    );
+  }
+  return chosen!;
+}
+
+function layerError(errors: Map<string, number>, name: string): number {
+  const e = errors.get(name);
+  if (e === undefined || !(e >= 0)) {
+    throw new Error(`Internal error: the trial quantization reported no error for ${name}`);
+  }
+  return e;
+}
+
+/** Largest exponent that every group can take at once within the budget. */
+function uniformExponent(groups: KnapsackGroup[], work: LayerWork[], s: Settings): number {
+  const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
+  const fixed = work.reduce((sum, l) => sum + l.grouping.fixedBytes, 0);
+  const budget = budgetBytes(s.bits, weights) - fixed;
+  const bytesAt = (g: GroupInfo, k: number) =>
+    (g.options.find((o) => o.k === k) ?? g.options.at(-1)!).bytes;
+  const exponents = new Set(groups.flatMap(({ group }) => group.options.map((o) => o.k)));
+  let best = Math.min(...exponents);
+  for (const k of [...exponents].sort((a, b) => a - b)) {
+    if (groups.reduce((sum, { group }) => sum + bytesAt(group, k), 0) <= budget) best = k;
+  }
+  return best;
+}
+
+type Settings = Required<Omit<AllocateOptions, "layers" | "trial">>;
 
 function resolveOptions(o: AllocateOptions): Settings {
   const s: Settings = {
@@ -174,8 +268,22 @@ function resolveOptions(o: AllocateOptions): Settings {
     minCodebookSize: o.minCodebookSize ?? 2,
     maxCodebookSize: o.maxCodebookSize ?? MAX_CODEBOOK_SIZE,
     solver: o.solver ?? "auto",
+    distortion: o.distortion ?? "model",
     quiet: o.quiet ?? false,
   };
+  if (s.distortion !== "model" && s.distortion !== "measured") {
+    throw new UsageError(
+      `Invalid distortion: expected "model" or "measured", got ${JSON.stringify(s.distortion)}`,
+    );
+  }
+  if (s.distortion === "measured" && (s.searchGroups || s.groups !== 1)) {
+    throw new UsageError(
+      "--distortion measured measures whole layers, so it needs one group per layer: pass --groups 1 without --search-groups",
+    );
+  }
+  if (s.distortion === "measured" && !o.trial) {
+    throw new UsageError('distortion "measured" needs a trial quantization: pass the trial option');
+  }
   if (!(s.bits > 0) || !Number.isFinite(s.bits)) {
     throw new UsageError(`Invalid bits: expected a positive number, got ${s.bits}`);
   }
@@ -367,13 +475,66 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
 }
 
 /**
- * Solves the model-wide problem with codebooks shared by scope. Group rank g of every
- * layer in a scope is one knapsack item, with its codebook counted once and its indices
- * summed over the scope's layers. Every layer of the scope takes the item's codebook size.
+ * Sets the distortion of each unmeasured option of a group from the nearest measured
+ * option, along the high-rate slope 2^(-2 dk / v). A group without any measurement keeps
+ * the model.
  */
-function solveShared(work: LayerWork[], s: Settings): Chosen {
+function extrapolate(group: GroupInfo, v: number): void {
+  const measured = group.options.filter((o) => typeof o.measured === "number");
+  if (measured.length === 0) return;
+  for (const o of group.options) {
+    if (typeof o.measured === "number") {
+      o.distortion = o.measured;
+      continue;
+    }
+    const near = measured.reduce((a, b) => Math.abs(b.k - o.k) < Math.abs(a.k - o.k) ? b : a);
+    o.distortion = (near.measured as number) * 2 ** ((-2 * (o.k - near.k)) / v);
+  }
+}
+
+/** A knapsack group and the layers whose errors it sums (one group per layer). */
+interface KnapsackGroup {
+  group: GroupInfo;
+  layers: string[];
+}
+
+/** Lists the groups of the knapsack with the layers they cover. */
+function knapsackGroups(work: LayerWork[], shared: SharedItem[] | null): KnapsackGroup[] {
+  if (shared) {
+    return shared.map((it) => ({
+      group: it.group,
+      layers: it.members.map((m) => work[m.layer].name),
+    }));
+  }
+  return work.map((w) => ({ group: w.grouping.groups[0], layers: [w.name] }));
+}
+
+/** Returns the exponent the solution gave each knapsack group. */
+function chosenExponents(
+  groups: KnapsackGroup[],
+  shared: SharedItem[] | null,
+  chosen: Chosen,
+): { group: GroupInfo; k: number }[] {
+  return groups.map(({ group }, i) => {
+    const at = shared ? shared[i].members[0] : { layer: i, rank: 0 };
+    return { group, k: chosen.k[at.layer][at.rank] };
+  });
+}
+
+/** Group rank g of every layer in a codebook scope, merged into one knapsack group. */
+interface SharedItem {
+  group: GroupInfo;
+  members: { layer: number; rank: number }[];
+}
+
+/**
+ * Builds the knapsack items of codebooks shared by scope. Group rank g of every layer in
+ * a scope is one item, with its codebook counted once and its indices summed over the
+ * scope's layers.
+ */
+function sharedItems(work: LayerWork[], s: Settings): SharedItem[] {
   const byName = new Map(work.map((l, i) => [l.name, i]));
-  const items: { group: GroupInfo; members: { layer: number; rank: number }[] }[] = [];
+  const items: SharedItem[] = [];
   for (const scope of groupLayersByScope(work.map((l) => l.name), s.codebookScope)) {
     const layers = scope.prefixes.map((p) => byName.get(p)!);
     const count = Math.min(...layers.map((i) => work[i].grouping.groups.length));
@@ -395,6 +556,14 @@ function solveShared(work: LayerWork[], s: Settings): Chosen {
       });
     }
   }
+  return items;
+}
+
+/**
+ * Solves the model-wide problem with codebooks shared by scope: every layer of a scope
+ * takes its item's codebook size.
+ */
+function solveShared(work: LayerWork[], items: SharedItem[], s: Settings): Chosen {
   const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
   const fixed = work.reduce((sum, l) => sum + l.grouping.fixedBytes, 0);
   const minimum = fixed + items.reduce((sum, it) => sum + it.group.options[0].bytes, 0);
@@ -466,6 +635,7 @@ function buildPlan(
     sensitivity: s.sensitivity,
     fisher: s.fisher,
     solver,
+    distortion: s.distortion,
     sources: { model: modelSource, fisher: statsSource },
     layers,
   };

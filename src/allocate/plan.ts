@@ -98,6 +98,8 @@ export interface Plan {
   fisher?: FisherKind;
   /** Solver that chose the codebook sizes ("exact", "greedy", or "mixed" across layers). */
   solver?: string;
+  /** Distortion of a codebook size: "model" (high-rate model) or "measured" (sampled k-means). */
+  distortion?: string;
   /** Model and statistics the plan was computed from. */
   sources?: { model?: string; fisher?: string };
 }

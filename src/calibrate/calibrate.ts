@@ -21,7 +21,8 @@ import {
 } from "./checkpoint.ts";
 import type { CalibrationData } from "./data.ts";
 import type { GradientEngine } from "./engine.ts";
-import { writeFisherStats } from "./fisher_file.ts";
+import { type FisherLabels, writeFisherStats } from "./fisher_file.ts";
+import { sequenceLabelSeed } from "../ops/cross_entropy_backward.ts";
 
 /** Options of {@linkcode calibrate}. */
 export interface CalibrateOptions {
@@ -35,6 +36,14 @@ export interface CalibrateOptions {
   out: string;
   /** Also accumulate full G [out, out] per layer. Default false. */
   fullG?: boolean;
+  /**
+   * Labels of the backward pass: "data" backpropagates the next tokens (empirical
+   * Fisher), "model" labels drawn from the model's own distribution (true Fisher, the
+   * Hessian of a KL divergence to the model). Default "data".
+   */
+  labels?: FisherLabels;
+  /** Seed of the drawn labels with labels "model". Default 0. */
+  labelSeed?: number;
   /** Continue from `<out>.partial`. Default false. */
   resume?: boolean;
   /** No progress on stderr. Default false. */
@@ -76,6 +85,11 @@ export interface CalibrateResult {
 export async function calibrate(options: CalibrateOptions): Promise<CalibrateResult> {
   const { model, data, engine, out } = options;
   const fullG = options.fullG ?? false;
+  const labels = options.labels ?? "data";
+  const labelSeed = labels === "model" ? options.labelSeed ?? 0 : null;
+  if (labelSeed !== null && !(Number.isSafeInteger(labelSeed) && labelSeed >= 0)) {
+    throw new UsageError(`Invalid label seed ${labelSeed}: expected a non-negative integer`);
+  }
   const seqLen = data.windows[0]?.length ?? 0;
   if (data.windows.length === 0) throw new UsageError("No calibration sequences: add data");
   if (seqLen < 2) {
@@ -97,6 +111,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
     sequences: data.windows.length,
     seed: data.seed === null ? "none" : String(data.seed),
     fullG,
+    labels: labelSeed === null ? "data" : `model seed ${labelSeed}`,
   };
   const sidecar = partialPath(out);
   const acc = new FisherAccumulator(model.config, { fullG });
@@ -137,7 +152,8 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
       return result(false);
     }
     const window = data.windows[acc.sequences];
-    const loss = await engine.accumulate(window, acc);
+    const seed = labelSeed === null ? null : sequenceLabelSeed(labelSeed, acc.sequences);
+    const loss = await engine.accumulate(window, acc, seed);
     acc.endSequence(window.length, loss);
     ranThisCall++;
     const tokensPerSecond = (ranThisCall * seqLen) / ((performance.now() - start) / 1000);
@@ -161,6 +177,8 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
     seed: data.seed,
     fullG,
     meanLoss: acc.lossSum / acc.sequences,
+    labels,
+    labelSeed,
   });
   await Deno.remove(sidecar).catch((err) => {
     if (!(err instanceof Deno.errors.NotFound)) throw err;

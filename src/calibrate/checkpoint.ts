@@ -33,6 +33,8 @@ export interface RunIdentity {
   seed: string;
   /** Whether full G is kept. */
   fullG: boolean;
+  /** Labels of the backward pass: "data", or "model seed S" for labels drawn from the model. */
+  labels: string;
 }
 
 /**
@@ -210,6 +212,7 @@ function identityMetadata(id: RunIdentity): Record<string, string> {
     sequences: String(id.sequences),
     seed: id.seed,
     full_g: String(id.fullG),
+    labels: id.labels,
     data: id.data,
     data_hash: id.dataHash,
   };

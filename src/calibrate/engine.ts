@@ -26,9 +26,11 @@ export interface GradientEngine {
    *
    * @param tokens Token ids of the sequence at positions 0..T-1.
    * @param acc Accumulator (engines that keep sums elsewhere only read its layout).
+   * @param labelSeed Seed of labels drawn from the model for the backward pass, or null
+   *   to backpropagate the next tokens.
    * @returns The sequence's mean next-token cross-entropy.
    */
-  accumulate(tokens: Int32Array, acc: FisherAccumulator): Promise<number>;
+  accumulate(tokens: Int32Array, acc: FisherAccumulator, labelSeed: number | null): Promise<number>;
   /**
    * Copies the engine's sums into `acc.sums` (before a checkpoint or the final file).
    *
@@ -70,8 +72,12 @@ export class CpuEngine implements GradientEngine {
     return Promise.resolve();
   }
 
-  accumulate(tokens: Int32Array, acc: FisherAccumulator): Promise<number> {
-    const { loss } = this.#ref.backward(tokens, { onLinear: (tap) => acc.addTap(tap) });
+  accumulate(
+    tokens: Int32Array,
+    acc: FisherAccumulator,
+    labelSeed: number | null,
+  ): Promise<number> {
+    const { loss } = this.#ref.backward(tokens, { onLinear: (tap) => acc.addTap(tap), labelSeed });
     return Promise.resolve(loss);
   }
 

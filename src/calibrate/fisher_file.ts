@@ -32,7 +32,19 @@ export interface FisherMetadata {
   fullG: boolean;
   /** Mean over sequences of the per-sequence mean cross-entropy (nats). */
   meanLoss: number;
+  /**
+   * Labels the backward pass used: "data" (the next tokens: G, grad_mean and fisher_diag
+   * are the empirical Fisher's) or "model" (labels drawn from the model's own softmax with
+   * `labelSeed`: the true Fisher's). Files without the key used the data, and so does a
+   * writer that leaves it out.
+   */
+  labels?: FisherLabels;
+  /** Seed of the drawn labels, or null (or absent) with labels "data". */
+  labelSeed?: number | null;
 }
+
+/** Source of the labels of the calibration backward pass; see {@linkcode FisherMetadata}. */
+export type FisherLabels = "data" | "model";
 
 /** Statistics of one linear layer as read back, with its widths. */
 export interface FisherLayer extends LinearStats {
@@ -89,6 +101,8 @@ export async function writeFisherStats(
     seed: metadata.seed === null ? "none" : String(metadata.seed),
     full_g: String(metadata.fullG),
     mean_loss: String(metadata.meanLoss),
+    labels: metadata.labels ?? "data",
+    label_seed: metadata.labelSeed == null ? "none" : String(metadata.labelSeed),
   });
 }
 
@@ -223,7 +237,17 @@ function parseMetadata(path: string, raw: Readonly<Record<string, string>>): Fis
       `Expected "true" or "false", got ${JSON.stringify(raw.full_g)}`,
     );
   }
+  const labels = raw.labels ?? "data";
+  if (labels !== "data" && labels !== "model") {
+    throw new FormatError(
+      path,
+      "__metadata__.labels",
+      `Expected "data" or "model", got ${JSON.stringify(raw.labels)}`,
+    );
+  }
   return {
+    labels,
+    labelSeed: labels === "model" ? int("label_seed") : null,
     model: raw.model ?? "",
     data: raw.data ?? "",
     seqLen: int("seq_len"),

@@ -116,9 +116,14 @@ export class GpuEngine implements GradientEngine {
     await this.#gpu.device.queue.onSubmittedWorkDone();
   }
 
-  async accumulate(tokens: Int32Array): Promise<number> {
+  async accumulate(
+    tokens: Int32Array,
+    _acc: FisherAccumulator,
+    labelSeed: number | null,
+  ): Promise<number> {
     const { loss } = await this.#pass.run(tokens, {
       onLinear: (tap, batch) => this.#addTap(tap, batch),
+      labelSeed,
     });
     return loss;
   }

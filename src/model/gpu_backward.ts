@@ -50,6 +50,12 @@ export interface GpuRunOptions {
   weightGrads?: boolean;
   /** Run only the forward pass and the loss: no backward pass, no taps. Default false. */
   lossOnly?: boolean;
+  /**
+   * Backpropagate labels drawn from the model's own distribution with this seed instead
+   * of the next tokens (src/ops/cross_entropy_backward.ts); the loss still scores the next
+   * tokens. Default null.
+   */
+  labelSeed?: number | null;
 }
 
 /** Result of one sequence. */
@@ -193,7 +199,7 @@ export class GpuBackward {
     });
 
     // head and cross-entropy in row chunks, giving dLoss/dxnFinal in s.dxn
-    await this.#headBackward(batch, s, grads, options.lossOnly ?? false);
+    await this.#headBackward(batch, s, grads, options.lossOnly ?? false, options.labelSeed ?? null);
     if (options.lossOnly) return await this.#finish(batch, s, null);
     await rmsnormBackward(gpu, batch, {
       x: s.xFinal,
@@ -321,6 +327,7 @@ export class GpuBackward {
     s: SequenceBuffers,
     grads: GradStore | null,
     lossOnly: boolean,
+    labelSeed: number | null,
   ): Promise<void> {
     const c = this.config, gpu = this.gpu, T = s.T, V = c.vocabSize, head = this.#w.head;
     const headGrad = grads?.get(c.tiedEmbeddings ? tensorNames.embed : tensorNames.lmHead);
@@ -335,6 +342,7 @@ export class GpuBackward {
         vocab: V,
         row0: t0,
         seqLen: T,
+        labelSeed,
       });
       if (lossOnly) continue;
       // dxn[t0 : t0 + rows] = dlogits H, from the transposed copy when there is one

@@ -51,6 +51,12 @@ export interface LinearTap {
 export interface BackwardOptions {
   /** Called once per linear layer during the backward pass, last layer first. */
   onLinear?: (tap: LinearTap) => void;
+  /**
+   * Backpropagate labels drawn from the model's own distribution with this seed instead
+   * of the next tokens (src/ops/cross_entropy_backward.ts); the loss still scores the next
+   * tokens. Default null.
+   */
+  labelSeed?: number | null;
 }
 
 /** Result of one forward and backward pass. */
@@ -151,7 +157,12 @@ export class ReferenceBackward {
     };
 
     // cross-entropy, then the head: logits = xnFinal H^T
-    const { loss, dLogits } = crossEntropy64(logits, tokens, c.vocabSize);
+    const { loss, dLogits } = crossEntropy64(
+      logits,
+      tokens,
+      c.vocabSize,
+      options.labelSeed ?? null,
+    );
     const headName = c.tiedEmbeddings ? tensorNames.embed : tensorNames.lmHead;
     const head = linearBackward64(xnFinal, dLogits, T, c.dim, w.get(headName)!, c.vocabSize);
     add(headName, head.dw);

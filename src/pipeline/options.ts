@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { DistortionKind } from "../allocate/allocate_bits.ts";
 import { UsageError } from "../errors.ts";
 import { CORPUS_DATA } from "../data/corpus.ts";
 import type { Engine } from "../eval/engine.ts";
@@ -58,6 +59,12 @@ export interface PipelineOptions {
    * allocated for it. Default "block", or "layer" with `scope` "layer".
    */
   codebookScope?: CodebookScope;
+  /**
+   * Distortion the WCSG plan is solved with: "model" (high-rate model) or "measured"
+   * (trial quantizations at a few codebook sizes; needs one group per layer). Default
+   * "measured" with one group per layer, else "model".
+   */
+  distortion?: DistortionKind;
   /** Print no progress on stderr. Default false. */
   quiet?: boolean;
 }
@@ -98,6 +105,8 @@ export interface ResolvedPipelineOptions {
   scope: PlanScope;
   /** Codebook scope of the vector-quantization methods. */
   codebookScope: CodebookScope;
+  /** Distortion of the WCSG plan. */
+  distortion: DistortionKind;
   /** No progress on stderr. */
   quiet: boolean;
 }
@@ -123,6 +132,9 @@ export const PIPELINE_DEFAULTS = {
   // rsavq and vptq alike (docs/plan.md). It also bounds k-means memory to one block, which
   // a model-wide codebook does not. A per-layer budget needs per-layer codebooks.
   codebookScope: "block" as CodebookScope,
+  // Trial quantizations fix the 2-bit plan on the reference model (KL 0.018 against 0.043
+  // with the high-rate model) and cost a few quantizations (docs/benchmarks.md).
+  distortion: "measured" as DistortionKind,
 };
 
 /** Methods that quantize with vector codebooks and so can follow a WCSG plan. */
@@ -216,6 +228,17 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     );
   }
 
+  const groups = optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups;
+  const distortion = options.distortion ?? (groups === 1 ? PIPELINE_DEFAULTS.distortion : "model");
+  if (distortion !== "model" && distortion !== "measured") {
+    throw new UsageError(`Invalid --distortion ${distortion}: expected model or measured`);
+  }
+  if (distortion === "measured" && groups !== 1) {
+    throw new UsageError(
+      `--distortion measured measures whole layers, so it needs one group per layer: drop --groups ${groups}`,
+    );
+  }
+
   return {
     model: options.model,
     out: options.out,
@@ -230,12 +253,13 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
     choiceTasks: options.choiceTasks ?? [],
     seed,
     engine,
-    groups: optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups,
+    groups,
     vectorLength: checkVectorLength(
       optionalCount("--vector-length", options.vectorLength, 1) ?? PIPELINE_DEFAULTS.vectorLength,
     ),
     scope,
     codebookScope,
+    distortion,
     quiet: options.quiet ?? false,
   };
 }

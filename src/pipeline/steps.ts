@@ -9,7 +9,8 @@ import type { SensitivityKind } from "../allocate/sensitivity.ts";
 import { loadCalibrationData } from "../calibrate/data.ts";
 import { createEngine } from "../calibrate/create_engine.ts";
 import { calibrate } from "../calibrate/calibrate.ts";
-import { allocateBits } from "../allocate/allocate_bits.ts";
+import { allocateBits, type DistortionKind } from "../allocate/allocate_bits.ts";
+import { trialQuantization } from "../quantize/trial.ts";
 import { openFisherStats } from "../allocate/fisher_source.ts";
 import { writePlan } from "../allocate/plan_io.ts";
 import { planCodebookScope, readWcsgPlan } from "../quantize/plan.ts";
@@ -90,6 +91,12 @@ export interface AllocateStepOptions {
   codebookScope: CodebookScope;
   /** Channel sensitivity formula of the allocation. */
   sensitivity: SensitivityKind;
+  /** Distortion the plan is solved with; "measured" runs trial quantizations with `method`. */
+  distortion: DistortionKind;
+  /** Method the plan is for (the trial quantizations use it). */
+  method: QuantMethod;
+  /** Seed of the trial quantizations' k-means. */
+  seed: number;
   /** Output plan file. */
   out: string;
   /** No progress on stderr. */
@@ -108,7 +115,20 @@ export async function allocateStep(
   options: AllocateStepOptions,
 ): Promise<Record<string, unknown>> {
   const stats = await openFisherStats(options.fisher);
+  const trialStats = options.distortion === "measured"
+    ? await openStatistics(options.fisher)
+    : null;
   try {
+    const trial = trialStats
+      ? trialQuantization(resources.model, trialStats, {
+        method: options.method as "kmeans" | "vptq" | "rsavq",
+        codebookScope: options.codebookScope,
+        vectorLength: options.vectorLength,
+        seed: options.seed,
+        gpu: (await resources.gpu()) ?? null,
+        quiet: options.quiet,
+      })
+      : undefined;
     const plan = await allocateBits(stats, resources.model.weights, {
       bits: options.bits,
       groups: options.groups,
@@ -116,12 +136,15 @@ export async function allocateStep(
       scope: options.scope,
       codebookScope: options.codebookScope,
       sensitivity: options.sensitivity,
+      distortion: options.distortion,
+      trial,
       quiet: options.quiet,
     });
     await writePlan(options.out, plan);
     return { bpw: plan.bpw, solver: plan.solver ?? null, layers: Object.keys(plan.layers).length };
   } finally {
     stats.close();
+    trialStats?.close();
   }
 }
 
