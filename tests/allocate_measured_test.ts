@@ -142,7 +142,6 @@ Deno.test("trialQuantization reports the Fisher errors quantizeModel reports at 
       vectorLength: 4,
       seed: 3,
       gpu: null,
-      quiet: true,
     });
     const small = await trial(16), large = await trial(64);
     assert.deepEqual([...small.keys()].sort(), [...prefixes].sort());

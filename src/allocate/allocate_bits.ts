@@ -9,9 +9,11 @@
  * indices, codebooks, scales and permutation counts, so the same objective is solved as
  * a multiple-choice knapsack over the exact byte costs (see rate_distortion.ts).
  *
- * TODO: the cross-layer model needs work. On the shipped reference model with real-text
- * calibration, trace sensitivities move too many bits into the first block, and a flatter
- * plan measured better (docs/benchmarks.md, "WCSG on the reference model").
+ * Measured distortion (`distortion: "measured"`): after GPTQ-style error feedback the
+ * quantizer's error falls faster with K than 2^(-2b), so the model over-rewards the layers
+ * it rates as sensitive. Trial quantizations at a few sizes near the choice replace the
+ * model there (refineWithTrials). NOTE: they need one group per layer, because the
+ * quantizer reports errors per layer, not per group.
  *
  * @module
  */
@@ -211,8 +213,18 @@ async function refineWithTrials(
   let chosen: Chosen | null = null;
   for (let round = 0; round < TRIAL_ROUNDS && requested.size > 0; round++) {
     for (const k of [...requested].sort((a, b) => a - b)) {
-      if (!s.quiet) console.error(`allocate: trial quantization with K = ${2 ** k}`);
+      const start = performance.now();
       const errors = await trial(2 ** k);
+      if (!s.quiet) {
+        let total = 0;
+        for (const e of errors.values()) total += e;
+        const seconds = (performance.now() - start) / 1000;
+        console.error(
+          `allocate: trial quantization with K = ${2 ** k}: Fisher error ${
+            total.toExponential(3)
+          } (${seconds.toFixed(1)} s)`,
+        );
+      }
       for (const { group, layers } of groups) {
         const option = group.options.find((o) => o.k === k);
         if (option) option.measured = layers.reduce((sum, n) => sum + layerError(errors, n), 0);

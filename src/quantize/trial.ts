@@ -28,8 +28,6 @@ export interface TrialOptions {
   seed?: number;
   /** WebGPU context for k-means and assignment, or null. */
   gpu?: GpuContext | null;
-  /** Print no progress. Default false. */
-  quiet?: boolean;
 }
 
 /**
@@ -64,7 +62,8 @@ export function trialQuantization(
       vectorLength: options.vectorLength,
       seed: options.seed ?? 0,
       gpu: options.gpu ?? null,
-      quiet: options.quiet ?? false,
+      // The allocator prints one line per trial; per-layer lines would show the 16-bit target.
+      quiet: true,
     });
     checkQuantizeOptions(o, stats);
     const pass = await quantizeLayers(
