@@ -30,7 +30,8 @@ const HELP =
 Gives every output channel of every block linear layer a sensitivity from the Fisher
 statistics, sorts the channels by it, splits them into groups and picks each group's
 codebook size K (a power of two; index rate log2(K)/v bits per weight) to minimize the
-modelled loss sum I_c * 2^(-2 b_c) under the budget. Bits per weight count every stored
+modelled loss sum I_c * 2^(-2 b_c) under the budget, or with --distortion measured the
+Fisher-weighted error that trial quantizations leave. Bits per weight count every stored
 byte: packed indices, f16 codebooks, an f16 scale per row and, for layers with several
 groups, a channel order of ceil(log2 rows) bits per row.
 Embeddings and the output head are not quantized and not counted.
@@ -55,9 +56,10 @@ Options:
                         --codebook-scope one fallback turns every layer to trace (default trace)
   --fisher-kind F       kfac: F_cj = G_cc * A_jj; empirical: F_cj = E[g_s^2]_cj (default kfac)
   --distortion D        model: a codebook of 2^k leaves sum(I_c) * 2^(-2k/v); measured: run
-                        rsavq trial quantizations at a few sizes near the choice and use the
-                        Fisher-weighted error each layer is left with (a few quantizations
-                        slower; needs --groups 1) (default model)
+                        rsavq trial quantizations (seed 0) at a few sizes near the choice and
+                        use the Fisher-weighted error each layer is left with (a few
+                        quantizations slower; needs --groups 1; no trials with --scope layer,
+                        where no bits move between layers) (default model)
   --explain             Print a table per layer: sensitivity spread, codebook sizes, bits
   --out FILE            Plan file to write (JSON)
   --quiet               No progress on stderr
@@ -185,7 +187,7 @@ async function run(args: AllocateArgs): Promise<void> {
         console.error(
           `${args.out}: ${Object.keys(plan.layers).length} layers, ${
             plan.bpw.toFixed(4)
-          } bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, codebook scope ${plan.codebookScope}, solver ${plan.solver})`,
+          } bits per weight stored (budget ${plan.bits}, scope ${plan.scope}, codebook scope ${plan.codebookScope}, ${plan.distortion} distortion, solver ${plan.solver})`,
         );
       }
     } finally {

@@ -49,8 +49,8 @@ Options:
   --full-g             Also store the full output-gradient second moment G [out, out]
   --labels L           Labels backpropagated: data (the next tokens: empirical Fisher) or
                        model (drawn from the model's own distribution at each position,
-                       seeded by --seed: true Fisher, the Hessian of the KL divergence
-                       to the model) (default data)
+                       seeded by --seed, default 0: true Fisher, the Hessian of the KL
+                       divergence to the model) (default data)
   --out FILE           Output statistics file (.safetensors)
   --resume             Continue an interrupted run from FILE.partial
   --engine E           Backward engine: ${ENGINES.join(" | ")} (default gpu)

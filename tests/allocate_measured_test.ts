@@ -116,6 +116,28 @@ Deno.test("allocateBits with measured distortion moves bits to the block whose t
   assert.ok(s1 > s0, `measured plan ${s0} / ${s1}`);
 });
 
+Deno.test("allocateBits skips trials where no bits can move", async () => {
+  const trial = fakeTrial(4, [1, 1]);
+  const perLayer = await allocate({
+    distortion: "measured",
+    trial: trial.run,
+    scope: "layer",
+    codebookScope: "layer",
+  });
+  assert.equal(trial.requested.length, 0);
+  const model = await allocate({ scope: "layer", codebookScope: "layer" });
+  assert.deepEqual(blockSizes(perLayer), blockSizes(model));
+});
+
+Deno.test("allocateBits measures only codebook sizes a group offers", async () => {
+  // at the lowest budget every block takes K = 2, the smallest size offered
+  const trial = fakeTrial(2.5, [1, 1]);
+  const plan = await allocate({ bits: 1, distortion: "measured", trial: trial.run });
+  assert.ok(plan.bpw <= 1);
+  assert.ok(trial.requested.length > 0);
+  for (const k of trial.requested) assert.ok(k >= 2, `requested K = ${k}`);
+});
+
 Deno.test("allocateBits rejects measured distortion without a trial or with several groups", async () => {
   await assert.rejects(allocate({ distortion: "measured" }), UsageError);
   const trial = fakeTrial(2, [1, 1]);
@@ -144,6 +166,10 @@ Deno.test("trialQuantization reports the Fisher errors quantizeModel reports at 
       gpu: null,
     });
     const small = await trial(16), large = await trial(64);
+    // a codebook larger than a 32x64 layer's vectors costs over 16 bits per weight
+    const perLayer = trialQuantization(model, stats, { codebookScope: "layer", vectorLength: 4 });
+    const huge = await perLayer(1024);
+    for (const [prefix, e] of huge) assert.ok(Number.isFinite(e), `${prefix}: ${e}`);
     assert.deepEqual([...small.keys()].sort(), [...prefixes].sort());
     const total = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
     assert.ok(total(large) < total(small), `${total(large)} < ${total(small)}`);

@@ -60,6 +60,7 @@ Deno.test("validatePlan names the bad field", () => {
     [(p) => (p.bits = -1), "bits"],
     [(p) => (p.scope = "block"), "scope"],
     [(p) => (p.vectorLength = 0.5), "vectorLength"],
+    [(p) => (p.distortion = "bogus"), "distortion"],
     [(p) => (p.layers = []), "layers"],
     [(p) => (p.layers = {}), "layers"],
     [(p) => (p.layers["model.layers.0.self_attn.q_proj"].rows = 0), `${q}.rows`],

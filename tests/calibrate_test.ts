@@ -67,6 +67,22 @@ function maxRelativeError(got: Float32Array, want: Float64Array): number {
   return worst;
 }
 
+/** Rewrites the `__metadata__` of a safetensors file in place, keeping its tensors. */
+async function editMetadata(path: string, edit: (m: Record<string, string>) => void) {
+  const bytes = await Deno.readFile(path);
+  const length = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + length)));
+  edit(header.__metadata__);
+  let text = JSON.stringify(header);
+  text += " ".repeat((8 - (text.length % 8)) % 8);
+  const encoded = new TextEncoder().encode(text);
+  const out = new Uint8Array(8 + encoded.length + bytes.length - 8 - length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(encoded.length), true);
+  out.set(encoded, 8);
+  out.set(bytes.subarray(8 + length), 8 + encoded.length);
+  await Deno.writeFile(path, out);
+}
+
 async function tempDir(): Promise<string> {
   return await Deno.makeTempDir({ prefix: "calibrate_test_" });
 }
@@ -591,6 +607,21 @@ Deno.test("calibrate with labels drawn from the model: engines agree, metadata s
     await assert.rejects(
       calibrate({ model, data, engine: cpu, out: out("mixed"), ...labels, resume: true }),
       (err: Error) => err instanceof FormatError && /labels/.test(err.message),
+    );
+    // a partial state from before the labels key resumes as data labels
+    await editMetadata(partialPath(out("mixed")), (m) => delete m.labels);
+    await calibrate({ model, data, engine: cpu, out: out("mixed"), quiet: true, resume: true });
+    assert.deepEqual(await Deno.readFile(out("mixed")), await Deno.readFile(out("data")));
+    // a file with model labels and no seed is rejected by name
+    await editMetadata(out("cpu"), (m) => delete m.label_seed);
+    await assert.rejects(
+      readFisherStats(out("cpu")),
+      (err: Error) => err instanceof FormatError && /label_seed/.test(err.message),
+    );
+    // label seeds wrap at 2^32 in the hash, so larger ones are rejected
+    await assert.rejects(
+      calibrate({ model, data, engine: cpu, out: out("big"), ...labels, labelSeed: 2 ** 32 }),
+      UsageError,
     );
   } finally {
     engine.dispose();

@@ -180,7 +180,7 @@ export async function allocateBits(
       : solveLayersWithSearch(work, settings);
   let chosen = solve();
   if (options.trial && settings.distortion === "measured") {
-    chosen = await refineWithTrials(work, shared, solve, options.trial, settings);
+    chosen = await refineWithTrials(work, shared, chosen, solve, options.trial, settings);
   }
   return buildPlan(work, chosen.k, chosen.solver, settings, stats.source, weights.source);
 }
@@ -193,7 +193,8 @@ const TRIAL_ROUNDS = 3;
  * measures the largest codebook size every group can take at once and the sizes on
  * either side. Later rounds measure the sizes the solution chose that are not measured
  * yet, until the choice rests on measurements only or TRIAL_ROUNDS rounds have run. Each
- * measurement is one trial quantization of every layer.
+ * measurement is one trial quantization of every layer. Where no bits can move between
+ * groups (a budget per layer, or a single group), it returns `first` without trials.
  *
  * Why: after GPTQ-style error feedback the error falls faster with the codebook size
  * than the high-rate model says (about 2.5x per doubling at 2 bits on the reference
@@ -203,14 +204,20 @@ const TRIAL_ROUNDS = 3;
 async function refineWithTrials(
   work: LayerWork[],
   shared: SharedItem[] | null,
+  first: Chosen,
   solve: () => Chosen,
   trial: TrialQuantization,
   s: Settings,
 ): Promise<Chosen> {
   const groups = knapsackGroups(work, shared);
+  // With a budget per layer and one group per layer, or one item in all, no bits can move
+  // between groups, so a measurement could not change the plan.
+  const tradeOff = s.scope === "model" ? groups.length > 1 : false;
+  if (!tradeOff) return first;
+  const offered = new Set(groups.flatMap(({ group }) => group.options.map((o) => o.k)));
   const uniform = uniformExponent(groups, work, s);
-  let requested = new Set([uniform - 1, uniform, uniform + 1]);
-  let chosen: Chosen | null = null;
+  let requested = new Set([uniform - 1, uniform, uniform + 1].filter((k) => offered.has(k)));
+  let chosen = first;
   for (let round = 0; round < TRIAL_ROUNDS && requested.size > 0; round++) {
     for (const k of [...requested].sort((a, b) => a - b)) {
       const start = performance.now();
@@ -238,7 +245,7 @@ async function refineWithTrials(
         .map(({ k }) => k),
     );
   }
-  return chosen!;
+  return chosen;
 }
 
 function layerError(errors: Map<string, number>, name: string): number {

@@ -98,7 +98,7 @@ export interface Plan {
   fisher?: FisherKind;
   /** Solver that chose the codebook sizes ("exact", "greedy", or "mixed" across layers). */
   solver?: string;
-  /** Distortion of a codebook size: "model" (high-rate model) or "measured" (sampled k-means). */
+  /** Distortion of a codebook size: "model" (high-rate model) or "measured" (trial quantizations). */
   distortion?: string;
   /** Model and statistics the plan was computed from. */
   sources?: { model?: string; fisher?: string };
@@ -290,6 +290,13 @@ export function validatePlan(value: unknown, file: string): Plan {
       "scope",
       `A budget per layer cannot hold when codebooks are shared across layers (codebookScope ${scope}): use scope "model"`,
     );
+  }
+
+  if (
+    value.distortion !== undefined && value.distortion !== "model" &&
+    value.distortion !== "measured"
+  ) {
+    fail("distortion", `Expected "model" or "measured", got ${JSON.stringify(value.distortion)}`);
   }
 
   const layers: Record<string, PlanLayer> = {};

@@ -87,8 +87,13 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   const fullG = options.fullG ?? false;
   const labels = options.labels ?? "data";
   const labelSeed = labels === "model" ? options.labelSeed ?? 0 : null;
-  if (labelSeed !== null && !(Number.isSafeInteger(labelSeed) && labelSeed >= 0)) {
-    throw new UsageError(`Invalid label seed ${labelSeed}: expected a non-negative integer`);
+  if (
+    labelSeed !== null &&
+    !(Number.isSafeInteger(labelSeed) && labelSeed >= 0 && labelSeed < 2 ** 32)
+  ) {
+    throw new UsageError(
+      `Invalid label seed ${labelSeed}: expected an integer from 0 to ${2 ** 32 - 1}`,
+    );
   }
   const seqLen = data.windows[0]?.length ?? 0;
   if (data.windows.length === 0) throw new UsageError("No calibration sequences: add data");

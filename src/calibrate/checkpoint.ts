@@ -128,11 +128,13 @@ export async function loadCheckpoint(
     }
     const want = identityMetadata(id);
     for (const [key, value] of Object.entries(want)) {
-      if (meta[key] !== value) {
+      // Partial states from before the labels option backpropagated the data's tokens.
+      const stored = key === "labels" ? meta[key] ?? "data" : meta[key];
+      if (stored !== value) {
         throw new FormatError(
           path,
           `__metadata__.${key}`,
-          `The partial state was made with ${key} ${JSON.stringify(meta[key])}, this run has ${
+          `The partial state was made with ${key} ${JSON.stringify(stored)}, this run has ${
             JSON.stringify(value)
           }: rerun with the original options, or delete it and run without --resume`,
         );

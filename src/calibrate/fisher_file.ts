@@ -245,6 +245,13 @@ function parseMetadata(path: string, raw: Readonly<Record<string, string>>): Fis
       `Expected "data" or "model", got ${JSON.stringify(raw.labels)}`,
     );
   }
+  if (labels === "model" && raw.label_seed === undefined) {
+    throw new FormatError(
+      path,
+      "__metadata__.label_seed",
+      "Missing: a file with labels drawn from the model records their seed; recalibrate",
+    );
+  }
   return {
     labels,
     labelSeed: labels === "model" ? int("label_seed") : null,

@@ -179,6 +179,8 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
           codebookScope: o.codebookScope,
           sensitivity: "trace",
           distortion: o.distortion,
+          // The trial quantizations of a measured plan use the method and the seed.
+          ...(o.distortion === "measured" ? { method: o.method, seed: o.seed } : {}),
           planVersion: PLAN_VERSION,
         },
         after: ["calibrate"],

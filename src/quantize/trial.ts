@@ -54,15 +54,16 @@ export function trialQuantization(
   return async (codebookSize) => {
     const o = resolveQuantizeOptions({
       method: options.method ?? "rsavq",
-      // The size is fixed, so the target only has to admit it: 16 bits always does.
-      bits: 16,
+      // The size is fixed, so the target only has to admit it. A codebook can cost more
+      // than 16 bits per weight on a small layer, so no finite target is safe.
+      bits: Number.POSITIVE_INFINITY,
       out: "",
       codebookSize,
       codebookScope: options.codebookScope,
       vectorLength: options.vectorLength,
       seed: options.seed ?? 0,
       gpu: options.gpu ?? null,
-      // The allocator prints one line per trial; per-layer lines would show the 16-bit target.
+      // The allocator prints one line per trial, so the per-layer lines stay quiet.
       quiet: true,
     });
     checkQuantizeOptions(o, stats);
