@@ -266,6 +266,10 @@ Deno.test({
       // results: the original first, then each method at 2 bits within budget
       const rows = manifest.results;
       assert.deepEqual(rows.map((r) => r.method), ["original", "rsavq", "rtn", "gptq", "vptq"]);
+      // rsavq's time includes the allocation of the plan it follows
+      const quantizeResult = manifest.steps["quantize-rsavq-2"].result as { seconds: number };
+      const rsavqSeconds = manifest.steps["allocate-2"].seconds + quantizeResult.seconds;
+      assert.ok(Math.abs(rows[1].quantizeSeconds! - rsavqSeconds) < 1e-9);
       assert.equal(rows[0].kldMean, 0);
       assert.ok(rows[0].ppl > 1, `original perplexity ${rows[0].ppl}`);
       assert.ok(

@@ -166,8 +166,9 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
 
   for (const bits of o.bits) {
     const planName = `plan-${bits}.json`;
+    let allocateSeconds = 0;
     if (usesPlan) {
-      await step({
+      const allocated = await step({
         name: `allocate-${bits}`,
         inputs: { model: o.model, fisher },
         // The plan format version is part of the key, so a format change redoes the step.
@@ -201,6 +202,7 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             quiet: o.quiet,
           }),
       });
+      allocateSeconds = allocated.seconds;
     }
     for (const method of methods) {
       const name = `${method}-${bits}`;
@@ -255,14 +257,17 @@ export async function scheduleSteps(context: ScheduleContext): Promise<void> {
             quiet: o.quiet,
           }),
       });
+      const row = resultRow(
+        method,
+        bits,
+        `${name}.safetensors`,
+        quantized.result as QuantizeStepResult,
+        evaluated.result as EvaluateStepResult,
+      );
+      // The plan's trial quantizations are part of what this method costs.
+      if (plan) row.quantizeSeconds! += allocateSeconds;
       results.push({
-        ...resultRow(
-          method,
-          bits,
-          `${name}.safetensors`,
-          quantized.result as QuantizeStepResult,
-          evaluated.result as EvaluateStepResult,
-        ),
+        ...row,
         ...(await zeroShot(name, path(`${name}.safetensors`), [`quantize-${name}`])),
       });
     }

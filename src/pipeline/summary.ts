@@ -25,7 +25,10 @@ export interface ResultRow {
   top1: number;
   /** Size of the model file in bytes. */
   fileBytes: number;
-  /** Wall-clock seconds of quantization, writing included (null for the original). */
+  /**
+   * Wall-clock seconds of quantization, writing included, plus the WCSG allocation for
+   * the method that follows the plan (null for the original).
+   */
   quantizeSeconds: number | null;
   /** Model file: the checkpoint path for the original, a name in the output folder otherwise. */
   file: string;
