@@ -114,6 +114,12 @@ function parse(argv: string[]): CalibrateArgs | null {
     );
   }
   const seed = optionalInt("--seed", values.seed, 0);
+  // Drawn labels hash the seed as a 32-bit integer; checked here, before any sampling.
+  if (values.labels === "model" && seed !== undefined && seed >= 2 ** 32) {
+    throw new UsageError(
+      `Invalid --seed ${seed} with --labels model: expected an integer from 0 to ${2 ** 32 - 1}`,
+    );
+  }
   return {
     model: values.model,
     spec: {

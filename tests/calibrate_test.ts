@@ -315,6 +315,11 @@ Deno.test("calibrate task rejects bad input without touching the output", async 
     { args: ["--data", ids, "--seq-len", "2", "--resume"], message: /No partial state/ },
     { args: ["--sample-tokens", "64"], message: /--seed/ },
     { args: ["--data", ids, "--bogus"], message: /bogus/ },
+    { args: ["--data", ids, "--labels", "guess"], message: /Invalid --labels "guess"/ },
+    {
+      args: ["--sample-tokens", "64", "--labels", "model", "--seed", String(2 ** 32)],
+      message: /Invalid --seed 4294967296 with --labels model/,
+    },
   ];
   for (const { args, message } of cases) {
     const cmd = new Deno.Command(Deno.execPath(), {

@@ -149,6 +149,14 @@ Deno.test("validateWcsgPlan rejects malformed plans", () => {
     );
   }
   assert.throws(() => validateWcsgPlan({ format: "other" }, "p.json"), /rsavq-plan/);
+  assert.throws(
+    () =>
+      validateWcsgPlan(
+        { format: "rsavq-plan", version: 2, distortion: "bogus", layers: { l: base } },
+        "p.json",
+      ),
+    (e) => e instanceof FormatError && e.field === "distortion",
+  );
 });
 
 Deno.test("budget choosers pick the largest fitting setting", () => {

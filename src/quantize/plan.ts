@@ -95,6 +95,16 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
       `Expected one of ${CODEBOOK_SCOPES.join(", ")}, got ${JSON.stringify(plan.codebookScope)}`,
     );
   }
+  const distortion = (raw as { distortion?: unknown }).distortion;
+  if (distortion !== undefined && distortion !== "model" && distortion !== "measured") {
+    throw new FormatError(
+      path,
+      "distortion",
+      `Expected "model" or "measured", got ${
+        JSON.stringify(distortion)
+      }: pass a plan written by deno task allocate`,
+    );
+  }
   if (typeof plan.layers !== "object" || plan.layers === null) {
     throw new FormatError(path, "layers", "Expected an object of layers");
   }
