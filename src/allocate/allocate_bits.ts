@@ -15,6 +15,10 @@
  * model there (refineWithTrials). NOTE: they need one group per layer, because the
  * quantizer reports errors per layer, not per group.
  *
+ * TODO: the knapsack sums per-layer costs, but on the reference model the KL divergence is
+ * far from additive across blocks (docs/benchmarks.md, "WCSG on the reference model").
+ * Scoring a few whole candidate plans on calibration text would capture that.
+ *
  * @module
  */
 import { FormatError, ShapeError, UsageError } from "../errors.ts";
