@@ -133,6 +133,7 @@ export { ReferenceBackward } from "./src/model/reference_backward.ts";
 export { GpuBackward, type GpuBackwardOptions } from "./src/model/gpu_backward.ts";
 export {
   FISHER_FORMAT,
+  type FisherLabels,
   type FisherLayer,
   type FisherStats,
   FisherStatsFile,
@@ -141,7 +142,12 @@ export {
 } from "./src/calibrate/fisher_file.ts";
 
 // Allocation: WCSG bit plans
-export { allocateBits, type AllocateOptions } from "./src/allocate/allocate_bits.ts";
+export {
+  allocateBits,
+  type AllocateOptions,
+  type DistortionKind,
+  type TrialQuantization,
+} from "./src/allocate/allocate_bits.ts";
 export { type FisherStatsSource, openFisherStats } from "./src/allocate/fisher_source.ts";
 export {
   type Plan,
@@ -163,6 +169,7 @@ export {
 export { QUANTIZE_DEFAULTS, type QuantizeOptions } from "./src/quantize/quantize_options.ts";
 export { QUANT_METHODS, type QuantMethod } from "./src/quantize/types.ts";
 export { openStatistics, type StatisticsSource } from "./src/quantize/statistics.ts";
+export { type TrialOptions, trialQuantization } from "./src/quantize/trial.ts";
 export {
   bitsPerWeight,
   codebookBytes,
