@@ -156,6 +156,7 @@ async function openTrial(
     codebookScope: o.codebookScope ?? "layer",
     vectorLength: o.vectorLength ?? 4,
     gpu,
+    quiet: o.quiet,
   });
   return {
     run,

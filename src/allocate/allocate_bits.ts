@@ -224,6 +224,7 @@ async function refineWithTrials(
   let chosen = first;
   for (let round = 0; round < TRIAL_ROUNDS && requested.size > 0; round++) {
     for (const k of [...requested].sort((a, b) => a - b)) {
+      if (!s.quiet) console.error(`allocate: trial quantization with K = ${2 ** k}`);
       const start = performance.now();
       const errors = await trial(2 ** k);
       if (!s.quiet) {
@@ -231,9 +232,9 @@ async function refineWithTrials(
         for (const e of errors.values()) total += e;
         const seconds = (performance.now() - start) / 1000;
         console.error(
-          `allocate: trial quantization with K = ${2 ** k}: Fisher error ${
-            total.toExponential(3)
-          } (${seconds.toFixed(1)} s)`,
+          `allocate: trial with K = ${2 ** k} done, Fisher error ${total.toExponential(3)} (${
+            seconds.toFixed(1)
+          } s)`,
         );
       }
       for (const { group, layers } of groups) {

@@ -126,6 +126,7 @@ export async function allocateStep(
         vectorLength: options.vectorLength,
         seed: options.seed,
         gpu: (await resources.gpu()) ?? null,
+        quiet: options.quiet,
       })
       : undefined;
     const plan = await allocateBits(stats, resources.model.weights, {

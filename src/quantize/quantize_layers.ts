@@ -131,7 +131,9 @@ export async function quantizeLayers(
   const fisher = results.every((r) => r.fisherError !== null)
     ? results.reduce((n, r) => n + r.fisherError!, 0)
     : null;
-  progress.finish(`${bpw.toFixed(4)} bpw (target ${o.bits})`);
+  // A trial quantization with a fixed codebook size has no finite target.
+  const target = Number.isFinite(o.bits) ? ` (target ${o.bits})` : "";
+  progress.finish(`${bpw.toFixed(4)} bpw${target}`);
   return {
     scope,
     layers: pass.layers,

@@ -28,6 +28,8 @@ export interface TrialOptions {
   seed?: number;
   /** WebGPU context for k-means and assignment, or null. */
   gpu?: GpuContext | null;
+  /** Print no per-layer progress. Default false. */
+  quiet?: boolean;
 }
 
 /**
@@ -63,8 +65,7 @@ export function trialQuantization(
       vectorLength: options.vectorLength,
       seed: options.seed ?? 0,
       gpu: options.gpu ?? null,
-      // The allocator prints one line per trial, so the per-layer lines stay quiet.
-      quiet: true,
+      quiet: options.quiet ?? false,
     });
     checkQuantizeOptions(o, stats);
     const pass = await quantizeLayers(
