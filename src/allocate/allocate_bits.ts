@@ -216,8 +216,7 @@ async function refineWithTrials(
   const groups = knapsackGroups(work, shared);
   // With a budget per layer and one group per layer, or one item in all, no bits can move
   // between groups, so a measurement could not change the plan.
-  const tradeOff = s.scope === "model" ? groups.length > 1 : false;
-  if (!tradeOff) return first;
+  if (s.scope !== "model" || groups.length < 2) return first;
   const offered = new Set(groups.flatMap(({ group }) => group.options.map((o) => o.k)));
   const uniform = uniformExponent(groups, work, s);
   let requested = new Set([uniform - 1, uniform, uniform + 1].filter((k) => offered.has(k)));
