@@ -16,6 +16,7 @@ import { GpuContext } from "../src/gpu/device.ts";
 import type { LoadedModel } from "../src/model/model.ts";
 import { openStatistics } from "../src/quantize/statistics.ts";
 import { trialQuantization } from "../src/quantize/trial.ts";
+import { DISTORTION_KINDS } from "../src/quantize/plan.ts";
 import { explainPlan } from "../src/allocate/explain.ts";
 import { openFisherStats } from "../src/allocate/fisher_source.ts";
 import { writePlan } from "../src/allocate/plan_io.ts";
@@ -122,7 +123,7 @@ function parse(argv: string[]): AllocateArgs | null {
   const codebookScope = oneOf("--codebook-scope", values["codebook-scope"], CODEBOOK_SCOPES);
   const sensitivity = oneOf("--sensitivity", values.sensitivity, ["trace", "gradient"] as const);
   const fisher = oneOf("--fisher-kind", values["fisher-kind"], ["kfac", "empirical"] as const);
-  const distortion = oneOf("--distortion", values.distortion, ["model", "measured"] as const);
+  const distortion = oneOf("--distortion", values.distortion, DISTORTION_KINDS);
 
   return {
     model: values.model,

@@ -11,7 +11,7 @@ import type { LoadedModel } from "../src/model/model.ts";
 import { createCausalLM, ENGINES, parseEngine } from "../src/eval/engine.ts";
 import { type DataSpec, loadCalibrationData, validateDataSpec } from "../src/calibrate/data.ts";
 import { createEngine } from "../src/calibrate/create_engine.ts";
-import { calibrate } from "../src/calibrate/calibrate.ts";
+import { calibrate, checkLabelSeed } from "../src/calibrate/calibrate.ts";
 import type { FisherLabels } from "../src/calibrate/fisher_file.ts";
 import { Progress } from "../src/util/progress.ts";
 import { UsageError } from "../src/errors.ts";
@@ -114,11 +114,9 @@ function parse(argv: string[]): CalibrateArgs | null {
     );
   }
   const seed = optionalInt("--seed", values.seed, 0);
-  // Drawn labels hash the seed as a 32-bit integer; checked here, before any sampling.
-  if (values.labels === "model" && seed !== undefined && seed >= 2 ** 32) {
-    throw new UsageError(
-      `Invalid --seed ${seed} with --labels model: expected an integer from 0 to ${2 ** 32 - 1}`,
-    );
+  // Checked here as well as in calibrate(), so that a bad seed fails before any sampling.
+  if (values.labels === "model" && seed !== undefined) {
+    checkLabelSeed(seed, "--seed", " with --labels model");
   }
   return {
     model: values.model,

@@ -162,16 +162,15 @@ export function budgetBytes(bits: number, weights: number): number {
 }
 
 /**
- * Returns the loss of a group coded with exponent k: the measured value when the option
- * has one, else the high-rate model sum(I_c) * 2^(-2 k / v).
+ * Returns the loss of a group coded with one of its options: the option's measured value
+ * when it has one, else the high-rate model sum(I_c) * 2^(-2 k / v).
  *
  * @param group Group.
- * @param k Codebook exponent.
+ * @param option One of `group.options`.
  * @param v Vector length.
  */
-export function groupDistortion(group: GroupInfo, k: number, v: number): number {
-  const measured = group.options.find((o) => o.k === k)?.distortion;
-  return measured ?? group.sensitivity * 2 ** ((-2 * k) / v);
+export function groupDistortion(group: GroupInfo, option: GroupOption, v: number): number {
+  return option.distortion ?? group.sensitivity * 2 ** ((-2 * option.k) / v);
 }
 
 /**
@@ -195,7 +194,7 @@ function buildItems(groups: GroupInfo[], v: number): { items: RdItem[]; members:
   const items = members.map((list) => ({
     options: list[0].options.map((o) => ({
       bytes: o.bytes * list.length,
-      distortion: groupDistortion(list[0], o.k, v) * list.length,
+      distortion: groupDistortion(list[0], o, v) * list.length,
     })),
   }));
   return { items, members };

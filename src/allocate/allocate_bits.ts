@@ -48,9 +48,9 @@ import {
 } from "./plan.ts";
 import type { RdSolverKind } from "./rate_distortion.ts";
 import { channelSensitivity, type FisherKind, type SensitivityKind } from "./sensitivity.ts";
+import { DISTORTION_KINDS, type DistortionKind, isDistortionKind } from "../quantize/plan.ts";
 
-/** Source of a codebook size's distortion; see {@linkcode AllocateOptions.distortion}. */
-export type DistortionKind = "model" | "measured";
+export type { DistortionKind };
 
 /**
  * A trial quantization: quantizes every layer with codebooks of `codebookSize` entries
@@ -201,7 +201,7 @@ const TRIAL_ROUNDS = 3;
  * groups (a budget per layer, or a single group), it returns `first` without trials.
  *
  * Why: after GPTQ-style error feedback the error falls faster with the codebook size
- * than the high-rate model says (about 2.5x per doubling at 2 bits on the reference
+ * than the high-rate model predicts (about 2.5x per doubling at 2 bits on the reference
  * model, against 1.41x), so the model moves too many bits to the layers it rates as
  * sensitive (docs/benchmarks.md, "WCSG on the reference model").
  */
@@ -218,7 +218,7 @@ async function refineWithTrials(
   // between groups, so a measurement could not change the plan.
   if (s.scope !== "model" || groups.length < 2) return first;
   const offered = new Set(groups.flatMap(({ group }) => group.options.map((o) => o.k)));
-  const uniform = uniformExponent(groups, work, s);
+  const uniform = uniformExponent(groups, offered, work, s);
   let requested = new Set([uniform - 1, uniform, uniform + 1].filter((k) => offered.has(k)));
   let chosen = first;
   for (let round = 0; round < TRIAL_ROUNDS && requested.size > 0; round++) {
@@ -260,16 +260,20 @@ function layerError(errors: Map<string, number>, name: string): number {
   return e;
 }
 
-/** Largest exponent that every group can take at once within the budget. */
-function uniformExponent(groups: KnapsackGroup[], work: LayerWork[], s: Settings): number {
+/** Returns the largest offered exponent that every group can take at once within the budget. */
+function uniformExponent(
+  groups: KnapsackGroup[],
+  offered: Set<number>,
+  work: LayerWork[],
+  s: Settings,
+): number {
   const weights = work.reduce((sum, l) => sum + l.rows * l.cols, 0);
   const fixed = work.reduce((sum, l) => sum + l.grouping.fixedBytes, 0);
   const budget = budgetBytes(s.bits, weights) - fixed;
   const bytesAt = (g: GroupInfo, k: number) =>
     (g.options.find((o) => o.k === k) ?? g.options.at(-1)!).bytes;
-  const exponents = new Set(groups.flatMap(({ group }) => group.options.map((o) => o.k)));
-  let best = Math.min(...exponents);
-  for (const k of [...exponents].sort((a, b) => a - b)) {
+  let best = Math.min(...offered);
+  for (const k of [...offered].sort((a, b) => a - b)) {
     if (groups.reduce((sum, { group }) => sum + bytesAt(group, k), 0) <= budget) best = k;
   }
   return best;
@@ -294,9 +298,11 @@ function resolveOptions(o: AllocateOptions): Settings {
     distortion: o.distortion ?? "model",
     quiet: o.quiet ?? false,
   };
-  if (s.distortion !== "model" && s.distortion !== "measured") {
+  if (!isDistortionKind(s.distortion)) {
     throw new UsageError(
-      `Invalid distortion: expected "model" or "measured", got ${JSON.stringify(s.distortion)}`,
+      `Invalid distortion: expected one of ${DISTORTION_KINDS.join(", ")}, got ${
+        JSON.stringify(s.distortion)
+      }`,
     );
   }
   if (s.distortion === "measured" && (s.searchGroups || s.groups !== 1)) {
@@ -503,15 +509,15 @@ function solveModel(work: LayerWork[], s: Settings): Chosen {
  * the model.
  */
 function extrapolate(group: GroupInfo, v: number): void {
-  const measured = group.options.filter((o) => typeof o.measured === "number");
+  const measured = group.options.filter((o) => o.measured !== undefined);
   if (measured.length === 0) return;
   for (const o of group.options) {
-    if (typeof o.measured === "number") {
+    if (o.measured !== undefined) {
       o.distortion = o.measured;
       continue;
     }
     const near = measured.reduce((a, b) => Math.abs(b.k - o.k) < Math.abs(a.k - o.k) ? b : a);
-    o.distortion = (near.measured as number) * 2 ** ((-2 * (o.k - near.k)) / v);
+    o.distortion = near.measured! * 2 ** ((-2 * (o.k - near.k)) / v);
   }
 }
 

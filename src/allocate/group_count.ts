@@ -75,7 +75,7 @@ function relaxed(
   for (const g of grouping.groups) {
     let bestCost = Infinity, bestBytes = 0;
     for (const o of g.options) {
-      const c = groupDistortion(g, o.k, v) + lambda * o.bytes;
+      const c = groupDistortion(g, o, v) + lambda * o.bytes;
       if (c < bestCost) [bestCost, bestBytes] = [c, o.bytes];
     }
     cost += bestCost;

@@ -22,6 +22,7 @@ import {
   type VqLayerStorage,
 } from "../quantize/bpw.ts";
 import { CODEBOOK_SCOPES, type CodebookScope, groupLayersByScope } from "../quantize/scope.ts";
+import { DISTORTION_KINDS, type DistortionKind, isDistortionKind } from "../quantize/plan.ts";
 import type { FisherKind, SensitivityKind } from "./sensitivity.ts";
 
 /** Value of the plan's `format` field. */
@@ -99,7 +100,7 @@ export interface Plan {
   /** Solver that chose the codebook sizes ("exact", "greedy", or "mixed" across layers). */
   solver?: string;
   /** Distortion of a codebook size: "model" (high-rate model) or "measured" (trial quantizations). */
-  distortion?: string;
+  distortion?: DistortionKind;
   /** Model and statistics the plan was computed from. */
   sources?: { model?: string; fisher?: string };
 }
@@ -292,11 +293,11 @@ export function validatePlan(value: unknown, file: string): Plan {
     );
   }
 
-  if (
-    value.distortion !== undefined && value.distortion !== "model" &&
-    value.distortion !== "measured"
-  ) {
-    fail("distortion", `Expected "model" or "measured", got ${JSON.stringify(value.distortion)}`);
+  if (value.distortion !== undefined && !isDistortionKind(value.distortion)) {
+    fail(
+      "distortion",
+      `Expected one of ${DISTORTION_KINDS.join(", ")}, got ${JSON.stringify(value.distortion)}`,
+    );
   }
 
   const layers: Record<string, PlanLayer> = {};

@@ -87,14 +87,7 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
   const fullG = options.fullG ?? false;
   const labels = options.labels ?? "data";
   const labelSeed = labels === "model" ? options.labelSeed ?? 0 : null;
-  if (
-    labelSeed !== null &&
-    !(Number.isSafeInteger(labelSeed) && labelSeed >= 0 && labelSeed < 2 ** 32)
-  ) {
-    throw new UsageError(
-      `Invalid label seed ${labelSeed}: expected an integer from 0 to ${2 ** 32 - 1}`,
-    );
-  }
+  if (labelSeed !== null) checkLabelSeed(labelSeed, "label seed");
   const seqLen = data.windows[0]?.length ?? 0;
   if (data.windows.length === 0) throw new UsageError("No calibration sequences: add data");
   if (seqLen < 2) {
@@ -200,6 +193,28 @@ export async function calibrate(options: CalibrateOptions): Promise<CalibrateRes
       meanLoss: acc.sequences ? acc.lossSum / acc.sequences : NaN,
       tokensPerSecond: seconds > 0 ? (ranThisCall * seqLen) / seconds : 0,
     };
+  }
+}
+
+/**
+ * Checks a seed of labels drawn from the model: the draws hash it as a 32-bit integer, so
+ * larger values would repeat smaller ones.
+ *
+ * @example
+ * ```ts
+ * import { checkLabelSeed } from "./calibrate.ts";
+ * checkLabelSeed(7, "--seed");
+ * ```
+ * @param seed The seed.
+ * @param name How the message names it (an option or a field).
+ * @param context Words the message adds after the value. Default none.
+ * @throws {UsageError} When the seed is not an integer from 0 to 2^32 - 1.
+ */
+export function checkLabelSeed(seed: number, name: string, context = ""): void {
+  if (!(Number.isSafeInteger(seed) && seed >= 0 && seed < 2 ** 32)) {
+    throw new UsageError(
+      `Invalid ${name} ${seed}${context}: expected an integer from 0 to ${2 ** 32 - 1}`,
+    );
   }
 }
 

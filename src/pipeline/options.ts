@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { DistortionKind } from "../allocate/allocate_bits.ts";
+import { DISTORTION_KINDS, type DistortionKind, isDistortionKind } from "../quantize/plan.ts";
 import { UsageError } from "../errors.ts";
 import { CORPUS_DATA } from "../data/corpus.ts";
 import type { Engine } from "../eval/engine.ts";
@@ -230,8 +230,10 @@ export function resolvePipelineOptions(options: PipelineOptions): ResolvedPipeli
 
   const groups = optionalCount("--groups", options.groups, 1) ?? PIPELINE_DEFAULTS.groups;
   const distortion = options.distortion ?? (groups === 1 ? PIPELINE_DEFAULTS.distortion : "model");
-  if (distortion !== "model" && distortion !== "measured") {
-    throw new UsageError(`Invalid --distortion ${distortion}: expected model or measured`);
+  if (!isDistortionKind(distortion)) {
+    throw new UsageError(
+      `Invalid --distortion ${distortion}: expected ${DISTORTION_KINDS.join(" or ")}`,
+    );
   }
   if (distortion === "measured" && groups !== 1) {
     throw new UsageError(

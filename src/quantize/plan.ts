@@ -21,6 +21,29 @@ import { storesChannelOrder } from "./bpw.ts";
 import { UsageError } from "../errors.ts";
 import { CODEBOOK_SCOPES, type CodebookScope } from "./scope.ts";
 
+/**
+ * Sources of a codebook size's distortion in a WCSG plan: "model" (the high-rate model)
+ * or "measured" (trial quantizations).
+ */
+export const DISTORTION_KINDS = ["model", "measured"] as const;
+
+/** Source of a codebook size's distortion; see {@linkcode DISTORTION_KINDS}. */
+export type DistortionKind = typeof DISTORTION_KINDS[number];
+
+/**
+ * Checks an optional plan `distortion` field.
+ *
+ * @example
+ * ```ts
+ * import { isDistortionKind } from "./plan.ts";
+ * if (!isDistortionKind("measured") || isDistortionKind("bogus")) throw new Error();
+ * ```
+ * @param value The field's value.
+ */
+export function isDistortionKind(value: unknown): value is DistortionKind {
+  return (DISTORTION_KINDS as readonly unknown[]).includes(value);
+}
+
 /** One layer of a plan. */
 export interface WcsgPlanLayer {
   /** Output channels (m). */
@@ -96,11 +119,11 @@ export function validateWcsgPlan(raw: unknown, path: string): WcsgPlan {
     );
   }
   const distortion = (raw as { distortion?: unknown }).distortion;
-  if (distortion !== undefined && distortion !== "model" && distortion !== "measured") {
+  if (distortion !== undefined && !isDistortionKind(distortion)) {
     throw new FormatError(
       path,
       "distortion",
-      `Expected "model" or "measured", got ${
+      `Expected one of ${DISTORTION_KINDS.join(", ")}, got ${
         JSON.stringify(distortion)
       }: pass a plan written by deno task allocate`,
     );
