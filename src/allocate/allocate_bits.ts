@@ -201,9 +201,9 @@ const TRIAL_ROUNDS = 3;
  * groups (a budget per layer, or a single group), it returns `first` without trials.
  *
  * Why: after GPTQ-style error feedback the error falls faster with the codebook size
- * than the high-rate model predicts (about 2.5x per doubling at 2 bits on the reference
- * model, against 1.41x), so the model moves too many bits to the layers it rates as
- * sensitive (docs/benchmarks.md, "WCSG on the reference model").
+ * than the high-rate model predicts: 1.8x to 2.7x per doubling at 1.5 to 2.3 bits on the
+ * reference model, against 1.41x. So the model moves too many bits to the layers it rates
+ * as sensitive (docs/benchmarks.md, "WCSG on the reference model").
  */
 async function refineWithTrials(
   work: LayerWork[],

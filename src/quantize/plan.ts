@@ -22,13 +22,13 @@ import { UsageError } from "../errors.ts";
 import { CODEBOOK_SCOPES, type CodebookScope } from "./scope.ts";
 
 /**
- * Sources of a codebook size's distortion in a WCSG plan: "model" (the high-rate model)
- * or "measured" (trial quantizations).
+ * Source of a codebook size's distortion in a WCSG plan: "model" (the high-rate model) or
+ * "measured" (trial quantizations).
  */
-export const DISTORTION_KINDS = ["model", "measured"] as const;
+export type DistortionKind = "model" | "measured";
 
-/** Source of a codebook size's distortion; see {@linkcode DISTORTION_KINDS}. */
-export type DistortionKind = typeof DISTORTION_KINDS[number];
+/** Every {@linkcode DistortionKind}. */
+export const DISTORTION_KINDS: readonly DistortionKind[] = ["model", "measured"];
 
 /**
  * Checks an optional plan `distortion` field.
